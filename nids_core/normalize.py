@@ -1,0 +1,171 @@
+"""Turn string-typed Zeek records into the canonical flow schema, one reason per reject.
+
+Every reader (Kafka JSON, TSV, CSV, JSON lines) first produces a frame of *strings* keyed by
+Zeek's own field names, plus `position` (Kafka offset or file line) and `raw` (the original
+bytes). `normalize` casts that frame in a few vectorised passes and splits it into valid
+flows and rejected records, each reject carrying a human-readable reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from nids_core.schema import (
+    BOOLEAN_COLUMNS,
+    FLOW_COLUMNS,
+    FLOW_SCHEMA,
+    INTEGER_COLUMNS,
+    LABEL_BENIGN,
+    LABEL_MALICIOUS,
+    NON_NEGATIVE_COLUMNS,
+    PORT_COLUMNS,
+    REJECT_SCHEMA,
+    REQUIRED_COLUMNS,
+    ZEEK_TO_CANONICAL,
+)
+
+_TRUE = ("T", "t", "true", "True", "TRUE", "1")
+_FALSE = ("F", "f", "false", "False", "FALSE", "0")
+_ISO_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f")
+_ISO_ZONED_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%:z", "%Y-%m-%dT%H:%M:%S%.f%z")
+# Epoch seconds accepted for `ts`: 1970 up to the year 2286.
+_MAX_EPOCH_SECONDS = 1e10
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """Valid flows (canonical schema plus `position`) and rejects (position, raw, error)."""
+
+    flows: pl.DataFrame
+    rejects: pl.DataFrame
+
+    @property
+    def records(self) -> int:
+        return self.flows.height + self.rejects.height
+
+
+def _parse_ts(col: pl.Expr) -> pl.Expr:
+    text = col.str.strip_chars()
+    epoch = text.cast(pl.Float64, strict=False)
+    from_epoch = (
+        pl.when(epoch.is_finite() & (epoch >= 0) & (epoch < _MAX_EPOCH_SECONDS))
+        .then((epoch * 1_000_000).round(0).cast(pl.Int64))
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+    )
+    iso_text = text.str.replace(r"Z$", "")
+    candidates = [from_epoch]
+    candidates += [
+        iso_text.str.to_datetime(fmt, time_unit="us", strict=False).dt.replace_time_zone("UTC")
+        for fmt in _ISO_NAIVE_FORMATS
+    ]
+    candidates += [
+        text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
+        for fmt in _ISO_ZONED_FORMATS
+    ]
+    return pl.coalesce(candidates)
+
+
+def _parse_bool(col: pl.Expr) -> pl.Expr:
+    return pl.when(col.is_in(_TRUE)).then(True).when(col.is_in(_FALSE)).then(False)
+
+
+def _parse_set(col: pl.Expr) -> pl.Expr:
+    # JSON arrays arrive as '["a", "b"]', TSV/CSV sets as 'a,b'; '(empty)' was made ''.
+    items = col.str.replace_all(r'[\[\]"\s]', "").str.split(",")
+    return items.list.eval(pl.element().filter(pl.element() != ""))
+
+
+def _normalize_label(col: pl.Expr) -> pl.Expr:
+    text = col.str.strip_chars().str.to_lowercase()
+    return pl.when(text == LABEL_BENIGN).then(pl.lit(LABEL_BENIGN)).when(
+        text == LABEL_MALICIOUS
+    ).then(pl.lit(LABEL_MALICIOUS))
+
+
+def _text_or_null(col: pl.Expr) -> pl.Expr:
+    text = col.str.strip_chars()
+    return pl.when(text.is_in(["", "-"])).then(None).otherwise(text)
+
+
+def normalize(strings: pl.DataFrame) -> ParseResult:
+    """Cast a frame of Zeek string fields (plus `position`, `raw`) to the canonical schema.
+
+    Unknown fields are ignored (Zeek scripts add fields such as `community_id`); a record is
+    rejected only when a required field is missing or a value has the wrong type or range.
+    """
+    present = {
+        ZEEK_TO_CANONICAL[name]: pl.col(name).cast(pl.String)
+        for name in strings.columns
+        if name in ZEEK_TO_CANONICAL
+    }
+    src = strings.select(
+        pl.col("position"),
+        pl.col("raw"),
+        *[
+            (present.get(c, pl.lit(None, dtype=pl.String))).alias(f"_s_{c}")
+            for c in FLOW_COLUMNS
+        ],
+    )
+
+    def s(c: str) -> pl.Expr:
+        return pl.col(f"_s_{c}")
+
+    typed: list[pl.Expr] = []
+    for c in FLOW_COLUMNS:
+        if c == "ts":
+            expr = _parse_ts(s(c))
+        elif c in INTEGER_COLUMNS:
+            expr = s(c).str.strip_chars().cast(FLOW_SCHEMA[c], strict=False)
+        elif c == "duration":
+            expr = s(c).str.strip_chars().cast(pl.Float64, strict=False)
+        elif c in BOOLEAN_COLUMNS:
+            expr = _parse_bool(s(c).str.strip_chars())
+        elif c == "tunnel_parents":
+            expr = _parse_set(s(c))
+        elif c == "label":
+            expr = _normalize_label(s(c))
+        elif c in ("uid", "orig_h", "resp_h"):
+            expr = s(c).str.strip_chars()
+        else:
+            expr = _text_or_null(s(c))
+        typed.append(expr.cast(FLOW_SCHEMA[c]).alias(c))
+    frame = src.with_columns(typed)
+
+    errors: list[pl.Expr] = []
+    for c in REQUIRED_COLUMNS:
+        zeek = next(k for k, v in ZEEK_TO_CANONICAL.items() if v == c)
+        missing = s(c).is_null() | (s(c).str.strip_chars().is_in(["", "-"]))
+        errors.append(pl.when(missing).then(pl.lit(f"missing {zeek}")))
+    for c in FLOW_COLUMNS:
+        if c in ("tunnel_parents", "label", "detailed_label", "capture"):
+            continue
+        zeek = next(k for k, v in ZEEK_TO_CANONICAL.items() if v == c)
+        given = s(c).is_not_null() & ~s(c).str.strip_chars().is_in(["", "-"])
+        errors.append(
+            pl.when(given & pl.col(c).is_null()).then(
+                pl.format("wrong type for {}: {}", pl.lit(zeek), s(c).str.slice(0, 40))
+            )
+        )
+    for c in NON_NEGATIVE_COLUMNS:
+        errors.append(pl.when(pl.col(c) < 0).then(pl.lit(f"negative {c}")))
+    for c in PORT_COLUMNS:
+        zeek = "id." + c
+        errors.append(
+            pl.when((pl.col(c) < 0) | (pl.col(c) > 65535)).then(pl.lit(f"{zeek} out of range"))
+        )
+    frame = frame.with_columns(
+        pl.concat_str(errors, separator="; ", ignore_nulls=True).alias("error")
+    ).with_columns(
+        pl.when(pl.col("error") == "").then(None).otherwise(pl.col("error")).alias("error")
+    )
+
+    bad = frame.filter(pl.col("error").is_not_null())
+    good = frame.filter(pl.col("error").is_null())
+    flows = good.select([*FLOW_COLUMNS, "position"])
+    rejects = bad.select(
+        pl.col("position").cast(pl.Int64), pl.col("raw").cast(pl.Binary), pl.col("error")
+    )
+    return ParseResult(flows=flows, rejects=rejects.cast(REJECT_SCHEMA))  # type: ignore[arg-type]
