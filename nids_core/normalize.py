@@ -80,9 +80,12 @@ def _parse_set(col: pl.Expr) -> pl.Expr:
 
 def _normalize_label(col: pl.Expr) -> pl.Expr:
     text = col.str.strip_chars().str.to_lowercase()
-    return pl.when(text == LABEL_BENIGN).then(pl.lit(LABEL_BENIGN)).when(
-        text == LABEL_MALICIOUS
-    ).then(pl.lit(LABEL_MALICIOUS))
+    return (
+        pl.when(text == LABEL_BENIGN)
+        .then(pl.lit(LABEL_BENIGN))
+        .when(text == LABEL_MALICIOUS)
+        .then(pl.lit(LABEL_MALICIOUS))
+    )
 
 
 def _text_or_null(col: pl.Expr) -> pl.Expr:
@@ -104,10 +107,7 @@ def normalize(strings: pl.DataFrame) -> ParseResult:
     src = strings.select(
         pl.col("position"),
         pl.col("raw"),
-        *[
-            (present.get(c, pl.lit(None, dtype=pl.String))).alias(f"_s_{c}")
-            for c in FLOW_COLUMNS
-        ],
+        *[(present.get(c, pl.lit(None, dtype=pl.String))).alias(f"_s_{c}") for c in FLOW_COLUMNS],
     )
 
     def s(c: str) -> pl.Expr:

@@ -38,7 +38,9 @@ def _read_strings(lines: list[bytes]) -> pl.DataFrame:
 
 
 def _parse_chunk(
-    lines: list[bytes], idx: list[int], good: list[tuple[list[int], pl.DataFrame]],
+    lines: list[bytes],
+    idx: list[int],
+    good: list[tuple[list[int], pl.DataFrame]],
     bad: list[tuple[int, str]],
 ) -> None:
     try:

@@ -1,0 +1,179 @@
+"""Streaming side: one Kafka micro-batch lands as Parquet, then is upserted into DuckDB,
+then the consumer group's offset moves."""
+
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetExecutionContext,
+    Backoff,
+    Config,
+    Jitter,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
+from pydantic import Field
+
+from nids_core.ingest import land_batch, load_batch_into_hot
+from nids_resources.kafka import KafkaResource
+from nids_resources.stores import ColdStoreResource, HotStoreResource
+
+INGEST_GROUP = "ingestion"
+DUCKDB_POOL = "duckdb"
+# Transient faults (a broker restart, S3 throttling, a held DuckDB lock) are retried inside
+# the run with exponential backoff; a batch that still fails is re-requested by the sensor.
+INGEST_RETRY = RetryPolicy(
+    max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
+
+
+class KafkaBatchConfig(Config):
+    """One micro-batch: a topic partition and the offset range [start, end)."""
+
+    topic: str = Field(description="Kafka topic.")
+    partition: int = Field(ge=0, description="Partition number.")
+    start: int = Field(ge=0, description="First offset of the batch.")
+    end: int = Field(ge=1, description="One past the last offset of the batch.")
+
+
+def batch_run_config(topic: str, partition: int, start: int, end: int) -> dict:
+    """Run config giving every ingest asset the same batch."""
+    cfg = {"config": {"topic": topic, "partition": partition, "start": start, "end": end}}
+    return {"ops": {name: cfg for name in ("flow_batch", "hot_flows", "consumer_offsets")}}
+
+
+def _batch_metadata(config: KafkaBatchConfig) -> dict:
+    return {
+        "topic": config.topic,
+        "partition": config.partition,
+        "offset_start": config.start,
+        "offset_end": config.end,
+    }
+
+
+@asset(
+    group_name=INGEST_GROUP,
+    kinds={"kafka", "parquet"},
+    retry_policy=INGEST_RETRY,
+)
+def flow_batch(
+    context: AssetExecutionContext,
+    config: KafkaBatchConfig,
+    kafka: KafkaResource,
+    cold_store: ColdStoreResource,
+) -> MaterializeResult:
+    """Landing zone: one Kafka offset range of Zeek conn records, parsed and written as
+    Parquet under `landing/date=YYYY-MM-DD/<topic>-p<partition>-<start>-<end>.parquet`
+    (malformed records to `landing/_quarantine/` with their reason). A re-run of the same
+    range replaces the same files."""
+    store = cold_store.store()
+    with kafka.open_client() as client:
+        landed = land_batch(
+            client,
+            store,
+            config.topic,
+            config.partition,
+            config.start,
+            config.end,
+            max_message_bytes=kafka.max_message_bytes,
+            read_timeout_s=kafka.read_timeout_s,
+        )
+    m = landed.manifest
+    total = landed.read_seconds + landed.parse_seconds + landed.write_seconds
+    context.log.info(
+        f"landed {m.name}: {m.records} records, {m.flows} flows, {m.quarantined} quarantined"
+    )
+    return MaterializeResult(
+        metadata={
+            **_batch_metadata(config),
+            "records_read": m.records,
+            "flows_landed": m.flows,
+            "quarantined": m.quarantined,
+            "dates": MetadataValue.json(m.rows_by_date),
+            "reject_reasons": MetadataValue.json(landed.reject_reasons),
+            "read_seconds": round(landed.read_seconds, 3),
+            "parse_seconds": round(landed.parse_seconds, 3),
+            "write_seconds": round(landed.write_seconds, 3),
+            "records_per_second": round(m.records / total, 1) if total > 0 else 0.0,
+            "landing_manifest": store.manifest_file(m.name),
+        }
+    )
+
+
+@asset(
+    deps=[flow_batch],
+    group_name=INGEST_GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+    retry_policy=INGEST_RETRY,
+)
+def hot_flows(
+    context: AssetExecutionContext,
+    config: KafkaBatchConfig,
+    hot_store: HotStoreResource,
+    cold_store: ColdStoreResource,
+) -> MaterializeResult:
+    """Hot table `flows` in DuckDB: the landed batch upserted on Zeek `uid` (the lowest Kafka
+    provenance wins, so duplicates and re-runs change nothing), its malformed records
+    added to `quarantine`, in one transaction."""
+    store = cold_store.store()
+    manifest = store.read_manifest(config.topic, config.partition, config.start, config.end)
+    with hot_store.connect() as con:
+        load = load_batch_into_hot(con, store, manifest)
+    c = load.counts
+    duplicates = c.duplicates_in_batch + c.already_present
+    context.log.info(
+        f"{manifest.name}: {c.inserted} inserted, {duplicates} duplicates, "
+        f"{manifest.quarantined} quarantined"
+    )
+    return MaterializeResult(
+        metadata={
+            **_batch_metadata(config),
+            "records_read": manifest.records,
+            "rows_stored": c.inserted,
+            "quarantined": manifest.quarantined,
+            "duplicates": duplicates,
+            "duplicates_in_batch": c.duplicates_in_batch,
+            "already_present": c.already_present,
+            "replaced_by_lower_offset": c.replaced,
+            "quarantine_rows_added": load.quarantined_new,
+            "write_seconds": round(load.seconds, 3),
+        }
+    )
+
+
+@asset(
+    deps=[hot_flows],
+    group_name=INGEST_GROUP,
+    kinds={"kafka"},
+    retry_policy=INGEST_RETRY,
+)
+def consumer_offsets(
+    context: AssetExecutionContext, config: KafkaBatchConfig, kafka: KafkaResource
+) -> MaterializeResult:
+    """Committed offsets of consumer group `nids-etl`: moved to the end of the batch only
+    after it is durable in the landing zone and the hot table (at-least-once delivery,
+    made effectively-once by the keyed writes). Never moves an offset backwards."""
+    with kafka.open_client() as client:
+        before = client.committed(config.topic, [config.partition])[config.partition]
+        if before is None or before < config.end:
+            client.commit(config.topic, config.partition, config.end)
+        after = client.committed(config.topic, [config.partition])[config.partition]
+        high = client.watermarks(config.topic, [config.partition])[config.partition].high
+    if after is None or after < config.end:
+        raise RuntimeError(
+            f"commit of offset {config.end} for {config.topic}[{config.partition}] did not "
+            f"take: committed offset is {after}"
+        )
+    metadata = {
+        **_batch_metadata(config),
+        "group_id": kafka.group_id,
+        "committed_before": before if before is not None else -1,
+        "committed_offset": after,
+        "high_watermark": high,
+        "lag": max(0, high - after),
+        "committed_at": datetime.now(UTC).isoformat(),
+    }
+    context.log.info(f"committed {config.topic}[{config.partition}] at {after}; lag {high - after}")
+    return MaterializeResult(metadata=metadata)

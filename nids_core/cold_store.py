@@ -1,0 +1,204 @@
+"""Landing zone and cold store: Parquet on a local path or S3, through fsspec.
+
+Layout under the store's root URL:
+
+    landing/date=YYYY-MM-DD/<topic>-p<partition>-<start>-<end>.parquet   flows of one batch
+    landing/_quarantine/<topic>-p<partition>-<start>-<end>.parquet       its rejects
+    landing/_batches/<topic>-p<partition>-<start>-<end>.json             its manifest
+    flows/date=YYYY-MM-DD/part-0.parquet                                 one cold day
+
+Every file is named by what it holds, so a rewrite replaces it; each write is atomic
+(temporary file and rename locally, a single object PUT on S3). The manifest is written
+last and marks a batch as durably landed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+import fsspec
+import polars as pl
+
+from nids_core.hot_store import dedupe_batch
+from nids_core.schema import FLOW_COLUMNS, FLOW_SCHEMA, PROVENANCE_SCHEMA
+
+LANDING_SCHEMA = {**FLOW_SCHEMA, **PROVENANCE_SCHEMA}
+QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
+
+
+def batch_name(topic: str, partition: int, start: int, end: int) -> str:
+    """File stem naming one micro-batch by topic, partition and offset range."""
+    return f"{topic}-p{partition:05d}-{start:020d}-{end:020d}"
+
+
+@dataclass(frozen=True)
+class BatchManifest:
+    topic: str
+    partition: int
+    start: int
+    end: int
+    records: int
+    flows: int
+    quarantined: int
+    rows_by_date: dict[str, int]
+
+    @property
+    def name(self) -> str:
+        return batch_name(self.topic, self.partition, self.start, self.end)
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_parquet(buf, compression="zstd", statistics=True)
+    return buf.getvalue()
+
+
+class ColdStore:
+    """Parquet files under one root URL (`/path` or `s3://bucket/prefix`)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.is_local = self.fs.protocol in ("file", "local") or "file" in self.fs.protocol
+
+    # ------------------------------------------------------------------ paths
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def landing_file(self, day: str, name: str) -> str:
+        return self._path("landing", f"date={day}", f"{name}.parquet")
+
+    def manifest_file(self, name: str) -> str:
+        return self._path("landing", "_batches", f"{name}.json")
+
+    def quarantine_file(self, name: str) -> str:
+        return self._path("landing", "_quarantine", f"{name}.parquet")
+
+    def cold_file(self, day: str) -> str:
+        return self._path("flows", f"date={day}", "part-0.parquet")
+
+    # ------------------------------------------------------------------ writes
+    def _put(self, path: str, data: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        if self.is_local:
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
+            with self.fs.open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+            self.fs.mv(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+            self.fs.invalidate_cache(parent)
+
+    def write_batch(
+        self,
+        topic: str,
+        partition: int,
+        start: int,
+        end: int,
+        records: int,
+        flows: pl.DataFrame,
+        rejects: pl.DataFrame,
+    ) -> BatchManifest:
+        """Land one batch: flows split by UTC day, rejects, then the manifest."""
+        name = batch_name(topic, partition, start, end)
+        flows = flows.select(list(LANDING_SCHEMA)).sort("offset")
+        days = flows.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_day"))
+        rows_by_date: dict[str, int] = {}
+        for (day,), part in days.group_by("_day", maintain_order=True):
+            self._put(self.landing_file(day, name), parquet_bytes(part.drop("_day")))
+            rows_by_date[day] = part.height
+        self._put(
+            self.quarantine_file(name), parquet_bytes(rejects.select(list(QUARANTINE_SCHEMA)))
+        )
+        manifest = BatchManifest(
+            topic,
+            partition,
+            start,
+            end,
+            records,
+            flows.height,
+            rejects.height,
+            dict(sorted(rows_by_date.items())),
+        )
+        self._put(self.manifest_file(name), json.dumps(manifest.__dict__, indent=1).encode())
+        return manifest
+
+    # ------------------------------------------------------------------ reads
+    def read_manifest(self, topic: str, partition: int, start: int, end: int) -> BatchManifest:
+        path = self.manifest_file(batch_name(topic, partition, start, end))
+        try:
+            with self.fs.open(path, "rb") as fh:
+                return BatchManifest(**json.load(fh))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"batch {topic}[{partition}] [{start}, {end}) has not landed: no {path}"
+            ) from exc
+
+    def _read_parquet(self, path: str) -> pl.DataFrame:
+        with self.fs.open(path, "rb") as fh:
+            return pl.read_parquet(fh.read())
+
+    def read_batch(self, manifest: BatchManifest) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The landed flows and rejects of one batch."""
+        frames = [
+            self._read_parquet(self.landing_file(d, manifest.name)) for d in manifest.rows_by_date
+        ]
+        flows = pl.concat(frames) if frames else pl.DataFrame(schema=LANDING_SCHEMA)
+        rejects = self._read_parquet(self.quarantine_file(manifest.name))
+        return flows, rejects
+
+    def landing_days(self) -> list[str]:
+        """Days that have landed data, oldest first."""
+        base = self._path("landing")
+        self.fs.invalidate_cache(base)
+        if not self.fs.exists(base):
+            return []
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
+        return sorted(n.removeprefix("date=") for n in names if n.startswith("date="))
+
+    def _day_files(self, kind: str, day: str) -> list[str]:
+        d = self._path(kind, f"date={day}")
+        self.fs.invalidate_cache(d)
+        if not self.fs.exists(d):
+            return []
+        return sorted(p for p in self.fs.ls(d, detail=False) if p.endswith(".parquet"))
+
+    def landing_files(self, day: str) -> list[str]:
+        """Landing Parquet files holding flows of one UTC day."""
+        return self._day_files("landing", day)
+
+    def rewrite_cold_day(self, day: date | str) -> int:
+        """Rebuild one cold partition whole from the landing zone; returns its row count.
+
+        Rows are deduplicated on uid (lowest Kafka provenance wins) and sorted by (ts, uid),
+        so the same landing data always gives a byte-identical file.
+        """
+        day = str(day)
+        files = self.landing_files(day)
+        frames = [self._read_parquet(f) for f in files]
+        if frames:
+            flows = dedupe_batch(pl.concat(frames).select(list(LANDING_SCHEMA)))
+        else:
+            flows = pl.DataFrame(schema=LANDING_SCHEMA)
+        flows = flows.sort(["ts", "uid"])
+        self._put(self.cold_file(day), parquet_bytes(flows))
+        return flows.height
+
+    def read_cold_day(self, day: date | str) -> pl.DataFrame:
+        path = self.cold_file(str(day))
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self._read_parquet(path)
+
+    def cold_day_exists(self, day: date | str) -> bool:
+        path = self.cold_file(str(day))
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self.fs.exists(path)
+
+
+__all__ = ["FLOW_COLUMNS", "BatchManifest", "ColdStore", "batch_name"]

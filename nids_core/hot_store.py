@@ -1,0 +1,172 @@
+"""The hot store: one DuckDB file with tables `flows`, `predictions` and `quarantine`.
+
+Writes are keyed so that replaying a message, a batch or a backfill changes nothing:
+`flows` is keyed on Zeek's `uid` (the lowest Kafka provenance wins, whatever the order of
+delivery), `quarantine` on (topic, partition, offset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from nids_core.schema import FLOW_COLUMNS
+
+FLOWS_DDL = """
+CREATE TABLE IF NOT EXISTS flows (
+    ts TIMESTAMPTZ NOT NULL,
+    uid VARCHAR PRIMARY KEY,
+    orig_h VARCHAR NOT NULL,
+    orig_p INTEGER NOT NULL,
+    resp_h VARCHAR NOT NULL,
+    resp_p INTEGER NOT NULL,
+    proto VARCHAR NOT NULL,
+    service VARCHAR,
+    duration DOUBLE,
+    orig_bytes BIGINT,
+    resp_bytes BIGINT,
+    conn_state VARCHAR,
+    local_orig BOOLEAN,
+    local_resp BOOLEAN,
+    missed_bytes BIGINT,
+    history VARCHAR,
+    orig_pkts BIGINT,
+    orig_ip_bytes BIGINT,
+    resp_pkts BIGINT,
+    resp_ip_bytes BIGINT,
+    tunnel_parents VARCHAR[],
+    label VARCHAR,
+    detailed_label VARCHAR,
+    capture VARCHAR,
+    topic VARCHAR NOT NULL,
+    "partition" INTEGER NOT NULL,
+    "offset" BIGINT NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL
+)
+"""
+
+PREDICTIONS_DDL = """
+CREATE TABLE IF NOT EXISTS predictions (
+    uid VARCHAR PRIMARY KEY,
+    score DOUBLE NOT NULL,
+    predicted_label VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    predicted_at TIMESTAMPTZ NOT NULL
+)
+"""
+
+QUARANTINE_DDL = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    topic VARCHAR NOT NULL,
+    "partition" INTEGER NOT NULL,
+    "offset" BIGINT NOT NULL,
+    raw BLOB,
+    error VARCHAR NOT NULL,
+    quarantined_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (topic, "partition", "offset")
+)
+"""
+
+_PROVENANCE = ("topic", "partition", "offset")
+_QUOTED = {"partition": '"partition"', "offset": '"offset"'}
+
+
+def _q(col: str) -> str:
+    return _QUOTED.get(col, col)
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the hot tables if they do not exist."""
+    for ddl in (FLOWS_DDL, PREDICTIONS_DDL, QUARANTINE_DDL):
+        con.execute(ddl)
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    """What one batch did to `flows`."""
+
+    received: int
+    duplicates_in_batch: int
+    already_present: int
+    inserted: int
+    replaced: int
+
+
+def dedupe_batch(flows: pl.DataFrame) -> pl.DataFrame:
+    """One row per uid, the lowest (topic, partition, offset) winning."""
+    return flows.sort(list(_PROVENANCE)).unique("uid", keep="first", maintain_order=True)
+
+
+def upsert_flows(con: duckdb.DuckDBPyConnection, flows: pl.DataFrame) -> UpsertCounts:
+    """Upsert canonical flows with provenance into `flows`, keyed on uid.
+
+    A uid already stored is replaced only by a copy with a lower Kafka provenance, so the
+    table is the same whatever the order in which duplicates arrive. Runs in the caller's
+    transaction.
+    """
+    unique = dedupe_batch(flows)
+    cols = [*FLOW_COLUMNS, *_PROVENANCE]
+    con.register("_batch", unique.select(cols).to_arrow())
+    try:
+        already = con.execute("SELECT count(*) FROM _batch JOIN flows USING (uid)").fetchone()[0]
+        col_list = ", ".join(_q(c) for c in cols)
+        sel = ", ".join(f"b.{_q(c)}" for c in cols)
+        inserted = con.execute(
+            f"INSERT INTO flows ({col_list}, ingested_at) "
+            f"SELECT {sel}, now() FROM _batch b ANTI JOIN flows f ON b.uid = f.uid"
+        ).fetchone()[0]
+        lower = (
+            '(b.topic < f.topic OR (b.topic = f.topic AND (b."partition" < f."partition" '
+            'OR (b."partition" = f."partition" AND b."offset" < f."offset"))))'
+        )
+        sets = ", ".join(f"{_q(c)} = b.{_q(c)}" for c in cols if c != "uid")
+        replaced = con.execute(
+            f"UPDATE flows f SET {sets}, ingested_at = now() FROM _batch b "
+            f"WHERE f.uid = b.uid AND {lower}"
+        ).fetchone()[0]
+    finally:
+        con.unregister("_batch")
+    return UpsertCounts(
+        received=flows.height,
+        duplicates_in_batch=flows.height - unique.height,
+        already_present=int(already),
+        inserted=int(inserted),
+        replaced=int(replaced),
+    )
+
+
+def insert_quarantine(con: duckdb.DuckDBPyConnection, rejects: pl.DataFrame) -> int:
+    """Insert rejects (topic, partition, offset, raw, error); an offset already there is kept."""
+    if rejects.is_empty():
+        return 0
+    con.register(
+        "_rejects", rejects.select("topic", "partition", "offset", "raw", "error").to_arrow()
+    )
+    try:
+        return int(
+            con.execute(
+                'INSERT INTO quarantine (topic, "partition", "offset", raw, error, quarantined_at) '
+                'SELECT r.topic, r."partition", r."offset", r.raw, r.error, now() FROM _rejects r '
+                "WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.topic = r.topic "
+                'AND q."partition" = r."partition" AND q."offset" = r."offset")'
+            ).fetchone()[0]
+        )
+    finally:
+        con.unregister("_rejects")
+
+
+def count_range(
+    con: duckdb.DuckDBPyConnection, table: str, topic: str, partition: int, start: int, end: int
+) -> int:
+    """Rows of `flows` or `quarantine` whose provenance lies in [start, end)."""
+    if table not in ("flows", "quarantine"):
+        raise ValueError(f"no provenance in table {table!r}")
+    return int(
+        con.execute(
+            f'SELECT count(*) FROM {table} WHERE topic = ? AND "partition" = ? '
+            'AND "offset" >= ? AND "offset" < ?',
+            [topic, partition, start, end],
+        ).fetchone()[0]
+    )

@@ -1,0 +1,25 @@
+"""Jobs: the per-batch ingest job and the cold-partition rebuild job."""
+
+from dagster import AssetSelection, define_asset_job, in_process_executor
+
+from nids_assets.cold import cold_flows
+from nids_assets.ingestion import consumer_offsets, flow_batch, hot_flows
+from nids_assets.partitions import daily_partitions
+
+# In-process: a micro-batch is a few seconds of work, so a process per step would cost
+# more than the work itself. The DuckDB pool still applies to each step.
+ingest_job = define_asset_job(
+    "ingest_job",
+    selection=AssetSelection.assets(flow_batch, hot_flows, consumer_offsets),
+    executor_def=in_process_executor,
+    description="Land one Kafka offset range, upsert it into DuckDB, then commit its offsets.",
+    tags={"nids/kind": "ingest"},
+)
+
+cold_flows_job = define_asset_job(
+    "cold_flows_job",
+    selection=AssetSelection.assets(cold_flows),
+    partitions_def=daily_partitions,
+    executor_def=in_process_executor,
+    description="Rebuild cold daily partitions from the landing zone.",
+)

@@ -1,0 +1,108 @@
+"""Resources built from the environment, validated when the code location loads.
+
+A bad value fails the load with a message naming the variable and the reason, instead of
+failing later inside a run.
+"""
+
+from nids_core.kafka_log import KAFKA_CLIENTS
+from nids_resources.kafka import KafkaResource
+from nids_resources.settings import SettingError, env, env_choice, env_int, secret
+from nids_resources.stores import ColdStoreResource, HotStoreResource
+
+# Variable, default, meaning: the README's configuration table is generated from this list.
+SETTINGS: list[tuple[str, str, str]] = [
+    (
+        "NIDS_KAFKA_BOOTSTRAP",
+        "127.0.0.1:9092",
+        "Kafka bootstrap servers (host:port, comma-separated)",
+    ),
+    ("NIDS_KAFKA_TOPIC", "zeek.conn", "Topic with Zeek conn records (JSON)"),
+    ("NIDS_KAFKA_GROUP", "nids-etl", "Consumer group whose committed offsets track ingestion"),
+    ("NIDS_KAFKA_CLIENT", "kafka-python", "Kafka client: kafka-python or confluent"),
+    ("NIDS_KAFKA_MAX_BATCH_RECORDS", "50000", "Most records per ingest run"),
+    ("NIDS_KAFKA_MAX_MESSAGE_BYTES", "65536", "Larger messages are quarantined"),
+    ("NIDS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    ("NIDS_KAFKA_SASL_MECHANISM", "", "SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"),
+    ("NIDS_KAFKA_SASL_USERNAME", "", "SASL user name"),
+    ("NIDS_KAFKA_SASL_PASSWORD", "", "SASL password (secret)"),
+    ("NIDS_KAFKA_SSL_CAFILE", "", "CA bundle for SSL"),
+    ("NIDS_KAFKA_SENSOR_INTERVAL_S", "5", "Seconds between Kafka sensor ticks"),
+    ("NIDS_DUCKDB_PATH", "var/nids.duckdb", "Hot DuckDB file"),
+    ("NIDS_COLD_URL", "var/cold", "Landing zone and cold store root: a path or s3://bucket/prefix"),
+    ("NIDS_COLD_START_DATE", "2013-01-01", "First daily cold partition"),
+    ("NIDS_COLD_SENSOR_INTERVAL_S", "60", "Seconds between cold-partition sensor ticks"),
+    ("NIDS_S3_ENDPOINT_URL", "", "S3 endpoint for MinIO or another S3-compatible store"),
+    ("AWS_ACCESS_KEY_ID", "", "S3 access key (secret)"),
+    ("AWS_SECRET_ACCESS_KEY", "", "S3 secret key (secret)"),
+    ("AWS_REGION", "", "S3 region"),
+    (
+        "NIDS_DATA_DIR",
+        "./data, then ../shared/data",
+        "Directory with the IoT-23 and Zeek sample data",
+    ),
+]
+_DEFAULTS = {name: default for name, default, _ in SETTINGS}
+
+
+def _opt(name: str) -> str | None:
+    value = env(name, "")
+    return value or None
+
+
+def kafka_from_env() -> KafkaResource:
+    bootstrap = env("NIDS_KAFKA_BOOTSTRAP", _DEFAULTS["NIDS_KAFKA_BOOTSTRAP"])
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise SettingError(f"NIDS_KAFKA_BOOTSTRAP={bootstrap!r}: {server!r} is not host:port")
+    protocol = env_choice(
+        "NIDS_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    )
+    mechanism = _opt("NIDS_KAFKA_SASL_MECHANISM")
+    if protocol.startswith("SASL") and not mechanism:
+        raise SettingError(
+            f"NIDS_KAFKA_SECURITY_PROTOCOL={protocol} needs NIDS_KAFKA_SASL_MECHANISM"
+        )
+    return KafkaResource(
+        bootstrap_servers=bootstrap,
+        topic=env("NIDS_KAFKA_TOPIC", "zeek.conn"),
+        group_id=env("NIDS_KAFKA_GROUP", "nids-etl"),
+        client=env_choice("NIDS_KAFKA_CLIENT", "kafka-python", KAFKA_CLIENTS),
+        max_batch_records=env_int("NIDS_KAFKA_MAX_BATCH_RECORDS", 50_000),
+        max_message_bytes=env_int("NIDS_KAFKA_MAX_MESSAGE_BYTES", 65_536, minimum=1024),
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
+        sasl_username=_opt("NIDS_KAFKA_SASL_USERNAME"),
+        sasl_password=secret("NIDS_KAFKA_SASL_PASSWORD"),
+        ssl_cafile=_opt("NIDS_KAFKA_SSL_CAFILE"),
+    )
+
+
+def hot_store_from_env() -> HotStoreResource:
+    return HotStoreResource(database=env("NIDS_DUCKDB_PATH", _DEFAULTS["NIDS_DUCKDB_PATH"]))
+
+
+def cold_store_from_env() -> ColdStoreResource:
+    url = env("NIDS_COLD_URL", _DEFAULTS["NIDS_COLD_URL"])
+    if "://" in url and not url.startswith(("s3://", "file://")):
+        raise SettingError(f"NIDS_COLD_URL={url!r}: use a local path or s3://bucket/prefix")
+    if url.startswith("s3://") and len(url) <= len("s3://"):
+        raise SettingError("NIDS_COLD_URL='s3://' names no bucket")
+    return ColdStoreResource(
+        url=url,
+        s3_endpoint_url=_opt("NIDS_S3_ENDPOINT_URL"),
+        aws_access_key_id=secret("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=secret("AWS_SECRET_ACCESS_KEY"),
+        aws_region=_opt("AWS_REGION"),
+    )
+
+
+def resources_from_env() -> dict:
+    """All resources, keyed as the assets name them."""
+    return {
+        "kafka": kafka_from_env(),
+        "hot_store": hot_store_from_env(),
+        "cold_store": cold_store_from_env(),
+    }

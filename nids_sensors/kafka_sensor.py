@@ -1,0 +1,106 @@
+"""Kafka sensor: new offsets beyond the consumer group's committed offsets become ingest runs."""
+
+import json
+import time
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from nids_assets.ingestion import batch_run_config
+from nids_core.batch_planning import BatchStatus, InFlightBatch, plan_batches, run_key
+from nids_core.kafka_log import KafkaUnavailable, TopicNotFound
+from nids_jobs.jobs import ingest_job
+from nids_resources.kafka import KafkaResource
+from nids_resources.settings import env_int
+
+_IN_FLIGHT = {
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+    DagsterRunStatus.MANAGED,
+}
+_FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+def _load_cursor(raw: str | None) -> dict[int, InFlightBatch]:
+    if not raw:
+        return {}
+    return {int(p): InFlightBatch(**b) for p, b in json.loads(raw).items()}
+
+
+def _dump_cursor(cursor: dict[int, InFlightBatch]) -> str:
+    return json.dumps({str(p): b.to_json() for p, b in sorted(cursor.items())}, sort_keys=True)
+
+
+def _run_status(context: SensorEvaluationContext, key: str) -> tuple[BatchStatus, float | None]:
+    records = context.instance.get_run_records(
+        filters=RunsFilter(tags={"dagster/run_key": key}), limit=1
+    )
+    if not records:
+        return BatchStatus.UNKNOWN, None
+    record = records[0]
+    status = record.dagster_run.status
+    if status in _IN_FLIGHT:
+        return BatchStatus.IN_FLIGHT, None
+    ended = record.end_time
+    if status in _FAILED:
+        return BatchStatus.FAILED, ended
+    return BatchStatus.SUCCEEDED, ended
+
+
+@sensor(
+    job=ingest_job,
+    minimum_interval_seconds=env_int("NIDS_KAFKA_SENSOR_INTERVAL_S", 5),
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Finds partitions of the Zeek topic where consumer group `nids-etl` is behind the high "
+        "watermark and requests one ingest run per partition and offset range (at most "
+        "NIDS_KAFKA_MAX_BATCH_RECORDS records). Failed batches are re-requested with backoff."
+    ),
+)
+def kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
+    topic = kafka.topic
+    try:
+        with kafka.open_client() as client:
+            partitions = client.partitions(topic)
+            committed = client.committed(topic, partitions)
+            watermarks = client.watermarks(topic, partitions)
+    except KafkaUnavailable as exc:
+        return SkipReason(f"Kafka unreachable at {kafka.bootstrap_servers}: {exc}")
+    except TopicNotFound:
+        return SkipReason(f"topic {topic!r} does not exist yet on {kafka.bootstrap_servers}")
+
+    cursor = _load_cursor(context.cursor)
+    statuses = {p: _run_status(context, run_key(topic, p, b)) for p, b in cursor.items()}
+    plan = plan_batches(
+        topic, committed, watermarks, cursor, statuses, kafka.max_batch_records, time.time()
+    )
+    if not plan.batches:
+        reasons = "; ".join(f"partition {p}: {why}" for p, why in sorted(plan.waiting.items()))
+        return SensorResult(
+            skip_reason=SkipReason(reasons or "no partitions"), cursor=_dump_cursor(plan.cursor)
+        )
+    requests = [
+        RunRequest(
+            run_key=b.run_key,
+            run_config=batch_run_config(b.topic, b.partition, b.start, b.end),
+            tags={
+                "nids/topic": b.topic,
+                "nids/partition": str(b.partition),
+                "nids/offset_range": f"{b.start}-{b.end}",
+                "nids/attempt": str(b.attempt),
+            },
+        )
+        for b in plan.batches
+    ]
+    return SensorResult(run_requests=requests, cursor=_dump_cursor(plan.cursor))
