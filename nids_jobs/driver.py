@@ -8,8 +8,14 @@ the daemon would launch them.
 
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, Definitions, RunRequest, SensorResult, SkipReason
-from dagster import build_sensor_context
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
 
 from nids_jobs.jobs import cold_flows_job, ingest_job
 

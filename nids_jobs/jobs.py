@@ -4,7 +4,6 @@ from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from nids_assets.cold import cold_flows
 from nids_assets.ingestion import consumer_offsets, flow_batch, hot_flows
-from nids_assets.partitions import daily_partitions
 
 # In-process: a micro-batch is a few seconds of work, so a process per step would cost
 # more than the work itself. The DuckDB pool still applies to each step.
@@ -19,7 +18,6 @@ ingest_job = define_asset_job(
 cold_flows_job = define_asset_job(
     "cold_flows_job",
     selection=AssetSelection.assets(cold_flows),
-    partitions_def=daily_partitions,
     executor_def=in_process_executor,
     description="Rebuild cold daily partitions from the landing zone.",
 )

@@ -1,0 +1,240 @@
+"""Kafka → landing → DuckDB → commit, on the real broker, for both Kafka clients."""
+
+import json
+
+import duckdb
+import polars as pl
+import pytest
+from dagster import AssetKey, RunRequest, SensorResult, SkipReason, build_sensor_context
+
+from nids_assets.ingestion import batch_run_config
+from nids_core.kafka_log import KafkaSettings, open_client
+from nids_jobs.driver import drain, execute_request
+from tests.conftest import FIXTURES, make_resources
+from tests.ingest_helpers import file_digests, hot_counts, produce, replay, table_digest
+
+SAMPLES = [FIXTURES / "conn.log", FIXTURES / "conn.json.log"]
+
+
+def committed(broker, topic, partition=0):
+    with open_client(
+        "kafka-python", KafkaSettings(broker.bootstrap_servers, f"nids-etl-{topic}")
+    ) as c:
+        return c.committed(topic, [partition])[partition]
+
+
+def latest_metadata(instance, key):
+    event = instance.get_latest_materialization_event(AssetKey(key))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def tick(defs, instance, name="kafka_ingest_sensor", cursor=None):
+    sensor = defs.resolve_sensor_def(name)
+    with build_sensor_context(
+        instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
+    ) as ctx:
+        return sensor(ctx)
+
+
+def test_replayed_samples_are_ingested_once_and_offsets_committed(
+    broker, topic, tmp_path, instance, make_defs, client_name
+):
+    stats = replay(broker, topic, SAMPLES)
+    assert stats.sent == 410
+    defs = make_defs(client=client_name)
+    result = drain(defs, instance, {})
+    assert result.failed_runs == 0 and result.ingest_runs == 1 and result.cold_runs >= 1
+    assert hot_counts(tmp_path) == (410, 410, 0)
+    assert committed(broker, topic) == 410
+    md = latest_metadata(instance, "hot_flows")
+    assert (md["records_read"], md["rows_stored"], md["duplicates"], md["quarantined"]) == (
+        410,
+        410,
+        0,
+        0,
+    )
+    cold = pl.read_parquet(tmp_path / "cold" / "flows" / "*" / "*.parquet", hive_partitioning=True)
+    assert cold.height == 410 and cold["uid"].n_unique() == 410
+    # A second pass finds nothing new and changes nothing.
+    again = drain(defs, instance, {})
+    assert again.ingest_runs == 0 and hot_counts(tmp_path) == (410, 410, 0)
+
+
+def test_malformed_records_go_to_quarantine_with_offset_and_reason(
+    broker, topic, tmp_path, instance, make_defs, client_name
+):
+    good = (FIXTURES / "conn.json.log").read_bytes().splitlines()
+    bad = [b"{not json", b"", json.dumps({"ts": 1.0, "proto": "tcp"}).encode(), b"x" * 70_000]
+    produce(broker, topic, good[:10] + bad + good[10:20])
+    result = drain(make_defs(client=client_name), instance, {})
+    assert result.failed_runs == 0
+    assert hot_counts(tmp_path) == (20, 20, 4)
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"), read_only=True)
+    rows = con.execute(
+        'SELECT "offset", error, octet_length(raw) FROM quarantine ORDER BY 1'
+    ).fetchall()
+    con.close()
+    assert [r[0] for r in rows] == [10, 11, 12, 13]
+    assert rows[0][1].startswith("invalid JSON")
+    assert rows[1][1] == "empty message"
+    assert "missing uid" in rows[2][1]
+    assert rows[3][1].startswith("message too large") and rows[3][2] == 70_000
+    assert committed(broker, topic) == 24
+
+
+def test_crash_after_writes_before_commit_then_rerun_leaves_same_tables(
+    broker, topic, tmp_path, instance, make_defs
+):
+    replay(broker, topic, SAMPLES)
+    produce(broker, topic, [b"{broken"])
+    defs = make_defs()
+    result = tick(defs, instance)
+    (request,) = result.run_requests
+    # The run dies after the landing and DuckDB writes, before the offset commit.
+    job = defs.resolve_job_def("ingest_job")
+    partial = job.execute_in_process(
+        run_config={
+            "ops": {k: v for k, v in request.run_config["ops"].items() if k != "consumer_offsets"}
+        },
+        instance=instance,
+        asset_selection=[AssetKey("flow_batch"), AssetKey("hot_flows")],
+        tags={"dagster/run_key": "crashed"},
+    )
+    assert partial.success
+    assert committed(broker, topic) is None
+    before = (
+        table_digest(tmp_path, "flows", "uid"),
+        table_digest(tmp_path, "quarantine", "1, 2, 3"),
+    )
+    landing_before = file_digests(tmp_path / "cold" / "landing")
+    # The sensor starts over from the committed offset: the same range is ingested again.
+    rerun = drain(defs, instance, {})
+    assert rerun.failed_runs == 0 and rerun.ingest_runs == 1
+    assert hot_counts(tmp_path) == (410, 410, 1)
+    after = (
+        table_digest(tmp_path, "flows", "uid"),
+        table_digest(tmp_path, "quarantine", "1, 2, 3"),
+    )
+    assert after == before
+    assert file_digests(tmp_path / "cold" / "landing") == landing_before
+    md = latest_metadata(instance, "hot_flows")
+    assert (md["rows_stored"], md["duplicates"], md["quarantined"]) == (0, 410, 1)
+    assert committed(broker, topic) == 411
+
+
+def test_same_message_delivered_twice_is_stored_once(broker, topic, tmp_path, instance, make_defs):
+    lines = (FIXTURES / "conn.json.log").read_bytes().splitlines()
+    produce(broker, topic, [lines[0], lines[1], lines[0]])
+    assert drain(make_defs(), instance, {}).failed_runs == 0
+    produce(broker, topic, [lines[1]])  # and once more in a later batch
+    assert drain(make_defs(), instance, {}).failed_runs == 0
+    assert hot_counts(tmp_path) == (2, 2, 0)
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"), read_only=True)
+    offsets = con.execute('SELECT uid, "offset" FROM flows ORDER BY "offset"').fetchall()
+    con.close()
+    assert [o for _, o in offsets] == [0, 1]  # the first delivery's provenance is kept
+    md = latest_metadata(instance, "hot_flows")
+    assert (md["records_read"], md["rows_stored"], md["duplicates"]) == (1, 0, 1)
+
+
+def test_sensor_requests_exact_capped_ranges_then_skips(broker, topic, tmp_path, instance):
+    from nids_jobs.definitions import build_definitions
+
+    lines = (FIXTURES / "conn.json.log").read_bytes().splitlines()
+    produce(broker, topic, lines)  # 50 records
+    defs = build_definitions(make_resources(broker, topic, tmp_path, max_batch_records=20))
+    first = tick(defs, instance)
+    assert isinstance(first, SensorResult)
+    assert first.run_requests == [
+        RunRequest(
+            run_key=f"{topic}:0:0-20",
+            run_config=batch_run_config(topic, 0, 0, 20),
+            tags={
+                "nids/topic": topic,
+                "nids/partition": "0",
+                "nids/offset_range": "0-20",
+                "nids/attempt": "1",
+            },
+        )
+    ]
+    # While that batch is in flight, nothing else is requested for the partition.
+    waiting = tick(defs, instance, cursor=first.cursor)
+    assert not waiting.run_requests and "in flight" in waiting.skip_reason.skip_message
+    assert execute_request(defs, instance, "ingest_job", first.run_requests[0])
+    second = tick(defs, instance, cursor=first.cursor)
+    assert [r.run_key for r in second.run_requests] == [f"{topic}:0:20-40"]
+    assert execute_request(defs, instance, "ingest_job", second.run_requests[0])
+    third = tick(defs, instance, cursor=second.cursor)
+    assert [r.run_key for r in third.run_requests] == [f"{topic}:0:40-50"]
+    assert execute_request(defs, instance, "ingest_job", third.run_requests[0])
+    idle = tick(defs, instance, cursor=third.cursor)
+    assert not idle.run_requests
+    assert (
+        idle.skip_reason.skip_message
+        == "partition 0: no new records (committed 50, high watermark 50)"
+    )
+    assert hot_counts(tmp_path) == (50, 50, 0)
+
+
+def test_sensor_skips_with_clear_reason_when_broker_is_down(tmp_path, instance):
+    from nids_core.local_broker import start_broker
+    from nids_jobs.definitions import build_definitions
+
+    down = start_broker()
+    down.stop()
+    defs = build_definitions(make_resources(down, "zeek.conn", tmp_path))
+    result = tick(
+        defs, instance, cursor='{"0": {"start": 5, "end": 9, "attempt": 1, "requested_at": 1.0}}'
+    )
+    assert isinstance(result, SkipReason)
+    assert result.skip_message.startswith(f"Kafka unreachable at {down.bootstrap_servers}")
+    assert not (tmp_path / "hot.duckdb").exists()
+
+
+@pytest.mark.slow
+def test_unreachable_s3_fails_the_run_keeps_offsets_and_a_later_run_completes(
+    broker, topic, tmp_path, instance, s3_endpoint, s3_bucket
+):
+    from nids_core.local_broker import free_port
+    from nids_jobs.definitions import build_definitions
+    from nids_resources.stores import ColdStoreResource
+
+    replay(broker, topic, SAMPLES)
+    dead = make_resources(broker, topic, tmp_path, cold_url=f"s3://{s3_bucket}/nids")
+    dead["cold_store"] = ColdStoreResource(
+        url=f"s3://{s3_bucket}/nids", s3_endpoint_url=f"http://127.0.0.1:{free_port()}"
+    )
+    failed = drain(build_definitions(dead), instance, {})
+    assert failed.failed_runs == 1
+    assert committed(broker, topic) is None
+    assert not (tmp_path / "hot.duckdb").exists()  # the run stopped before the hot write
+    live = make_resources(broker, topic, tmp_path)
+    live["cold_store"] = ColdStoreResource(
+        url=f"s3://{s3_bucket}/nids", s3_endpoint_url=s3_endpoint
+    )
+    done = drain(build_definitions(live), instance, {})
+    assert done.failed_runs == 0 and done.ingest_runs == 1 and done.cold_runs >= 1
+    assert committed(broker, topic) == 410
+    assert hot_counts(tmp_path) == (410, 410, 0)
+    store = live["cold_store"].store()
+    days = store.landing_days()
+    assert sum(store.read_cold_day(d).height for d in days) == 410
+
+
+def test_cold_backfill_run_twice_gives_identical_files(
+    broker, topic, tmp_path, instance, make_defs
+):
+    replay(broker, topic, SAMPLES)
+    defs = make_defs()
+    assert drain(defs, instance, {}).failed_runs == 0
+    store = defs.resources["cold_store"].store()
+    days = store.landing_days()
+    assert days == ["2013-09-15", "2019-12-03"]
+    job = defs.resolve_job_def("cold_flows_job")
+    digests = []
+    for _ in range(2):
+        for day in days:
+            assert job.execute_in_process(instance=instance, partition_key=day).success
+        digests.append(file_digests(tmp_path / "cold" / "flows"))
+    assert digests[0] == digests[1] and len(digests[0]) == 2
+    assert sum(store.read_cold_day(d).height for d in days) == 410
