@@ -110,22 +110,24 @@ def upsert_flows(con: duckdb.DuckDBPyConnection, flows: pl.DataFrame) -> UpsertC
     cols = [*FLOW_COLUMNS, *_PROVENANCE]
     con.register("_batch", unique.select(cols).to_arrow())
     try:
-        already = con.execute("SELECT count(*) FROM _batch JOIN flows USING (uid)").fetchone()[0]
         col_list = ", ".join(_q(c) for c in cols)
-        sel = ", ".join(f"b.{_q(c)}" for c in cols)
+        # The primary-key index answers the conflict test per row; no scan of `flows`.
         inserted = con.execute(
             f"INSERT INTO flows ({col_list}, ingested_at) "
-            f"SELECT {sel}, now() FROM _batch b ANTI JOIN flows f ON b.uid = f.uid"
+            f"SELECT {col_list}, now() FROM _batch ON CONFLICT (uid) DO NOTHING"
         ).fetchone()[0]
-        lower = (
-            '(b.topic < f.topic OR (b.topic = f.topic AND (b."partition" < f."partition" '
-            'OR (b."partition" = f."partition" AND b."offset" < f."offset"))))'
-        )
-        sets = ", ".join(f"{_q(c)} = b.{_q(c)}" for c in cols if c != "uid")
-        replaced = con.execute(
-            f"UPDATE flows f SET {sets}, ingested_at = now() FROM _batch b "
-            f"WHERE f.uid = b.uid AND {lower}"
-        ).fetchone()[0]
+        already = unique.height - int(inserted)
+        replaced = 0
+        if already:
+            lower = (
+                '(b.topic < f.topic OR (b.topic = f.topic AND (b."partition" < f."partition" '
+                'OR (b."partition" = f."partition" AND b."offset" < f."offset"))))'
+            )
+            sets = ", ".join(f"{_q(c)} = b.{_q(c)}" for c in cols if c != "uid")
+            replaced = con.execute(
+                f"UPDATE flows f SET {sets}, ingested_at = now() FROM _batch b "
+                f"WHERE f.uid = b.uid AND {lower}"
+            ).fetchone()[0]
     finally:
         con.unregister("_batch")
     return UpsertCounts(

@@ -47,13 +47,20 @@ def _tick(defs: Definitions, instance: DagsterInstance, name: str, cursors: dict
 
 
 def execute_request(
-    defs: Definitions, instance: DagsterInstance, job_name: str, request: RunRequest
+    defs: Definitions,
+    instance: DagsterInstance,
+    job_name: str,
+    request: RunRequest,
+    log_level: str | None = None,
 ) -> bool:
     """Run one sensor request in-process, tagged as the daemon would tag it."""
     job = defs.resolve_job_def(job_name)
     tags = {**(request.tags or {}), "dagster/run_key": request.run_key or ""}
+    run_config = dict(request.run_config or {})
+    if log_level:
+        run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
     result = job.execute_in_process(
-        run_config=request.run_config or {},
+        run_config=run_config,
         instance=instance,
         tags=tags,
         partition_key=request.partition_key,
@@ -68,9 +75,11 @@ def drain(
     cursors: dict[str, str | None],
     max_ticks: int = 1000,
     on_run=None,
+    log_level: str | None = None,
+    cold: bool = True,
 ) -> DriveStats:
-    """Tick the Kafka sensor and run its batches until it has nothing new, then rebuild the
-    cold days that changed. `cursors` is updated in place."""
+    """Tick the Kafka sensor and run its batches until it has nothing new, then (if `cold`)
+    rebuild the cold days that changed. `cursors` is updated in place."""
     stats = DriveStats()
     for _ in range(max_ticks):
         requests, skip, cursors["kafka_ingest_sensor"] = _tick(
@@ -80,16 +89,18 @@ def drain(
             stats.skips.append(skip or "")
             break
         for req in requests:
-            ok = execute_request(defs, instance, ingest_job.name, req)
+            ok = execute_request(defs, instance, ingest_job.name, req, log_level)
             stats.ingest_runs += 1
             stats.failed_runs += 0 if ok else 1
             if on_run:
                 on_run(req, ok)
         if stats.failed_runs:
             break
+    if not cold:
+        return stats
     requests, _, cursors["cold_flows_sensor"] = _tick(defs, instance, "cold_flows_sensor", cursors)
     for req in requests:
-        ok = execute_request(defs, instance, cold_flows_job.name, req)
+        ok = execute_request(defs, instance, cold_flows_job.name, req, log_level)
         stats.cold_runs += 1
         stats.failed_runs += 0 if ok else 1
     return stats
