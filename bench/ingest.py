@@ -18,16 +18,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dagster import DagsterInstance  # noqa: E402
+from dagster import DagsterInstance
 
-from nids_core.data_dir import find_data_dir, iot23_files  # noqa: E402
-from nids_core.kafka_log import KafkaSettings, open_client, open_producer  # noqa: E402
-from nids_core.local_broker import create_topic, start_broker  # noqa: E402
-from nids_core.replay import replay_files  # noqa: E402
-from nids_jobs.definitions import build_definitions  # noqa: E402
-from nids_jobs.driver import drain  # noqa: E402
-from nids_resources.kafka import KafkaResource  # noqa: E402
-from nids_resources.stores import ColdStoreResource, HotStoreResource  # noqa: E402
+from nids_core.data_dir import find_data_dir, iot23_files
+from nids_core.kafka_log import KafkaSettings, open_client, open_producer
+from nids_core.local_broker import create_topic, start_broker
+from nids_core.replay import replay_files
+from nids_jobs.definitions import build_definitions
+from nids_jobs.driver import drain
+from nids_resources.kafka import KafkaResource
+from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 PER_PASS = 46_425  # flows in the eight IoT-23 captures together
 
@@ -42,7 +42,14 @@ def step_breakdown(instance) -> dict[str, float]:
 
     totals = {"kafka read": 0.0, "parse": 0.0, "landing write": 0.0, "duckdb upsert": 0.0}
     for key, fields in (
-        ("flow_batch", {"read_seconds": "kafka read", "parse_seconds": "parse", "write_seconds": "landing write"}),
+        (
+            "flow_batch",
+            {
+                "read_seconds": "kafka read",
+                "parse_seconds": "parse",
+                "write_seconds": "landing write",
+            },
+        ),
         ("hot_flows", {"write_seconds": "duckdb upsert"}),
     ):
         for rec in instance.fetch_materializations(AssetKey(key), limit=10_000).records:
@@ -81,10 +88,14 @@ def main() -> None:
             parts = client.partitions(topic)
             marks = client.watermarks(topic, parts)
             t0 = time.perf_counter()
-            consumed = sum(len(client.read_range(topic, p, marks[p].low, marks[p].high)) for p in parts)
+            consumed = sum(
+                len(client.read_range(topic, p, marks[p].low, marks[p].high)) for p in parts
+            )
             raw_s = time.perf_counter() - t0
         raw_rate = consumed / raw_s
-        print(f"bare consume [{args.client}]: {consumed} records in {raw_s:.2f} s = {raw_rate:,.0f}/s")
+        print(
+            f"bare consume [{args.client}]: {consumed} records in {raw_s:.2f} s = {raw_rate:,.0f}/s"
+        )
 
         # (b) the ingest job end to end
         defs = build_definitions(
@@ -99,7 +110,10 @@ def main() -> None:
                 "cold_store": ColdStoreResource(url=str(work / "cold")),
             }
         )
-        overrides = {"concurrency": {"pools": {"default_limit": 1}}, "telemetry": {"enabled": False}}
+        overrides = {
+            "concurrency": {"pools": {"default_limit": 1}},
+            "telemetry": {"enabled": False},
+        }
         with DagsterInstance.local_temp(tempdir=str(home), overrides=overrides) as instance:
             t0 = time.perf_counter()
             stats = drain(defs, instance, {}, log_level="WARNING", cold=False)

@@ -1,0 +1,140 @@
+"""The `nids` command: replay Zeek logs into Kafka, run the bundled broker, fetch data, demo."""
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """GNN network intrusion detection on Dagster."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--bootstrap", envvar="NIDS_KAFKA_BOOTSTRAP", default="127.0.0.1:9092", show_default=True
+)
+@click.option("--topic", envvar="NIDS_KAFKA_TOPIC", default="zeek.conn", show_default=True)
+@click.option(
+    "--client",
+    envvar="NIDS_KAFKA_CLIENT",
+    default="kafka-python",
+    show_default=True,
+    type=click.Choice(["kafka-python", "confluent"]),
+)
+@click.option(
+    "--rate", type=float, default=None, help="Flows per second (default: as fast as possible)."
+)
+@click.option("--shift-to-now/--no-shift", default=False, help="Shift each capture so it ends now.")
+@click.option(
+    "--repeat",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Send the files N times, uids made unique.",
+)
+@click.option("--limit", type=int, default=None, help="Stop after this many flows.")
+def replay(paths, bootstrap, topic, client, rate, shift_to_now, repeat, limit) -> None:
+    """Produce the flows of Zeek conn logs (TSV, JSON or CSV; plain or gzip) to Kafka as Zeek
+    JSON. Without PATHS, replays the IoT-23 captures of the data directory."""
+    from tqdm import tqdm
+
+    from nids_core.data_dir import find_data_dir, iot23_files
+    from nids_core.kafka_log import KafkaSettings, open_producer
+    from nids_core.replay import replay_files
+
+    files = list(paths) or iot23_files(find_data_dir())
+    if not files:
+        raise click.ClickException("no files given and no IoT-23 captures in the data directory")
+    with (
+        open_producer(client, KafkaSettings(bootstrap, "nids-replay")) as producer,
+        tqdm(
+            unit=" flows",
+            desc="replay",
+            disable=not sys.stderr.isatty() and not os.environ.get("NIDS_PROGRESS"),
+        ) as bar,
+    ):
+        stats = replay_files(
+            files,
+            producer,
+            topic,
+            rate=rate,
+            shift_to_now=shift_to_now,
+            repeat=repeat,
+            limit=limit,
+            on_progress=bar.update,
+        )
+    click.echo(
+        f"replayed {stats.sent} flows from {stats.files} files to {topic} in {stats.seconds:.1f} s "
+        f"({stats.rate:,.0f}/s); {stats.rejected} unreadable rows skipped"
+    )
+    for reason, n in sorted(stats.reject_reasons.items(), key=lambda kv: -kv[1])[:5]:
+        click.echo(f"  {n} x {reason}")
+
+
+@main.command()
+@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--topic", default="zeek.conn", show_default=True)
+@click.option("--partitions", type=int, default=1, show_default=True)
+def broker(port, topic, partitions) -> None:
+    """Run the bundled Kafka-protocol broker (in memory) until interrupted."""
+    from nids_core.local_broker import create_topic, start_broker
+
+    with start_broker(port) as b:
+        create_topic(b.bootstrap_servers, topic, partitions)
+        click.echo(
+            f"broker on {b.bootstrap_servers}, topic {topic} ({partitions} partitions); Ctrl-C stops"
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            b.process.wait()
+
+
+@main.group()
+def data() -> None:
+    """The data directory: $NIDS_DATA_DIR, ./data, ../shared/data."""
+
+
+@data.command("where")
+def data_where() -> None:
+    """Print the data directory in use and its IoT-23 captures."""
+    from nids_core.data_dir import find_data_dir, iot23_files
+
+    d = find_data_dir()
+    click.echo(str(d))
+    for f in iot23_files(d):
+        click.echo(f"  {f.name}")
+
+
+@data.command("download")
+@click.option(
+    "--dest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Default: $NIDS_DATA_DIR or ./data.",
+)
+@click.option("--base-url", default=None, help="A mirror serving the files by name.")
+def data_download(dest, base_url) -> None:
+    """Download the IoT-23 captures and verify their SHA-256 checksums."""
+    from nids_core.data_dir import IOT23_FILES, download
+
+    dest = dest or Path(os.environ.get("NIDS_DATA_DIR") or "data")
+    for path in download(IOT23_FILES, dest, base_url=base_url):
+        click.echo(f"ok {path}")
+
+
+@main.command()
+@click.option("--home", type=click.Path(path_type=Path), default=Path("var"), show_default=True)
+@click.option("--partitions", type=int, default=2, show_default=True)
+def demo(home, partitions) -> None:
+    """Start the bundled broker, replay the data directory's captures (shifted to now),
+    ingest them through the Dagster sensors and jobs, and print a report."""
+    from nids_jobs.demo import run_demo
+
+    run_demo(home.resolve(), partitions)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Bad configuration fails at start naming the setting; the sensor's batch planning."""
+
+import pytest
+
+from nids_core.batch_planning import BatchStatus, InFlightBatch, plan_batches, retry_delay_s
+from nids_core.kafka_log import Watermarks
+from nids_resources.from_env import cold_store_from_env, kafka_from_env
+from nids_resources.settings import SettingError
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        (
+            "NIDS_KAFKA_CLIENT",
+            "rdkafka",
+            "NIDS_KAFKA_CLIENT='rdkafka' is not one of: kafka-python, confluent",
+        ),
+        (
+            "NIDS_KAFKA_BOOTSTRAP",
+            "localhost",
+            "NIDS_KAFKA_BOOTSTRAP='localhost': 'localhost' is not host:port",
+        ),
+        (
+            "NIDS_KAFKA_MAX_BATCH_RECORDS",
+            "lots",
+            "NIDS_KAFKA_MAX_BATCH_RECORDS='lots' is not an integer",
+        ),
+        ("NIDS_KAFKA_MAX_BATCH_RECORDS", "0", "NIDS_KAFKA_MAX_BATCH_RECORDS=0 must be at least 1"),
+        ("NIDS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "needs NIDS_KAFKA_SASL_MECHANISM"),
+    ],
+)
+def test_bad_kafka_setting_names_the_variable(monkeypatch, var, value, message):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingError) as err:
+        kafka_from_env()
+    assert message in str(err.value)
+
+
+def test_bad_cold_url_names_the_variable(monkeypatch):
+    monkeypatch.setenv("NIDS_COLD_URL", "gs://bucket/x")
+    with pytest.raises(SettingError, match="NIDS_COLD_URL='gs://bucket/x'"):
+        cold_store_from_env()
+
+
+def test_secrets_come_from_the_environment_only(monkeypatch):
+    monkeypatch.setenv("NIDS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("NIDS_KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("NIDS_KAFKA_SASL_PASSWORD", "s3cret")
+    kafka = kafka_from_env()
+    assert kafka.sasl_password == "NIDS_KAFKA_SASL_PASSWORD"  # an EnvVar: the name, not the value
+    resolved = kafka.process_config_and_initialize()
+    assert resolved.settings().sasl_password == "s3cret"
+    assert "s3cret" not in repr(resolved.settings())
+
+
+MARKS = {0: Watermarks(0, 250), 1: Watermarks(0, 0)}
+
+
+def test_plan_caps_ranges_and_explains_idle_partitions():
+    plan = plan_batches("t", {0: None, 1: None}, MARKS, {}, {}, 100, now=1000.0)
+    assert [(b.partition, b.start, b.end, b.run_key) for b in plan.batches] == [
+        (0, 0, 100, "t:0:0-100")
+    ]
+    assert plan.waiting == {1: "no new records (committed 0, high watermark 0)"}
+
+
+def test_failed_batch_is_retried_same_range_after_backoff_never_skipped():
+    cursor = {0: InFlightBatch(0, 100, 1, requested_at=1000.0)}
+    failed = {0: (BatchStatus.FAILED, 1005.0)}
+    early = plan_batches(
+        "t", {0: None}, MARKS, cursor, failed, 100, now=1005.0 + retry_delay_s(1) - 1
+    )
+    assert not early.batches and "retry in" in early.waiting[0]
+    later = plan_batches("t", {0: None}, MARKS, cursor, failed, 100, now=1005.0 + retry_delay_s(1))
+    assert [b.run_key for b in later.batches] == ["t:0:0-100#2"]
+    assert later.cursor[0].attempt == 2
+    assert retry_delay_s(2) == 2 * retry_delay_s(1) and retry_delay_s(20) == 300
+
+
+def test_succeeded_batch_moves_on_from_the_committed_offset():
+    cursor = {0: InFlightBatch(0, 100, 1, requested_at=1000.0)}
+    plan = plan_batches(
+        "t", {0: 100}, MARKS, cursor, {0: (BatchStatus.SUCCEEDED, 1001.0)}, 100, 1002.0
+    )
+    assert [b.run_key for b in plan.batches] == ["t:0:100-200"]
