@@ -1,5 +1,6 @@
 """The `nids` command: replay Zeek logs into Kafka, run the bundled broker, fetch data, demo."""
 
+import contextlib
 import os
 import sys
 from pathlib import Path

@@ -238,3 +238,57 @@ def test_cold_backfill_run_twice_gives_identical_files(
         digests.append(file_digests(tmp_path / "cold" / "flows"))
     assert digests[0] == digests[1] and len(digests[0]) == 2
     assert sum(store.read_cold_day(d).height for d in days) == 410
+
+
+@pytest.mark.slow
+def test_two_ingest_runs_at_once_share_duckdb_without_lock_errors(broker, tmp_path):
+    import subprocess
+    import sys
+    import uuid
+
+    from dagster import DagsterInstance
+
+    from nids_core.local_broker import create_topic
+    from nids_jobs.definitions import build_definitions
+
+    topic = f"zeek.conn.two.{uuid.uuid4().hex[:6]}"
+    create_topic(broker.bootstrap_servers, topic, 2)
+    replay(broker, topic, SAMPLES)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+    )
+    instance = DagsterInstance.from_config(str(home))
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    requests = tick(defs, instance).run_requests
+    assert sorted(r.tags["nids/partition"] for r in requests) == ["0", "1"]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.run_ingest_request",
+                json.dumps(
+                    {
+                        "port": broker.port,
+                        "topic": topic,
+                        "tmp": str(tmp_path),
+                        "dagster_home": str(home),
+                        "run_key": r.run_key,
+                        "run_config": r.run_config,
+                    }
+                ),
+            ],
+            cwd=str(FIXTURES.parents[1]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in requests
+    ]
+    outputs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+        assert "lock" not in out.lower(), out[-3000:]
+    assert hot_counts(tmp_path) == (410, 410, 0)
+    assert committed(broker, topic, 0) + committed(broker, topic, 1) == 410

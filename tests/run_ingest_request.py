@@ -1,0 +1,20 @@
+"""Execute one ingest run request in its own process, as the daemon's run launcher would."""
+
+import json
+import sys
+from pathlib import Path
+
+from dagster import DagsterInstance, RunRequest
+
+from nids_core.local_broker import LocalBroker
+from nids_jobs.definitions import build_definitions
+from nids_jobs.driver import execute_request
+from tests.conftest import make_resources
+
+if __name__ == "__main__":
+    args = json.loads(sys.argv[1])
+    broker = LocalBroker(args["port"], None)  # only its address is used
+    defs = build_definitions(make_resources(broker, args["topic"], Path(args["tmp"])))
+    instance = DagsterInstance.from_config(args["dagster_home"])
+    request = RunRequest(run_key=args["run_key"], run_config=args["run_config"])
+    sys.exit(0 if execute_request(defs, instance, "ingest_job", request, "WARNING") else 1)
