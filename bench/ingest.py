@@ -11,6 +11,7 @@ The last line is the contract: `ingest[<client>]: <N> flows/s, <R>x raw consume`
 import argparse
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -139,7 +140,8 @@ def main() -> None:
     )
     print("inside the job: " + ", ".join(f"{k} {v:.2f} s" for k, v in breakdown.items()))
     print(f"cold partitions rebuilt from landing: {cold.cold_runs} days in {cold_s:.2f} s")
-    print(f"peak RSS: {peak_rss_mib():,.0f} MiB; work dir {work}")
+    print(f"peak RSS: {peak_rss_mib():,.0f} MiB")
+    shutil.rmtree(work, ignore_errors=True)
     print(f"ingest[{args.client}]: {rate:,.0f} flows/s, {rate / raw_rate:.2f}x raw consume")
 
 

@@ -24,7 +24,7 @@ import fsspec
 import polars as pl
 
 from nids_core.hot_store import dedupe_batch
-from nids_core.schema import FLOW_COLUMNS, FLOW_SCHEMA, PROVENANCE_SCHEMA
+from nids_core.schema import FLOW_SCHEMA, PROVENANCE_SCHEMA
 
 LANDING_SCHEMA = {**FLOW_SCHEMA, **PROVENANCE_SCHEMA}
 QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
@@ -63,7 +63,8 @@ class ColdStore:
     def __init__(self, url: str, storage_options: dict | None = None):
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
-        self.is_local = self.fs.protocol in ("file", "local") or "file" in self.fs.protocol
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.is_local = "file" in protocols
 
     # ------------------------------------------------------------------ paths
     def _path(self, *parts: str) -> str:
@@ -199,6 +200,3 @@ class ColdStore:
         path = self.cold_file(str(day))
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
         return self.fs.exists(path)
-
-
-__all__ = ["FLOW_COLUMNS", "BatchManifest", "ColdStore", "batch_name"]

@@ -301,7 +301,6 @@ class ConfluentClient(FlowLogClient):
                 "queued.max.messages.kbytes": 256 * 1024,
             }
         )
-        self.partitions_cache: dict[str, list[int]] = {}
 
     def _timeout(self) -> float:
         return self._settings.request_timeout_s
