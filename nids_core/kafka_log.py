@@ -119,17 +119,36 @@ class FlowLogProducer(ABC):
 # --------------------------------------------------------------------------- kafka-python
 
 
+def _security_options(s: KafkaSettings, names: dict[str, str]) -> dict[str, Any]:
+    """Security settings under one client's option names; unset values are left out."""
+    values = {
+        "protocol": s.security_protocol,
+        "mechanism": s.sasl_mechanism or None,
+        "username": s.sasl_username,
+        "password": s.sasl_password,
+        "cafile": s.ssl_cafile or None,
+    }
+    return {names[k]: v for k, v in values.items() if v is not None}
+
+
+_KAFKA_PYTHON_SECURITY = {
+    "protocol": "security_protocol",
+    "mechanism": "sasl_mechanism",
+    "username": "sasl_plain_username",
+    "password": "sasl_plain_password",
+    "cafile": "ssl_cafile",
+}
+_CONFLUENT_SECURITY = {
+    "protocol": "security.protocol",
+    "mechanism": "sasl.mechanism",
+    "username": "sasl.username",
+    "password": "sasl.password",
+    "cafile": "ssl.ca.location",
+}
+
+
 def _kafka_python_security(s: KafkaSettings) -> dict[str, Any]:
-    opts: dict[str, Any] = {"security_protocol": s.security_protocol}
-    if s.sasl_mechanism:
-        opts["sasl_mechanism"] = s.sasl_mechanism
-    if s.sasl_username is not None:
-        opts["sasl_plain_username"] = s.sasl_username
-    if s.sasl_password is not None:
-        opts["sasl_plain_password"] = s.sasl_password
-    if s.ssl_cafile:
-        opts["ssl_cafile"] = s.ssl_cafile
-    return opts
+    return _security_options(s, _KAFKA_PYTHON_SECURITY)
 
 
 class KafkaPythonClient(FlowLogClient):
@@ -266,21 +285,12 @@ class KafkaPythonProducer(FlowLogProducer):
 
 
 def _confluent_config(s: KafkaSettings) -> dict[str, Any]:
-    conf: dict[str, Any] = {
+    return {
         "bootstrap.servers": s.bootstrap_servers,
         "client.id": s.client_id,
-        "security.protocol": s.security_protocol,
         "socket.timeout.ms": int(s.request_timeout_s * 1000),
+        **_security_options(s, _CONFLUENT_SECURITY),
     }
-    if s.sasl_mechanism:
-        conf["sasl.mechanism"] = s.sasl_mechanism
-    if s.sasl_username is not None:
-        conf["sasl.username"] = s.sasl_username
-    if s.sasl_password is not None:
-        conf["sasl.password"] = s.sasl_password
-    if s.ssl_cafile:
-        conf["ssl.ca.location"] = s.ssl_cafile
-    return conf
 
 
 class ConfluentClient(FlowLogClient):

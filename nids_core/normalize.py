@@ -14,6 +14,7 @@ import polars as pl
 
 from nids_core.schema import (
     BOOLEAN_COLUMNS,
+    CANONICAL_TO_ZEEK,
     FLOW_COLUMNS,
     FLOW_SCHEMA,
     INTEGER_COLUMNS,
@@ -136,13 +137,13 @@ def normalize(strings: pl.DataFrame) -> ParseResult:
 
     errors: list[pl.Expr] = []
     for c in REQUIRED_COLUMNS:
-        zeek = next(k for k, v in ZEEK_TO_CANONICAL.items() if v == c)
+        zeek = CANONICAL_TO_ZEEK[c]
         missing = s(c).is_null() | (s(c).str.strip_chars().is_in(["", "-"]))
         errors.append(pl.when(missing).then(pl.lit(f"missing {zeek}")))
     for c in FLOW_COLUMNS:
         if c in ("tunnel_parents", "label", "detailed_label", "capture"):
             continue
-        zeek = next(k for k, v in ZEEK_TO_CANONICAL.items() if v == c)
+        zeek = CANONICAL_TO_ZEEK[c]
         given = s(c).is_not_null() & ~s(c).str.strip_chars().is_in(["", "-"])
         errors.append(
             pl.when(given & pl.col(c).is_null()).then(
@@ -152,7 +153,7 @@ def normalize(strings: pl.DataFrame) -> ParseResult:
     for c in NON_NEGATIVE_COLUMNS:
         errors.append(pl.when(pl.col(c) < 0).then(pl.lit(f"negative {c}")))
     for c in PORT_COLUMNS:
-        zeek = "id." + c
+        zeek = CANONICAL_TO_ZEEK[c]
         errors.append(
             pl.when((pl.col(c) < 0) | (pl.col(c) > 65535)).then(pl.lit(f"{zeek} out of range"))
         )
