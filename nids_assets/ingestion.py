@@ -15,6 +15,14 @@ from dagster import (
 )
 from pydantic import Field
 
+from nids_assets.ingestion_checks import (
+    FLOW_BATCH_CHECKS,
+    HOT_FLOWS_CHECKS,
+    flow_batch_accounting,
+    hot_flows_accounting,
+    hot_flows_schema,
+    hot_flows_value_ranges,
+)
 from nids_core.ingest import land_batch, load_batch_into_hot
 from nids_resources.kafka import KafkaResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
@@ -56,6 +64,7 @@ def _batch_metadata(config: KafkaBatchConfig) -> dict:
     group_name=INGEST_GROUP,
     kinds={"kafka", "parquet"},
     retry_policy=INGEST_RETRY,
+    check_specs=FLOW_BATCH_CHECKS,
 )
 def flow_batch(
     context: AssetExecutionContext,
@@ -97,7 +106,8 @@ def flow_batch(
             "write_seconds": round(landed.write_seconds, 3),
             "records_per_second": round(m.records / total, 1) if total > 0 else 0.0,
             "landing_manifest": store.manifest_file(m.name),
-        }
+        },
+        check_results=[flow_batch_accounting(store, m)],
     )
 
 
@@ -107,6 +117,7 @@ def flow_batch(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
     retry_policy=INGEST_RETRY,
+    check_specs=HOT_FLOWS_CHECKS,
 )
 def hot_flows(
     context: AssetExecutionContext,
@@ -121,8 +132,13 @@ def hot_flows(
     manifest = store.read_manifest(config.topic, config.partition, config.start, config.end)
     with hot_store.connect() as con:
         load = load_batch_into_hot(con, store, manifest)
-    c = load.counts
-    duplicates = c.duplicates_in_batch + c.already_present
+        c = load.counts
+        duplicates = c.duplicates_in_batch + c.already_present
+        checks = [
+            hot_flows_accounting(con, manifest, load.uids, c.inserted, duplicates),
+            hot_flows_schema(con),
+            hot_flows_value_ranges(con, manifest),
+        ]
     context.log.info(
         f"{manifest.name}: {c.inserted} inserted, {duplicates} duplicates, "
         f"{manifest.quarantined} quarantined"
@@ -139,7 +155,8 @@ def hot_flows(
             "replaced_by_lower_offset": c.replaced,
             "quarantine_rows_added": load.quarantined_new,
             "write_seconds": round(load.seconds, 3),
-        }
+        },
+        check_results=checks,
     )
 
 

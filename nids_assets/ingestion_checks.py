@@ -1,47 +1,69 @@
 """Asset checks on ingestion: accounting, schema and value ranges, visible in the UI.
 
-The accounting checks are blocking: if a batch does not add up, its offsets are not
-committed and the batch is retried rather than silently moved past.
+They are declared as `check_specs` of the ingest assets and evaluated inside the same step,
+on the batch the step just wrote and the connection it already holds: a check can never
+look at another run's batch (two partitions ingest at once), and a micro-batch pays for
+no extra steps, connections or re-reads. The accounting and schema checks are blocking:
+if a batch does not add up, the rest of the run is skipped, its offsets are not committed
+and the batch is retried rather than silently moved past.
 """
 
+import duckdb
 import polars as pl
-from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetKey,
-    asset_check,
-)
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
-from nids_assets.ingestion import DUCKDB_POOL, flow_batch, hot_flows
-from nids_core.cold_store import ColdStore
-from nids_core.hot_store import FLOWS_DDL, count_range, dedupe_batch
-from nids_resources.stores import ColdStoreResource, HotStoreResource
+from nids_core.cold_store import BatchManifest, ColdStore
+from nids_core.hot_store import FLOWS_DDL
 
+FLOW_BATCH_ACCOUNTING = "flow_batch_accounting"
+HOT_FLOWS_ACCOUNTING = "hot_flows_accounting"
+HOT_FLOWS_SCHEMA = "hot_flows_schema"
+HOT_FLOWS_VALUE_RANGES = "hot_flows_value_ranges"
 
-def _latest_metadata(context: AssetCheckExecutionContext, key: str) -> dict:
-    event = context.instance.get_latest_materialization_event(AssetKey(key))
-    if event is None or event.asset_materialization is None:
-        raise RuntimeError(f"{key} has never been materialized")
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
-def _manifest(store: ColdStore, md: dict):
-    return store.read_manifest(
-        md["topic"], int(md["partition"]), int(md["offset_start"]), int(md["offset_end"])
+FLOW_BATCH_CHECKS = [
+    AssetCheckSpec(
+        FLOW_BATCH_ACCOUNTING,
+        asset="flow_batch",
+        blocking=True,
+        description=(
+            "Every record read from the range is either a landed flow or a quarantined "
+            "reject, no offset is landed twice, and the landing files, read back, hold "
+            "exactly the rows the manifest lists."
+        ),
     )
+]
+HOT_FLOWS_CHECKS = [
+    AssetCheckSpec(
+        HOT_FLOWS_ACCOUNTING,
+        asset="hot_flows",
+        blocking=True,
+        description=(
+            "records read = rows stored + quarantined + duplicates, and, counted again in "
+            "DuckDB after the commit: every uid of the batch is in `flows` and every reject "
+            "of the range is in `quarantine`."
+        ),
+    ),
+    AssetCheckSpec(
+        HOT_FLOWS_SCHEMA,
+        asset="hot_flows",
+        blocking=True,
+        description="The `flows` table has exactly the contract's columns and types.",
+    ),
+    AssetCheckSpec(
+        HOT_FLOWS_VALUE_RANGES,
+        asset="hot_flows",
+        blocking=False,
+        description=(
+            "Rows of the batch have required fields, ports in 0-65535, non-negative volumes, "
+            "a known label, and no timestamp more than a day in the future (a warning)."
+        ),
+    ),
+]
 
 
-@asset_check(asset=flow_batch, blocking=True)
-def flow_batch_accounting(
-    context: AssetCheckExecutionContext, cold_store: ColdStoreResource
-) -> AssetCheckResult:
-    """Every record read from the range is either a landed flow or a quarantined reject, and
-    the landing files hold exactly the flows the manifest lists."""
-    md = _latest_metadata(context, "flow_batch")
-    store = cold_store.store()
-    manifest = _manifest(store, md)
-    flows, rejects = store.read_batch(manifest)
+def flow_batch_accounting(store: ColdStore, manifest: BatchManifest) -> AssetCheckResult:
+    """Recount the landed batch from its files (provenance columns only)."""
+    flows, rejects = store.read_batch(manifest, columns=["topic", "partition", "offset"])
     span = manifest.end - manifest.start
     problems = []
     if manifest.records != manifest.flows + manifest.quarantined:
@@ -53,7 +75,11 @@ def flow_batch_accounting(
     offsets = pl.concat([flows["offset"], rejects["offset"]])
     if offsets.n_unique() != offsets.len():
         problems.append("an offset was landed twice")
+    outside = offsets.filter((offsets < manifest.start) | (offsets >= manifest.end)).len()
+    if outside:
+        problems.append(f"{outside} offsets outside [{manifest.start}, {manifest.end})")
     return AssetCheckResult(
+        check_name=FLOW_BATCH_ACCOUNTING,
         passed=not problems,
         metadata={
             "records_read": manifest.records,
@@ -64,71 +90,69 @@ def flow_batch_accounting(
     )
 
 
-@asset_check(asset=hot_flows, blocking=True, pool=DUCKDB_POOL)
+def _range_filter(manifest: BatchManifest) -> tuple[str, list]:
+    where = 'topic = ? AND "partition" = ? AND "offset" >= ? AND "offset" < ?'
+    return where, [manifest.topic, manifest.partition, manifest.start, manifest.end]
+
+
 def hot_flows_accounting(
-    context: AssetCheckExecutionContext,
-    hot_store: HotStoreResource,
-    cold_store: ColdStoreResource,
+    con: duckdb.DuckDBPyConnection,
+    manifest: BatchManifest,
+    batch_uids: pl.Series,
+    stored: int,
+    duplicates: int,
 ) -> AssetCheckResult:
-    """records read = rows stored + quarantined + duplicates, and, counted again in DuckDB:
-    every uid of the batch is in `flows` and every reject of the range is in `quarantine`."""
-    md = _latest_metadata(context, "hot_flows")
-    store = cold_store.store()
-    manifest = _manifest(store, md)
-    flows, _ = store.read_batch(manifest)
-    uids = dedupe_batch(flows).select("uid")
-    with hot_store.connect() as con:
-        con.register("_uids", uids.to_arrow())
+    """Balance the batch and recount it in the committed tables."""
+    uids = batch_uids.unique().to_frame("uid")
+    con.register("_uids", uids.to_arrow())
+    try:
         present = con.execute("SELECT count(*) FROM _uids JOIN flows USING (uid)").fetchone()[0]
+    finally:
         con.unregister("_uids")
-        quarantined = count_range(
-            con, "quarantine", manifest.topic, manifest.partition, manifest.start, manifest.end
-        )
-    read, stored, dup = int(md["records_read"]), int(md["rows_stored"]), int(md["duplicates"])
-    q = int(md["quarantined"])
-    balanced = read == stored + q + dup
+    where, params = _range_filter(manifest)
+    quarantined = con.execute(f"SELECT count(*) FROM quarantine WHERE {where}", params).fetchone()[
+        0
+    ]
+    read, q = manifest.records, manifest.quarantined
+    balanced = read == stored + q + duplicates
     return AssetCheckResult(
-        passed=balanced and present == uids.height and quarantined == manifest.quarantined,
+        check_name=HOT_FLOWS_ACCOUNTING,
+        passed=balanced and present == uids.height and quarantined == q,
         metadata={
             "records_read": read,
             "rows_stored": stored,
             "quarantined": q,
-            "duplicates": dup,
+            "duplicates": duplicates,
             "balanced": balanced,
             "batch_uids_in_flows": f"{present}/{uids.height}",
-            "quarantine_rows_in_range": f"{quarantined}/{manifest.quarantined}",
+            "quarantine_rows_in_range": f"{quarantined}/{q}",
         },
     )
 
 
-def _expected_columns() -> list[tuple[str, str]]:
+def expected_flow_columns() -> list[tuple[str, str]]:
+    """(name, type) of `flows` as the DDL declares them, in information_schema spelling."""
     cols = []
     for line in FLOWS_DDL.strip().splitlines()[1:-1]:
         name, typ = line.strip().rstrip(",").split()[:2]
-        cols.append((name.strip('"'), typ))
+        cols.append((name.strip('"'), {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}.get(typ, typ)))
     return cols
 
 
-@asset_check(asset=hot_flows, blocking=True, pool=DUCKDB_POOL)
-def hot_flows_schema(
-    context: AssetCheckExecutionContext, hot_store: HotStoreResource
-) -> AssetCheckResult:
-    """The `flows` table has exactly the contract's columns and types."""
-    with hot_store.connect() as con:
-        actual = con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = 'flows' ORDER BY ordinal_position"
-        ).fetchall()
-    expected = [
-        (n, {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}.get(t, t)) for n, t in _expected_columns()
-    ]
-    diff = sorted(set(expected) ^ set(actual))
+def hot_flows_schema(con: duckdb.DuckDBPyConnection) -> AssetCheckResult:
+    actual = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = 'flows' ORDER BY ordinal_position"
+    ).fetchall()
+    diff = sorted(set(expected_flow_columns()) ^ set(actual))
     return AssetCheckResult(
-        passed=not diff, metadata={"columns": len(actual), "differences": str(diff or "none")}
+        check_name=HOT_FLOWS_SCHEMA,
+        passed=not diff,
+        metadata={"columns": len(actual), "differences": str(diff or "none")},
     )
 
 
-_RANGE_RULES = {
+RANGE_RULES = {
     "missing_required": "ts IS NULL OR uid IS NULL OR orig_h IS NULL OR resp_h IS NULL",
     "port_out_of_range": "orig_p NOT BETWEEN 0 AND 65535 OR resp_p NOT BETWEEN 0 AND 65535",
     "negative_volume": (
@@ -140,29 +164,18 @@ _RANGE_RULES = {
 }
 
 
-@asset_check(asset=hot_flows, blocking=False, pool=DUCKDB_POOL)
 def hot_flows_value_ranges(
-    context: AssetCheckExecutionContext, hot_store: HotStoreResource
+    con: duckdb.DuckDBPyConnection, manifest: BatchManifest
 ) -> AssetCheckResult:
-    """Rows of the latest batch have required fields, ports in 0-65535, non-negative
-    volumes, a known label, and no timestamp more than a day in the future (a warning)."""
-    md = _latest_metadata(context, "hot_flows")
-    where = 'topic = ? AND "partition" = ? AND "offset" >= ? AND "offset" < ?'
-    params = [md["topic"], int(md["partition"]), int(md["offset_start"]), int(md["offset_end"])]
-    counts = {}
-    with hot_store.connect() as con:
-        for name, rule in _RANGE_RULES.items():
-            counts[name] = con.execute(
-                f"SELECT count(*) FROM flows WHERE {where} AND ({rule})", params
-            ).fetchone()[0]
+    """Count rule violations among the stored rows of the batch, in one scan."""
+    where, params = _range_filter(manifest)
+    sums = ", ".join(f"count(*) FILTER (WHERE {rule})" for rule in RANGE_RULES.values())
+    row = con.execute(f"SELECT {sums} FROM flows WHERE {where}", params).fetchone()
+    counts = {name: int(n) for name, n in zip(RANGE_RULES, row, strict=True)}
     errors = {k: v for k, v in counts.items() if v and k != "ts_in_future"}
-    severity = AssetCheckSeverity.ERROR if errors else AssetCheckSeverity.WARN
-    return AssetCheckResult(passed=not any(counts.values()), severity=severity, metadata=counts)
-
-
-INGESTION_CHECKS = [
-    flow_batch_accounting,
-    hot_flows_accounting,
-    hot_flows_schema,
-    hot_flows_value_ranges,
-]
+    return AssetCheckResult(
+        check_name=HOT_FLOWS_VALUE_RANGES,
+        passed=not any(counts.values()),
+        severity=AssetCheckSeverity.ERROR if errors else AssetCheckSeverity.WARN,
+        metadata=counts,
+    )

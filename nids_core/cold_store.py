@@ -141,17 +141,22 @@ class ColdStore:
                 f"batch {topic}[{partition}] [{start}, {end}) has not landed: no {path}"
             ) from exc
 
-    def _read_parquet(self, path: str) -> pl.DataFrame:
+    def _read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
         with self.fs.open(path, "rb") as fh:
-            return pl.read_parquet(fh.read())
+            return pl.read_parquet(fh.read(), columns=columns)
 
-    def read_batch(self, manifest: BatchManifest) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The landed flows and rejects of one batch."""
+    def read_batch(
+        self, manifest: BatchManifest, columns: list[str] | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The landed flows and rejects of one batch (optionally only some columns, which
+        must exist in both, such as the provenance columns)."""
         frames = [
-            self._read_parquet(self.landing_file(d, manifest.name)) for d in manifest.rows_by_date
+            self._read_parquet(self.landing_file(d, manifest.name), columns)
+            for d in manifest.rows_by_date
         ]
-        flows = pl.concat(frames) if frames else pl.DataFrame(schema=LANDING_SCHEMA)
-        rejects = self._read_parquet(self.quarantine_file(manifest.name))
+        empty = {k: v for k, v in LANDING_SCHEMA.items() if columns is None or k in columns}
+        flows = pl.concat(frames) if frames else pl.DataFrame(schema=empty)
+        rejects = self._read_parquet(self.quarantine_file(manifest.name), columns)
         return flows, rejects
 
     def landing_days(self) -> list[str]:

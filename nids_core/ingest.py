@@ -74,6 +74,7 @@ class HotLoad:
     counts: UpsertCounts
     quarantined_new: int
     seconds: float
+    uids: pl.Series
 
 
 def load_batch_into_hot(
@@ -91,4 +92,4 @@ def load_batch_into_hot(
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return HotLoad(counts, quarantined_new, time.perf_counter() - t0)
+    return HotLoad(counts, quarantined_new, time.perf_counter() - t0, flows["uid"])

@@ -4,7 +4,6 @@ from dagster import Definitions
 
 from nids_assets.cold import cold_flows
 from nids_assets.ingestion import consumer_offsets, flow_batch, hot_flows
-from nids_assets.ingestion_checks import INGESTION_CHECKS
 from nids_jobs.jobs import cold_flows_job, ingest_job
 from nids_resources.from_env import resources_from_env
 from nids_sensors.cold_sensor import cold_flows_sensor
@@ -15,7 +14,6 @@ def build_definitions(resources: dict | None = None) -> Definitions:
     """Definitions with the given resources (default: from the environment)."""
     return Definitions(
         assets=[flow_batch, hot_flows, consumer_offsets, cold_flows],
-        asset_checks=INGESTION_CHECKS,
         jobs=[ingest_job, cold_flows_job],
         sensors=[kafka_ingest_sensor, cold_flows_sensor],
         resources=resources if resources is not None else resources_from_env(),

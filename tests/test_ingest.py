@@ -5,15 +5,32 @@ import json
 import duckdb
 import polars as pl
 import pytest
-from dagster import AssetKey, RunRequest, SensorResult, SkipReason, build_sensor_context
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
 
 from nids_assets.ingestion import batch_run_config
+from nids_core.hot_store import ensure_schema
 from nids_core.kafka_log import KafkaSettings, open_client
 from nids_jobs.driver import drain, execute_request
 from tests.conftest import FIXTURES, make_resources
 from tests.ingest_helpers import file_digests, hot_counts, produce, replay, table_digest
 
 SAMPLES = [FIXTURES / "conn.log", FIXTURES / "conn.json.log"]
+CHECKS = [
+    AssetCheckKey(AssetKey(asset), name)
+    for asset, name in (
+        ("flow_batch", "flow_batch_accounting"),
+        ("hot_flows", "hot_flows_accounting"),
+        ("hot_flows", "hot_flows_schema"),
+        ("hot_flows", "hot_flows_value_ranges"),
+    )
+]
 
 
 def committed(broker, topic, partition=0):
@@ -55,9 +72,33 @@ def test_replayed_samples_are_ingested_once_and_offsets_committed(
     )
     cold = pl.read_parquet(tmp_path / "cold" / "flows" / "*" / "*.parquet", hive_partitioning=True)
     assert cold.height == 410 and cold["uid"].n_unique() == 410
+    for check in CHECKS:
+        record = instance.get_latest_asset_check_evaluation_record(check)
+        assert record is not None and record.status.value == "SUCCEEDED", check
     # A second pass finds nothing new and changes nothing.
     again = drain(defs, instance, {})
     assert again.ingest_runs == 0 and hot_counts(tmp_path) == (410, 410, 0)
+
+
+def test_failed_blocking_check_stops_the_commit(broker, topic, tmp_path, instance, make_defs):
+    """A `flows` table that drifted from the contract fails the blocking schema check: the
+    batch is stored (idempotently) but its offsets do not move, so it will be retried."""
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    ensure_schema(con)
+    con.execute("ALTER TABLE flows ADD COLUMN surprise INTEGER")
+    con.close()
+    replay(broker, topic, SAMPLES[:1])
+    result = drain(make_defs(), instance, {}, cold=False)
+    assert result.failed_runs == 1
+    schema = instance.get_latest_asset_check_evaluation_record(
+        AssetCheckKey(AssetKey("hot_flows"), "hot_flows_schema")
+    )
+    assert schema.status.value == "FAILED"
+    assert (
+        "surprise" in schema.event.dagster_event.event_specific_data.metadata["differences"].value
+    )
+    assert committed(broker, topic) is None
+    assert instance.get_latest_materialization_event(AssetKey("consumer_offsets")) is None
 
 
 def test_malformed_records_go_to_quarantine_with_offset_and_reason(
