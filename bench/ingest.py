@@ -28,6 +28,11 @@ from nids_core.replay import replay_files
 from nids_jobs.definitions import build_definitions
 from nids_jobs.driver import drain
 from nids_resources.kafka import KafkaResource
+from nids_resources.mlflow import (
+    MlflowTrackingResource,
+    ModelRegistryResource,
+    ModelSettingsResource,
+)
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 PER_PASS = 46_425  # flows in the eight IoT-23 captures together
@@ -109,6 +114,14 @@ def main() -> None:
                 ),
                 "hot_store": HotStoreResource(database=str(work / "hot.duckdb")),
                 "cold_store": ColdStoreResource(url=str(work / "cold")),
+                # Not used by ingestion; the code location needs them to load.
+                "mlflow_tracking": MlflowTrackingResource(
+                    mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}"
+                ),
+                "model_registry": ModelRegistryResource(
+                    tracking_uri=f"sqlite:///{work / 'mlflow.db'}"
+                ),
+                "model_settings": ModelSettingsResource(),
             }
         )
         overrides = {

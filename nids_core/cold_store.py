@@ -201,6 +201,26 @@ class ColdStore:
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
         return self._read_parquet(path)
 
+    def cold_days(self) -> list[str]:
+        """Days that have a cold partition, oldest first."""
+        base = self._path("flows")
+        self.fs.invalidate_cache(base)
+        if not self.fs.exists(base):
+            return []
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
+        return sorted(n.removeprefix("date=") for n in names if n.startswith("date="))
+
+    def write_frame(self, relative_path: str, frame: pl.DataFrame) -> str:
+        """Write a derived Parquet file (e.g. a training set) atomically; returns its path."""
+        path = self._path(relative_path)
+        self._put(path, parquet_bytes(frame))
+        return path
+
+    def read_frame(self, relative_path: str) -> pl.DataFrame:
+        path = self._path(relative_path)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self._read_parquet(path)
+
     def cold_day_exists(self, day: date | str) -> bool:
         path = self.cold_file(str(day))
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])

@@ -126,6 +126,49 @@ def data_download(dest, base_url) -> None:
         click.echo(f"ok {path}")
 
 
+@main.group()
+def model() -> None:
+    """The registered model in MLflow (MLFLOW_TRACKING_URI, NIDS_MODEL_NAME)."""
+
+
+def _registry():
+    from nids_core.model_registry import ModelRegistry
+    from nids_resources.from_env import tracking_uri_from_env
+    from nids_resources.settings import env
+
+    return ModelRegistry(tracking_uri_from_env(), env("NIDS_MODEL_NAME", "nids-gnn"))
+
+
+@model.command("status")
+def model_status() -> None:
+    """Show the champion and challenger versions and their gate results."""
+    registry = _registry()
+    for alias in ("champion", "challenger"):
+        mv = registry.version_by_alias(alias)
+        if mv is None:
+            click.echo(f"{alias}: none")
+            continue
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(mv.tags.items()) if k.startswith("nids."))
+        click.echo(f"{alias}: {registry.model_name} version {mv.version} (run {mv.run_id}) {tags}")
+
+
+@model.command("rollback")
+@click.option(
+    "--to",
+    "to_version",
+    default=None,
+    help="Version to serve (default: the one the current champion replaced).",
+)
+def model_rollback(to_version) -> None:
+    """Move alias `champion` back to the previous champion (or to --to VERSION)."""
+    registry = _registry()
+    try:
+        done = registry.rollback(to_version)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"champion of {registry.model_name}: version {done.previous} -> {done.version}")
+
+
 @main.command()
 @click.option("--home", type=click.Path(path_type=Path), default=Path("var"), show_default=True)
 @click.option("--partitions", type=int, default=2, show_default=True)

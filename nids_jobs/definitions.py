@@ -1,10 +1,12 @@
-"""The Dagster code location: assets, checks, jobs, sensors and resources."""
+"""The Dagster code location: assets, checks, jobs, schedules, sensors and resources."""
 
 from dagster import Definitions
 
 from nids_assets.cold import cold_flows
 from nids_assets.ingestion import consumer_offsets, flow_batch, hot_flows
-from nids_jobs.jobs import cold_flows_job, ingest_job
+from nids_assets.model import champion_model, gnn_model, training_set
+from nids_jobs.jobs import cold_flows_job, ingest_job, training_job
+from nids_jobs.schedules import daily_training_schedule
 from nids_resources.from_env import resources_from_env
 from nids_sensors.cold_sensor import cold_flows_sensor
 from nids_sensors.kafka_sensor import kafka_ingest_sensor
@@ -13,8 +15,17 @@ from nids_sensors.kafka_sensor import kafka_ingest_sensor
 def build_definitions(resources: dict | None = None) -> Definitions:
     """Definitions with the given resources (default: from the environment)."""
     return Definitions(
-        assets=[flow_batch, hot_flows, consumer_offsets, cold_flows],
-        jobs=[ingest_job, cold_flows_job],
+        assets=[
+            flow_batch,
+            hot_flows,
+            consumer_offsets,
+            cold_flows,
+            training_set,
+            gnn_model,
+            champion_model,
+        ],
+        jobs=[ingest_job, cold_flows_job, training_job],
+        schedules=[daily_training_schedule],
         sensors=[kafka_ingest_sensor, cold_flows_sensor],
         resources=resources if resources is not None else resources_from_env(),
     )

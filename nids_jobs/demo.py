@@ -36,6 +36,12 @@ def run_demo(home: Path, partitions: int) -> None:
             NIDS_DUCKDB_PATH=os.environ.get("NIDS_DUCKDB_PATH", str(home / "nids.duckdb")),
             NIDS_COLD_URL=os.environ.get("NIDS_COLD_URL", str(home / "cold")),
             DAGSTER_HOME=str(dagster_home),
+            MLFLOW_TRACKING_URI=os.environ.get(
+                "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+            ),
+            NIDS_MLFLOW_ARTIFACTS=os.environ.get(
+                "NIDS_MLFLOW_ARTIFACTS", str(home / "mlflow" / "artifacts")
+            ),
         )
         from nids_core.kafka_log import KafkaSettings, open_producer
         from nids_core.replay import replay_files
@@ -63,6 +69,31 @@ def run_demo(home: Path, partitions: int) -> None:
             f"{result.failed_runs} runs failed; see `dagster dev` for their logs"
         )
     _report(defs, result, time.monotonic() - t0)
+    click.echo("training the GNN (training_set -> gnn_model -> gate -> champion_model) ...")
+    training = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    _model_report(instance, defs, training.success)
+
+
+def _model_report(instance, defs, success: bool) -> None:
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey("gnn_model"))
+    if event is None:
+        raise click.ClickException("training failed before a model was logged; see its run")
+    md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    keys = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
+    click.echo(f"model {md['model_uri']} (MLflow run {md['mlflow_run_id']}); gate: {md['gate']}")
+    for label, prefix in (("gnn", "test_"), ("flow-only baseline", "baseline_test_")):
+        cells = ", ".join(f"{k} {md[prefix + k]:.4f}" for k in keys if prefix + k in md)
+        click.echo(f"  {label}: {cells}")
+    champion = defs.resources["model_registry"].registry().version_by_alias("champion")
+    click.echo(f"champion: version {champion.version if champion else 'none'}")
+    if not success:
+        click.echo("the training run did not promote (a gate check failed or a step failed)")
 
 
 def _report(defs, result, seconds: float) -> None:

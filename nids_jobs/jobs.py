@@ -4,6 +4,7 @@ from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from nids_assets.cold import cold_flows
 from nids_assets.ingestion import consumer_offsets, flow_batch, hot_flows
+from nids_assets.model import champion_model, gnn_model, training_set
 
 # In-process: a micro-batch is a few seconds of work, so a process per step would cost
 # more than the work itself. The DuckDB pool still applies to each step.
@@ -20,4 +21,14 @@ cold_flows_job = define_asset_job(
     selection=AssetSelection.assets(cold_flows),
     executor_def=in_process_executor,
     description="Rebuild cold daily partitions from the landing zone.",
+)
+
+# Training, gate and promotion in one run, so a failed blocking gate check really stops
+# champion_model. In-process: torch and the training set are loaded once.
+training_job = define_asset_job(
+    "training_job",
+    selection=AssetSelection.assets(training_set, gnn_model, champion_model),
+    executor_def=in_process_executor,
+    description="Build the training set, train and gate the GNN, promote it if it passed.",
+    tags={"nids/kind": "training"},
 )

@@ -6,7 +6,12 @@ failing later inside a run.
 
 from nids_core.kafka_log import KAFKA_CLIENTS
 from nids_resources.kafka import KafkaResource
-from nids_resources.settings import SettingError, env, env_choice, env_int, secret
+from nids_resources.mlflow import (
+    MlflowTrackingResource,
+    ModelRegistryResource,
+    ModelSettingsResource,
+)
+from nids_resources.settings import SettingError, env, env_choice, env_float, env_int, secret
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 # Variable, default, meaning: the README's configuration table is generated from this list.
@@ -35,6 +40,32 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("AWS_ACCESS_KEY_ID", "", "S3 access key (secret)"),
     ("AWS_SECRET_ACCESS_KEY", "", "S3 secret key (secret)"),
     ("AWS_REGION", "", "S3 region"),
+    (
+        "MLFLOW_TRACKING_URI",
+        "sqlite:///var/mlflow/mlflow.db",
+        "MLflow tracking and registry URI (http://host:port for a server)",
+    ),
+    ("NIDS_MLFLOW_EXPERIMENT", "nids-gnn", "MLflow experiment of the training runs"),
+    (
+        "NIDS_MLFLOW_ARTIFACTS",
+        "var/mlflow/artifacts",
+        "Artifact root of a new experiment (path or s3://); a server decides its own",
+    ),
+    ("NIDS_MLFLOW_UI_URL", "http://127.0.0.1:5000", "MLflow UI address used in Dagster links"),
+    ("NIDS_MODEL_NAME", "nids-gnn", "Registered model name"),
+    ("NIDS_TRAINING_DAYS", "21", "Cold days in the training set"),
+    ("NIDS_TRAINING_CRON", "0 3 * * *", "Daily training schedule (cron, UTC)"),
+    ("NIDS_TRAIN_MAX_EPOCHS", "300", "Most training epochs"),
+    ("NIDS_TRAIN_PATIENCE", "30", "Early-stopping patience in epochs"),
+    ("NIDS_GRAPH_WINDOW_MINUTES", "15", "Time window of one flow graph (training and scoring)"),
+    ("NIDS_GATE_MIN_ACCURACY", "0.95", "Promotion gate: least test accuracy"),
+    ("NIDS_GATE_MIN_MACRO_F1", "0.95", "Promotion gate: least test macro F1"),
+    ("NIDS_GATE_MAX_BENIGN_FPR", "0.01", "Promotion gate: largest benign false-positive rate"),
+    (
+        "NIDS_GATE_MAX_F1_DROP",
+        "0.005",
+        "Promotion gate: largest macro-F1 drop against the champion",
+    ),
     (
         "NIDS_DATA_DIR",
         "./data, then ../shared/data",
@@ -99,10 +130,51 @@ def cold_store_from_env() -> ColdStoreResource:
     )
 
 
+def tracking_uri_from_env() -> str:
+    uri = env("MLFLOW_TRACKING_URI", _DEFAULTS["MLFLOW_TRACKING_URI"])
+    if not uri.startswith(("http://", "https://", "sqlite:///", "postgresql", "databricks")):
+        raise SettingError(
+            f"MLFLOW_TRACKING_URI={uri!r}: use http(s)://host:port, sqlite:///path or postgresql://"
+        )
+    return uri
+
+
+def mlflow_tracking_from_env() -> MlflowTrackingResource:
+    return MlflowTrackingResource(
+        experiment_name=env("NIDS_MLFLOW_EXPERIMENT", "nids-gnn"),
+        mlflow_tracking_uri=tracking_uri_from_env(),
+        artifact_location=env("NIDS_MLFLOW_ARTIFACTS", _DEFAULTS["NIDS_MLFLOW_ARTIFACTS"]),
+    )
+
+
+def model_registry_from_env() -> ModelRegistryResource:
+    return ModelRegistryResource(
+        tracking_uri=tracking_uri_from_env(),
+        model_name=env("NIDS_MODEL_NAME", "nids-gnn"),
+        ui_url=env("NIDS_MLFLOW_UI_URL", _DEFAULTS["NIDS_MLFLOW_UI_URL"]),
+    )
+
+
+def model_settings_from_env() -> ModelSettingsResource:
+    return ModelSettingsResource(
+        training_days=env_int("NIDS_TRAINING_DAYS", 21),
+        max_epochs=env_int("NIDS_TRAIN_MAX_EPOCHS", 300),
+        patience=env_int("NIDS_TRAIN_PATIENCE", 30),
+        graph_window_minutes=env_float("NIDS_GRAPH_WINDOW_MINUTES", 15.0),
+        min_accuracy=env_float("NIDS_GATE_MIN_ACCURACY", 0.95, maximum=1.0),
+        min_macro_f1=env_float("NIDS_GATE_MIN_MACRO_F1", 0.95, maximum=1.0),
+        max_benign_fpr=env_float("NIDS_GATE_MAX_BENIGN_FPR", 0.01, maximum=1.0),
+        max_macro_f1_drop=env_float("NIDS_GATE_MAX_F1_DROP", 0.005, maximum=1.0),
+    )
+
+
 def resources_from_env() -> dict:
     """All resources, keyed as the assets name them."""
     return {
         "kafka": kafka_from_env(),
         "hot_store": hot_store_from_env(),
         "cold_store": cold_store_from_env(),
+        "mlflow_tracking": mlflow_tracking_from_env(),
+        "model_registry": model_registry_from_env(),
+        "model_settings": model_settings_from_env(),
     }

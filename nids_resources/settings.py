@@ -39,3 +39,17 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 def secret(name: str) -> EnvVar | None:
     """`EnvVar(name)` when the variable is set, else None (the secret is not used)."""
     return EnvVar(name) if os.environ.get(name) else None
+
+
+def env_float(
+    name: str, default: float, minimum: float = 0.0, maximum: float | None = None
+) -> float:
+    raw = env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} is not a number") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"[{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise SettingError(f"{name}={value} must be in {bounds}")
+    return value

@@ -8,8 +8,14 @@ import pytest
 from dagster import DagsterInstance
 
 from nids_core.local_broker import create_topic, free_port, start_broker
+from nids_core.local_mlflow import start_mlflow
 from nids_jobs.definitions import build_definitions
 from nids_resources.kafka import KafkaResource
+from nids_resources.mlflow import (
+    MlflowTrackingResource,
+    ModelRegistryResource,
+    ModelSettingsResource,
+)
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -83,8 +89,40 @@ def client_name(request):
     return request.param
 
 
-def make_resources(broker, topic, tmp_path, client="kafka-python", cold_url=None, **kafka_kw):
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    with start_mlflow(root, log_path=root / "server.log") as server:
+        yield server
+
+
+def model_resources(tracking_uri: str, model_name: str, **settings) -> dict:
     return {
+        "mlflow_tracking": MlflowTrackingResource(
+            experiment_name=model_name, mlflow_tracking_uri=tracking_uri
+        ),
+        "model_registry": ModelRegistryResource(tracking_uri=tracking_uri, model_name=model_name),
+        "model_settings": ModelSettingsResource(**settings),
+    }
+
+
+def make_resources(
+    broker,
+    topic,
+    tmp_path,
+    client="kafka-python",
+    cold_url=None,
+    tracking_uri=None,
+    model_name="nids-gnn",
+    model_settings=None,
+    **kafka_kw,
+):
+    return {
+        **model_resources(
+            tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
+            model_name,
+            **(model_settings or {}),
+        ),
         "kafka": KafkaResource(
             bootstrap_servers=broker.bootstrap_servers,
             topic=topic,

@@ -4,7 +4,12 @@ import pytest
 
 from nids_core.batch_planning import BatchStatus, InFlightBatch, plan_batches, retry_delay_s
 from nids_core.kafka_log import Watermarks
-from nids_resources.from_env import cold_store_from_env, kafka_from_env
+from nids_resources.from_env import (
+    cold_store_from_env,
+    kafka_from_env,
+    model_registry_from_env,
+    model_settings_from_env,
+)
 from nids_resources.settings import SettingError
 
 
@@ -54,6 +59,36 @@ def test_secrets_come_from_the_environment_only(monkeypatch):
     assert "s3cret" not in repr(resolved.settings())
 
 
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("NIDS_GATE_MIN_MACRO_F1", "high", "NIDS_GATE_MIN_MACRO_F1='high' is not a number"),
+        ("NIDS_GATE_MAX_BENIGN_FPR", "1.5", "NIDS_GATE_MAX_BENIGN_FPR=1.5 must be in [0.0, 1.0]"),
+        ("NIDS_TRAIN_PATIENCE", "0", "NIDS_TRAIN_PATIENCE=0 must be at least 1"),
+        ("NIDS_TRAINING_DAYS", "three", "NIDS_TRAINING_DAYS='three' is not an integer"),
+    ],
+)
+def test_bad_model_setting_names_the_variable(monkeypatch, var, value, message):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingError) as err:
+        model_settings_from_env()
+    assert message in str(err.value)
+
+
+def test_model_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("NIDS_GATE_MIN_MACRO_F1", "0.97")
+    monkeypatch.setenv("NIDS_TRAIN_PATIENCE", "7")
+    settings = model_settings_from_env()
+    assert settings.thresholds().min_macro_f1 == 0.97
+    assert settings.train_config().patience == 7
+
+
+def test_bad_tracking_uri_names_the_variable(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "mlruns")
+    with pytest.raises(SettingError, match="MLFLOW_TRACKING_URI='mlruns'"):
+        model_registry_from_env()
+
+
 MARKS = {0: Watermarks(0, 250), 1: Watermarks(0, 0)}
 
 
@@ -84,3 +119,13 @@ def test_succeeded_batch_moves_on_from_the_committed_offset():
         "t", {0: 100}, MARKS, cursor, {0: (BatchStatus.SUCCEEDED, 1001.0)}, 100, 1002.0
     )
     assert [b.run_key for b in plan.batches] == ["t:0:100-200"]
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    from nids_resources.from_env import SETTINGS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name, _, _ in SETTINGS if name not in readme]
+    assert not missing, f"README configuration table lacks {missing}"

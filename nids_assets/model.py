@@ -1,0 +1,247 @@
+"""Batch side: training set from cold data, the GNN with its promotion gate, the champion."""
+
+from datetime import UTC, date, datetime
+
+import mlflow
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from nids_assets.cold import cold_flows
+from nids_core.gate import evaluate_gate
+from nids_core.model_registry import CHALLENGER
+from nids_core.model_run import train_evaluate_log
+from nids_core.training_set import TRAINING_SET_PATH, build_training_set
+from nids_resources.mlflow import (
+    MlflowTrackingResource,
+    ModelRegistryResource,
+    ModelSettingsResource,
+)
+from nids_resources.stores import ColdStoreResource
+
+MODEL_GROUP = "model"
+
+GATE_CHECKS = {
+    "gate_test_accuracy": "test_accuracy",
+    "gate_macro_f1": "macro_f1",
+    "gate_benign_fpr": "benign_fpr",
+    "gate_not_worse_than_champion": "not_worse_than_champion",
+}
+_GATE_DESCRIPTIONS = {
+    "gate_test_accuracy": "Promotion gate: test accuracy at least NIDS_GATE_MIN_ACCURACY.",
+    "gate_macro_f1": "Promotion gate: test macro F1 at least NIDS_GATE_MIN_MACRO_F1.",
+    "gate_benign_fpr": "Promotion gate: benign false-positive rate at most "
+    "NIDS_GATE_MAX_BENIGN_FPR.",
+    "gate_not_worse_than_champion": "Promotion gate: macro F1 on the same test rows drops by "
+    "at most NIDS_GATE_MAX_F1_DROP against the current champion (passes when there is none).",
+}
+BASELINE_CHECK = "gnn_vs_baseline"
+GNN_CHECKS = [
+    *(
+        AssetCheckSpec(name, asset="gnn_model", blocking=True, description=_GATE_DESCRIPTIONS[name])
+        for name in GATE_CHECKS
+    ),
+    AssetCheckSpec(
+        BASELINE_CHECK,
+        asset="gnn_model",
+        blocking=False,
+        description="The GNN's test macro F1 against the flow-only baseline on the same split "
+        "(a warning when the baseline is better).",
+    ),
+]
+
+
+class TrainingSetConfig(Config):
+    end_date: str | None = Field(
+        default=None,
+        description="Last cold day of the window (YYYY-MM-DD); default: today (UTC).",
+    )
+
+
+@asset(
+    deps=[cold_flows],
+    group_name=MODEL_GROUP,
+    kinds={"parquet", "polars"},
+)
+def training_set(
+    context: AssetExecutionContext,
+    config: TrainingSetConfig,
+    cold_store: ColdStoreResource,
+    model_settings: ModelSettingsResource,
+) -> MaterializeResult:
+    """Labelled flows of the last N daily cold partitions (NIDS_TRAINING_DAYS, default 21),
+    split by time within each capture into train / validation / test (never random rows),
+    written to `training/training_set.parquet` in the cold store."""
+    end = date.fromisoformat(config.end_date) if config.end_date else datetime.now(UTC).date()
+    store = cold_store.store()
+    frame, summary = build_training_set(
+        store,
+        model_settings.training_days,
+        end,
+        model_settings.validation_fraction,
+        model_settings.test_fraction,
+    )
+    path = store.write_frame(TRAINING_SET_PATH, frame)
+    context.log.info(f"training set: {summary.rows} rows, attacks {summary.attacks}")
+    return MaterializeResult(
+        metadata={
+            **summary.as_metadata(),
+            "rows": frame.height,
+            "attack_share": round(float((frame["label"] == "malicious").mean()), 4),
+            "path": path,
+        }
+    )
+
+
+def _per_capture_markdown(per_capture: dict) -> str:
+    if not per_capture:
+        return "no capture column in the training set"
+    models = list(next(iter(per_capture.values())))
+    head = "| capture | flows | attacks | " + " | ".join(f"{m} macro F1" for m in models) + " |"
+    lines = [head, "|---" * (3 + len(models)) + "|"]
+    for name, by_model in per_capture.items():
+        first = by_model[models[0]]
+        cells = " | ".join(f"{by_model[m]['macro_f1']:.4f}" for m in models)
+        lines.append(f"| {name} | {first['flows']} | {first['attacks']} | {cells} |")
+    return "\n".join(lines)
+
+
+def _metric_md(prefix: str, metrics: dict) -> dict:
+    keys = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
+    return {f"{prefix}{k}": round(float(metrics[k]), 5) for k in keys if metrics[k] == metrics[k]}
+
+
+@asset(
+    deps=[training_set],
+    group_name=MODEL_GROUP,
+    kinds={"pytorch", "mlflow"},
+    check_specs=GNN_CHECKS,
+    tags={"nids/kind": "training"},
+)
+def gnn_model(
+    context: AssetExecutionContext,
+    cold_store: ColdStoreResource,
+    mlflow_tracking: MlflowTrackingResource,
+    model_registry: ModelRegistryResource,
+    model_settings: ModelSettingsResource,
+) -> MaterializeResult:
+    """The E-GraphSAGE flow classifier trained on the training set, with a flow-only
+    baseline beside it. Everything is logged to one MLflow run (parameters, per-epoch
+    metrics, test metrics, confusion-matrix and precision-recall PNGs, a JSON report, the
+    model with its feature spec); a new version of the registered model gets alias
+    `challenger`. The blocking gate checks decide whether it may become champion."""
+    registry = model_registry.registry()
+    frame = cold_store.store().read_frame(TRAINING_SET_PATH)
+    current = registry.version_by_alias("champion")
+    champion = registry.load(current.version) if current is not None else None
+    active = mlflow_tracking.active_run()
+    try:
+        run = train_evaluate_log(
+            frame,
+            model_settings.train_config(),
+            champion,
+            current.version if current is not None else None,
+            registered_model_name=registry.model_name,
+        )
+        gate = evaluate_gate(run.gnn, run.champion, model_settings.thresholds())
+        passed = all(g.passed for g in gate)
+        registry.set_challenger(run.model_version)
+        registry.mark_gate(run.model_version, passed)
+        mlflow.log_dict([g.__dict__ for g in gate], "evaluation/gate.json")
+        mlflow.set_tag("nids.gate", "passed" if passed else "failed")
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()
+    checks = [
+        AssetCheckResult(
+            check_name=name,
+            passed=g.passed,
+            metadata={
+                "value": float(g.value),
+                "threshold": float(g.threshold),
+                "detail": g.detail,
+                "model_version": run.model_version,
+            },
+        )
+        for name, g in zip(GATE_CHECKS, gate, strict=True)
+    ]
+    lead = run.gnn["macro_f1"] - run.baseline["macro_f1"]
+    checks.append(
+        AssetCheckResult(
+            check_name=BASELINE_CHECK,
+            passed=lead >= 0,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "gnn_macro_f1": float(run.gnn["macro_f1"]),
+                "baseline_macro_f1": float(run.baseline["macro_f1"]),
+                "gnn_minus_baseline": float(lead),
+                "gnn_benign_fpr": float(run.gnn["benign_fpr"]),
+                "baseline_benign_fpr": float(run.baseline["benign_fpr"]),
+            },
+        )
+    )
+    per_capture = _per_capture_markdown(run.per_capture)
+    context.log.info(
+        f"{registry.model_name} v{run.model_version}: macro F1 {run.gnn['macro_f1']:.4f} "
+        f"(baseline {run.baseline['macro_f1']:.4f}); gate {'passed' if passed else 'FAILED'}"
+    )
+    return MaterializeResult(
+        metadata={
+            "model_version": run.model_version,
+            "model_uri": registry.uri(run.model_version),
+            "alias": CHALLENGER,
+            "gate": "passed" if passed else "failed",
+            "mlflow_run": MetadataValue.url(
+                model_registry.run_url(active.info.experiment_id, active.info.run_id)
+            ),
+            "mlflow_run_id": active.info.run_id,
+            **_metric_md("test_", run.gnn),
+            **_metric_md("baseline_test_", run.baseline),
+            **(_metric_md("champion_test_", run.champion) if run.champion else {}),
+            "best_epoch": run.result.best_epoch,
+            "epochs_run": run.result.epochs_run,
+            "seconds_per_epoch": round(run.result.seconds_per_epoch, 4),
+            "per_capture": MetadataValue.md(per_capture),
+        },
+        check_results=checks,
+    )
+
+
+@asset(
+    deps=[gnn_model],
+    group_name=MODEL_GROUP,
+    kinds={"mlflow"},
+)
+def champion_model(
+    context: AssetExecutionContext, model_registry: ModelRegistryResource
+) -> MaterializeResult:
+    """The serving model: alias `champion` of the registered model, moved to the current
+    `challenger` only when that version passed the promotion gate (in the same run the
+    blocking gate checks stop this step; run alone, it refuses a version without a passed
+    gate). The previous champion keeps its version and is tagged; `nids model rollback`
+    moves the alias back."""
+    registry = model_registry.registry()
+    challenger = registry.version_by_alias(CHALLENGER)
+    if challenger is None:
+        raise LookupError(f"{registry.model_name} has no `{CHALLENGER}`: materialize gnn_model")
+    promotion = registry.promote(challenger.version)
+    context.log.info(
+        f"champion is now version {promotion.version} (was {promotion.previous or 'none'})"
+    )
+    return MaterializeResult(
+        metadata={
+            "champion_version": promotion.version,
+            "previous_champion": promotion.previous or "none",
+            "model_uri": registry.uri("champion"),
+            "rollback": "nids model rollback",
+        }
+    )

@@ -1,0 +1,83 @@
+"""The promotion gate: absolute thresholds, and no regression against the champion."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    min_accuracy: float = 0.95
+    min_macro_f1: float = 0.95
+    max_benign_fpr: float = 0.01
+    max_macro_f1_drop: float = 0.005
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    detail: str
+
+
+def _ok(value: float) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def evaluate_gate(
+    challenger: dict, champion: dict | None, thresholds: GateThresholds
+) -> list[GateResult]:
+    """One result per gate rule. `challenger` and `champion` are test-set metrics (see
+    nids_core.metrics.evaluate) on the same test rows; `champion` is None before the first
+    promotion, when only the absolute thresholds apply."""
+    acc, f1, fpr = challenger["accuracy"], challenger["macro_f1"], challenger["benign_fpr"]
+    results = [
+        GateResult(
+            "test_accuracy",
+            _ok(acc) and acc >= thresholds.min_accuracy,
+            acc,
+            thresholds.min_accuracy,
+            f"accuracy {acc:.4f} >= {thresholds.min_accuracy}",
+        ),
+        GateResult(
+            "macro_f1",
+            _ok(f1) and f1 >= thresholds.min_macro_f1,
+            f1,
+            thresholds.min_macro_f1,
+            f"macro F1 {f1:.4f} >= {thresholds.min_macro_f1}",
+        ),
+        GateResult(
+            "benign_fpr",
+            # No benign flow in the test set means the rate cannot be measured: fail.
+            _ok(fpr) and fpr <= thresholds.max_benign_fpr,
+            fpr,
+            thresholds.max_benign_fpr,
+            f"benign false-positive rate {fpr:.4f} <= {thresholds.max_benign_fpr}",
+        ),
+    ]
+    if champion is None:
+        results.append(
+            GateResult(
+                "not_worse_than_champion",
+                True,
+                math.nan,
+                thresholds.max_macro_f1_drop,
+                "no champion yet: the first model is judged on the absolute thresholds",
+            )
+        )
+    else:
+        drop = champion["macro_f1"] - f1
+        results.append(
+            GateResult(
+                "not_worse_than_champion",
+                _ok(drop) and drop <= thresholds.max_macro_f1_drop,
+                drop,
+                thresholds.max_macro_f1_drop,
+                f"macro F1 {f1:.4f} vs champion {champion['macro_f1']:.4f}: "
+                f"drop {drop:.4f} <= {thresholds.max_macro_f1_drop}",
+            )
+        )
+    return results

@@ -1,0 +1,119 @@
+"""MLflow: the tracking run (dagster-mlflow), the model registry, and model settings."""
+
+from pathlib import Path
+
+import mlflow
+from dagster import ConfigurableResource, InitResourceContext
+from dagster_mlflow.resources import MlFlow
+from pydantic import Field, PrivateAttr
+
+from nids_core.gate import GateThresholds
+from nids_core.model_registry import MODEL_NAME, ModelRegistry
+from nids_core.training import TrainConfig
+
+
+def _ensure_local_sqlite_dir(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+class MlflowTrackingResource(ConfigurableResource):
+    """dagster-mlflow's tracking resource, configured the Pythonic way: every step of one
+    Dagster run logs into one MLflow run (found again by its `dagster_run_id` tag), in the
+    given experiment. The experiment is created with the configured artifact location."""
+
+    experiment_name: str = Field(default="nids-gnn", description="MLflow experiment.")
+    mlflow_tracking_uri: str = Field(description="MLflow tracking URI (server or sqlite).")
+    artifact_location: str | None = Field(
+        default=None, description="Artifact root for a new experiment (local path or s3://)."
+    )
+
+    _tracking: MlFlow | None = PrivateAttr(default=None)
+    _init_context: InitResourceContext | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Sensors and schedules also initialize resources, outside any run: the MLflow run
+        # is only started when a step first uses it.
+        self._init_context = context
+
+    def _ensure_experiment(self) -> None:
+        _ensure_local_sqlite_dir(self.mlflow_tracking_uri)
+        mlflow.set_tracking_uri(self.mlflow_tracking_uri)
+        if mlflow.get_experiment_by_name(self.experiment_name) is None:
+            location = self.artifact_location
+            if location and "://" not in location:
+                Path(location).mkdir(parents=True, exist_ok=True)
+                location = Path(location).resolve().as_uri()
+            mlflow.create_experiment(self.experiment_name, artifact_location=location)
+
+    @property
+    def tracking(self) -> MlFlow:
+        """dagster-mlflow's handle; its MLflow run is the active run in this process."""
+        if self._tracking is None:
+            ctx = self._init_context
+            if ctx is None or ctx.run is None:
+                raise RuntimeError("the MLflow tracking resource is used outside a run")
+            self._ensure_experiment()
+            self._tracking = MlFlow(ctx)
+        return self._tracking
+
+    def active_run(self) -> mlflow.ActiveRun:
+        """The MLflow run of this Dagster run (restarted if a retried step ended it)."""
+        tracking = self.tracking
+        run = mlflow.active_run()
+        if run is None:
+            tracking._set_active_run(run_id=tracking.mlflow_run_id)
+            run = mlflow.active_run()
+        return run
+
+
+class ModelRegistryResource(ConfigurableResource):
+    """The MLflow model registry: versions and the `challenger` / `champion` aliases."""
+
+    tracking_uri: str = Field(description="MLflow tracking/registry URI.")
+    model_name: str = Field(default=MODEL_NAME, description="Registered model name.")
+    ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="Where the MLflow UI is served, for links in the Dagster UI.",
+    )
+
+    def registry(self) -> ModelRegistry:
+        _ensure_local_sqlite_dir(self.tracking_uri)
+        return ModelRegistry(self.tracking_uri, self.model_name)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        base = self.tracking_uri if self.tracking_uri.startswith("http") else self.ui_url
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+class ModelSettingsResource(ConfigurableResource):
+    """Training window, training hyper-parameters and the promotion gate's thresholds."""
+
+    training_days: int = Field(default=21, ge=1, description="Cold days in the training set.")
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    max_epochs: int = Field(default=300, ge=1)
+    patience: int = Field(default=30, ge=1, description="Early-stopping patience (epochs).")
+    hidden: int = Field(default=64, ge=4)
+    learning_rate: float = Field(default=0.005, gt=0)
+    graph_window_minutes: float = Field(default=15.0, ge=0, description="0: one graph.")
+    seed: int = Field(default=0)
+    min_accuracy: float = Field(default=0.95, ge=0, le=1)
+    min_macro_f1: float = Field(default=0.95, ge=0, le=1)
+    max_benign_fpr: float = Field(default=0.01, ge=0, le=1)
+    max_macro_f1_drop: float = Field(default=0.005, ge=0, le=1)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            hidden=self.hidden,
+            learning_rate=self.learning_rate,
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            seed=self.seed,
+            window_minutes=self.graph_window_minutes,
+        )
+
+    def thresholds(self) -> GateThresholds:
+        return GateThresholds(
+            self.min_accuracy, self.min_macro_f1, self.max_benign_fpr, self.max_macro_f1_drop
+        )

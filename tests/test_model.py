@@ -1,0 +1,230 @@
+"""The GNN on real IoT-23 flows: features, split, training, MLflow registry and the gate."""
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from dagster import AssetCheckKey, AssetKey
+
+from nids_core.features import FORBIDDEN_COLUMNS, fit_feature_spec, raw_features, transform
+from nids_core.flow_graph import build_flow_graph
+from nids_core.model_registry import ModelRegistry, load_scorer
+from nids_core.model_run import train_evaluate_log
+from nids_core.splits import time_split
+from nids_core.training import TrainConfig, train_gnn
+from nids_core.training_set import TRAINING_SET_PATH
+from nids_core.zeek_files import read_zeek_file
+from nids_jobs.definitions import build_definitions
+from nids_jobs.driver import drain
+from tests.conftest import iot23, make_resources
+from tests.ingest_helpers import replay
+
+CAPTURES = (
+    "CTU-Malware-Capture-8-1-labeled.csv.gz",  # 10,403 flows, 8,222 attacks
+    "CTU-Honeypot-Capture-5-1-labeled.csv.gz",  # 1,374 benign
+    "CTU-Honeypot-Capture-7-1-labeled.csv.gz",  # 130 benign
+)
+FAST = TrainConfig(max_epochs=60, patience=10, hidden=32)
+
+
+@pytest.fixture(scope="module")
+def subset() -> pl.DataFrame:
+    return pl.concat([read_zeek_file(iot23(name)).flows for name in CAPTURES])
+
+
+@pytest.fixture(scope="module")
+def split(subset) -> dict[str, pl.DataFrame]:
+    flows = time_split(subset)
+    return {s: flows.filter(pl.col("split") == s) for s in ("train", "validation", "test")}
+
+
+# ----------------------------------------------------------------------------- plain Python
+
+
+def test_features_never_include_addresses_ports_or_timestamps(split):
+    spec = fit_feature_spec(split["train"])
+    assert not FORBIDDEN_COLUMNS & set(spec.names)
+    assert not any(n.split("=")[0] in FORBIDDEN_COLUMNS for n in spec.names)
+    test = split["test"]
+    moved = test.with_columns(
+        pl.lit("10.9.9.9").alias("orig_h"),
+        pl.lit("10.8.8.8").alias("resp_h"),
+        (pl.col("orig_p") + 1).alias("orig_p"),
+        pl.lit(4444, dtype=pl.Int32).alias("resp_p"),
+        (pl.col("ts") + pl.duration(days=400)).alias("ts"),
+        (pl.col("uid") + "x").alias("uid"),
+    )
+    assert np.array_equal(transform(test, spec), transform(moved, spec))
+
+
+def test_split_is_time_ordered_within_each_capture(split):
+    both = pl.concat(list(split.values()))
+    for (capture,), frame in both.group_by("capture"):
+        spans = {
+            s: (g["ts"].min(), g["ts"].max()) for (s,), g in frame.group_by("split") if g.height
+        }
+        assert spans["train"][1] <= spans["validation"][0], capture
+        assert spans["validation"][1] <= spans["test"][0], capture
+        shares = frame["split"].value_counts(normalize=True)
+        test_share = shares.filter(pl.col("split") == "test")["proportion"][0]
+        assert abs(test_share - 0.3) < 0.01
+
+
+def test_scaler_is_fitted_on_training_rows_only(split):
+    spec = fit_feature_spec(split["train"])
+    raw_train = raw_features(split["train"], spec.services).to_numpy().astype(np.float64)
+    assert np.allclose(spec.mean, raw_train.mean(axis=0))
+    everything = pl.concat(list(split.values()))
+    raw_all = raw_features(everything, spec.services).to_numpy().astype(np.float64)
+    assert not np.allclose(spec.mean, raw_all.mean(axis=0))
+    # Scaled training rows are centred; scaled test rows are not forced to be.
+    assert np.allclose(transform(split["train"], spec).mean(axis=0), 0, atol=1e-3)
+
+
+def test_graph_has_hosts_as_nodes_and_flows_as_edges(split):
+    test = split["test"]
+    spec = fit_feature_spec(split["train"])
+    one_graph = build_flow_graph(test, transform(test, spec), window=None)
+    hosts = pl.concat([test.select("capture", h=c) for c in ("orig_h", "resp_h")]).unique()
+    assert one_graph.edge_index.shape == (2, test.height)
+    assert one_graph.num_nodes == hosts.height
+    windowed = build_flow_graph(test, transform(test, spec))
+    assert windowed.num_nodes >= one_graph.num_nodes and windowed.windows > 1
+
+
+def test_early_stopping_restores_the_best_epoch(split):
+    # Labels shuffled in training: validation loss soon rises while training loss falls.
+    rng = np.random.default_rng(1)
+    noisy = split["train"].with_columns(
+        pl.Series("label", rng.permutation(split["train"]["label"].to_numpy()))
+    )
+    config = TrainConfig(max_epochs=200, patience=5, hidden=16, learning_rate=0.02)
+    result = train_gnn(noisy, split["validation"], config)
+    losses = [row["val_loss"] for row in result.history]
+    assert result.epochs_run == len(losses) < 200  # stopped early
+    assert result.epochs_run - result.best_epoch == 5
+    assert result.best_val_loss == pytest.approx(min(losses), rel=1e-4, abs=1e-6)
+    assert result.best_val_loss == losses[result.best_epoch - 1]
+    assert losses[-1] > result.best_val_loss  # the last epoch was worse than the kept one
+    # The scorer holds the best epoch's weights: its validation loss is the best one.
+    import torch
+
+    scorer = result.scorer
+    from nids_core.features import attack_labels
+    from nids_core.training import class_weights
+
+    y_train = attack_labels(noisy)
+    graph = scorer.graph(split["validation"], attack_labels(split["validation"]))
+    with torch.no_grad():
+        loss = torch.nn.CrossEntropyLoss(weight=class_weights(y_train))(scorer(graph), graph.y)
+    assert float(loss) == pytest.approx(result.best_val_loss, rel=1e-4, abs=1e-7)
+    assert float(loss) < losses[-1]
+
+
+def test_training_is_seeded(split):
+    a = train_gnn(split["train"], split["validation"], FAST)
+    b = train_gnn(split["train"], split["validation"], FAST)
+    assert a.best_epoch == b.best_epoch
+    assert np.array_equal(a.scorer.score(split["test"]), b.scorer.score(split["test"]))
+
+
+# ----------------------------------------------------------------------------- with MLflow
+
+
+def test_logged_model_loads_back_with_identical_predictions(split, mlflow_server):
+    mlflow.set_tracking_uri(mlflow_server.url)
+    mlflow.set_experiment("roundtrip")
+    training = pl.concat(list(split.values()))
+    with mlflow.start_run() as run:
+        result = train_evaluate_log(training, FAST, registered_model_name="roundtrip-gnn")
+    registry = ModelRegistry(mlflow_server.url, "roundtrip-gnn")
+    registry.mark_gate(result.model_version, True)
+    registry.promote(result.model_version)
+    loaded = load_scorer("models:/roundtrip-gnn@champion")
+    expected = result.result.scorer.score(split["test"])
+    assert np.array_equal(loaded.score(split["test"]), expected)
+    assert np.array_equal(registry.load("champion").score(split["test"]), expected)
+    artifacts = {
+        a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")
+    }
+    assert {
+        "evaluation/report.json",
+        "evaluation/confusion_matrix.png",
+        "evaluation/pr_curve.png",
+    } <= artifacts
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_loss")
+    assert len(history) == result.result.epochs_run
+    assert "baseline_test_macro_f1" in mlflow.get_run(run.info.run_id).data.metrics
+
+
+@pytest.mark.slow
+def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, instance, mlflow_server):
+    """Real captures through Kafka, ingest and cold partitions, then the training job:
+    the first model promotes on absolute thresholds; a model trained on shuffled labels
+    fails the gate and the champion stays; a good retrain promotes; rollback restores."""
+    replay(broker, topic, [iot23(n) for n in CAPTURES], shift_to_now=True)
+    name = f"gnn-{topic.rsplit('.', 1)[-1]}"
+    defs = build_definitions(
+        make_resources(
+            broker,
+            topic,
+            tmp_path,
+            tracking_uri=mlflow_server.url,
+            model_name=name,
+            model_settings={"max_epochs": 60, "patience": 10, "hidden": 32},
+        )
+    )
+    assert drain(defs, instance, {}).failed_runs == 0
+    registry = ModelRegistry(mlflow_server.url, name)
+    job = defs.resolve_job_def("training_job")
+
+    first = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert first.success
+    assert registry.version_by_alias("champion").version == "1"
+    md = instance.get_latest_materialization_event(AssetKey("gnn_model")).asset_materialization
+    meta = {k: v.value for k, v in md.metadata.items()}
+    assert meta["gate"] == "passed" and meta["test_macro_f1"] >= 0.95
+    assert "/#/experiments/" in meta["mlflow_run"]
+    not_worse = instance.get_latest_asset_check_evaluation_record(
+        AssetCheckKey(AssetKey("gnn_model"), "gate_not_worse_than_champion")
+    )
+    assert not_worse.status.value == "SUCCEEDED"
+    ts_meta = instance.get_latest_materialization_event(AssetKey("training_set"))
+    assert ts_meta.asset_materialization.metadata["test_rows"].value > 0
+
+    # The champion, loaded from the registry, reproduces the logged test metric.
+    store = defs.resources["cold_store"].store()
+    frame = store.read_frame(TRAINING_SET_PATH)
+    test = frame.filter(pl.col("split") == "test")
+    from nids_core.features import attack_labels
+    from nids_core.metrics import evaluate
+
+    champion = registry.load("champion")
+    recomputed = evaluate(attack_labels(test), champion.score(test), champion.threshold)
+    assert recomputed["macro_f1"] == pytest.approx(meta["test_macro_f1"], abs=1e-5)
+
+    # A deliberately bad model: the same rows with shuffled labels.
+    rng = np.random.default_rng(0)
+    shuffled = frame.with_columns(pl.Series("label", rng.permutation(frame["label"].to_numpy())))
+    store.write_frame(TRAINING_SET_PATH, shuffled)
+    bad = job.execute_in_process(
+        instance=instance,
+        asset_selection=[AssetKey("gnn_model"), AssetKey("champion_model")],
+        raise_on_error=False,
+    )
+    assert not bad.success
+    assert registry.version_by_alias("challenger").version == "2"
+    assert registry.version_by_alias("champion").version == "1"
+    gate = instance.get_latest_asset_check_evaluation_record(
+        AssetCheckKey(AssetKey("gnn_model"), "gate_macro_f1")
+    )
+    assert gate.status.value == "FAILED"
+    with pytest.raises(PermissionError):
+        registry.promote("2")
+
+    # A good retrain promotes over the champion; rollback moves the alias back.
+    assert job.execute_in_process(instance=instance, raise_on_error=False).success
+    assert registry.version_by_alias("champion").version == "3"
+    back = registry.rollback()
+    assert (back.version, back.previous) == ("1", "3")
+    assert registry.version_by_alias("champion").version == "1"
