@@ -24,7 +24,7 @@ from nids_core.metrics import evaluate
 class TrainConfig:
     hidden: int = 64
     dropout: float = 0.2
-    learning_rate: float = 0.005
+    learning_rate: float = 0.002
     weight_decay: float = 1e-4
     max_epochs: int = 300
     patience: int = 30

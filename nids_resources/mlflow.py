@@ -95,7 +95,7 @@ class ModelSettingsResource(ConfigurableResource):
     max_epochs: int = Field(default=300, ge=1)
     patience: int = Field(default=30, ge=1, description="Early-stopping patience (epochs).")
     hidden: int = Field(default=64, ge=4)
-    learning_rate: float = Field(default=0.005, gt=0)
+    learning_rate: float = Field(default=0.002, gt=0)
     graph_window_minutes: float = Field(default=15.0, ge=0, description="0: one graph.")
     seed: int = Field(default=0)
     min_accuracy: float = Field(default=0.95, ge=0, le=1)
