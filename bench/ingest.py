@@ -33,6 +33,7 @@ from nids_resources.mlflow import (
     ModelRegistryResource,
     ModelSettingsResource,
 )
+from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 PER_PASS = 46_425  # flows in the eight IoT-23 captures together
@@ -122,6 +123,7 @@ def main() -> None:
                     tracking_uri=f"sqlite:///{work / 'mlflow.db'}"
                 ),
                 "model_settings": ModelSettingsResource(),
+                "serving": ServingSettingsResource(),
             }
         )
         overrides = {
@@ -130,12 +132,14 @@ def main() -> None:
         }
         with DagsterInstance.local_temp(tempdir=str(home), overrides=overrides) as instance:
             t0 = time.perf_counter()
-            stats = drain(defs, instance, {}, log_level="WARNING", cold=False)
+            stats = drain(defs, instance, {}, log_level="WARNING", cold=False, serve=False)
             ingest_s = time.perf_counter() - t0
             # The cold rebuild is a separate job (its sensor ticks every minute); timed apart.
             breakdown = step_breakdown(instance)
             t0 = time.perf_counter()
-            cold = drain(defs, instance, {"kafka_ingest_sensor": None}, log_level="WARNING")
+            cold = drain(
+                defs, instance, {"kafka_ingest_sensor": None}, log_level="WARNING", serve=False
+            )
             cold_s = time.perf_counter() - t0
         if stats.failed_runs or cold.failed_runs:
             sys.exit(f"{stats.failed_runs + cold.failed_runs} runs failed")

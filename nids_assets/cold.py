@@ -1,10 +1,17 @@
 """Batch side: the daily-partitioned cold Parquet store."""
 
-from dagster import AssetExecutionContext, MaterializeResult, RetryPolicy, asset
+from datetime import UTC, date, datetime
+
+import polars as pl
+from dagster import AssetExecutionContext, Config, MaterializeResult, RetryPolicy, asset
+from pydantic import Field
 
 from nids_assets.ingestion import flow_batch
 from nids_assets.partitions import daily_partitions
-from nids_resources.stores import ColdStoreResource
+from nids_core.model_cache import load_version
+from nids_resources.mlflow import ModelRegistryResource
+from nids_resources.serving import ServingSettingsResource
+from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 
 @asset(
@@ -30,5 +37,70 @@ def cold_flows(context: AssetExecutionContext, cold_store: ColdStoreResource) ->
             "path": f"{store.url}/flows/date={day}/part-0.parquet",
             "bytes": size,
             "landing_files": len(store.landing_files(day)),
+        }
+    )
+
+
+class ColdPredictionsConfig(Config):
+    model_version: str | None = Field(
+        default=None,
+        description="Empty: export the predictions served from the hot table for this day. "
+        "A version number: re-score this day's cold flows with that version of the model "
+        "(written under rescored/version=N/, served history untouched).",
+    )
+
+
+@asset(
+    deps=[cold_flows, "flow_predictions"],
+    partitions_def=daily_partitions,
+    group_name="cold_storage",
+    kinds={"parquet", "pytorch"},
+    pool="duckdb",
+)
+def cold_predictions(
+    context: AssetExecutionContext,
+    config: ColdPredictionsConfig,
+    cold_store: ColdStoreResource,
+    hot_store: HotStoreResource,
+    model_registry: ModelRegistryResource,
+    serving: ServingSettingsResource,
+) -> MaterializeResult:
+    """Predictions of one UTC day in the cold store, so history keeps them after the hot
+    table expires: `predictions/date=D/part-0.parquet` holds what was served (merged on
+    uid, idempotent; the lifecycle job also exports a day before expiring it). With config
+    `model_version`, the day's cold flows are re-scored by that version instead, into
+    `rescored/version=N/date=D/part-0.parquet` (a backfill over a range re-scores history)."""
+    day = context.partition_key
+    store = cold_store.store()
+    if config.model_version:
+        scorer = load_version(
+            model_registry.registry(), config.model_version, serving.model_cache_dir
+        )
+        flows = store.read_cold_day(day)
+        scores = scorer.score(flows)
+        frame = pl.DataFrame({"uid": flows["uid"], "score": scores}).with_columns(
+            pl.when(pl.col("score") >= scorer.threshold)
+            .then(pl.lit("malicious"))
+            .otherwise(pl.lit("benign"))
+            .alias("predicted_label"),
+            pl.lit(config.model_version).alias("model_version"),
+            pl.lit(datetime.now(UTC)).alias("predicted_at"),
+        )
+        rows = store.write_rescored(day, config.model_version, frame)
+        path = store.predictions_file(day, config.model_version)
+    else:
+        with hot_store.connect() as con:
+            frame = con.execute(
+                "SELECT p.* FROM predictions p JOIN flows f USING (uid) "
+                "WHERE CAST(timezone('UTC', f.ts) AS DATE) = ?",
+                [date.fromisoformat(day)],
+            ).pl()
+        rows = store.merge_predictions(day, frame) if frame.height else 0
+        path = store.predictions_file(day)
+    return MaterializeResult(
+        metadata={
+            "rows": rows,
+            "model_version": config.model_version or "as served",
+            "path": path,
         }
     )

@@ -1,12 +1,16 @@
 """Streaming side: one Kafka micro-batch lands as Parquet, then is upserted into DuckDB,
 then the consumer group's offset moves."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     Backoff,
     Config,
+    FreshnessPolicy,
     Jitter,
     MaterializeResult,
     MetadataValue,
@@ -24,7 +28,9 @@ from nids_assets.ingestion_checks import (
     hot_flows_value_ranges,
 )
 from nids_core.ingest import land_batch, load_batch_into_hot
+from nids_core.lag import PartitionLag, lag_verdict
 from nids_resources.kafka import KafkaResource
+from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 INGEST_GROUP = "ingestion"
@@ -118,6 +124,10 @@ def flow_batch(
     pool=DUCKDB_POOL,
     retry_policy=INGEST_RETRY,
     check_specs=HOT_FLOWS_CHECKS,
+    # Stale when no batch has landed for a while: Zeek, Kafka or the sensor has stopped.
+    freshness_policy=FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5)
+    ),
 )
 def hot_flows(
     context: AssetExecutionContext,
@@ -165,9 +175,21 @@ def hot_flows(
     group_name=INGEST_GROUP,
     kinds={"kafka"},
     retry_policy=INGEST_RETRY,
+    check_specs=[
+        AssetCheckSpec(
+            "consumer_lag",
+            asset="consumer_offsets",
+            description="Consumer lag of the partition (high watermark minus committed "
+            "offset): warns above NIDS_LAG_WARN_RECORDS, fails above NIDS_LAG_FAIL_RECORDS. "
+            "Also evaluated every minute for all partitions by kafka_lag_sensor.",
+        )
+    ],
 )
 def consumer_offsets(
-    context: AssetExecutionContext, config: KafkaBatchConfig, kafka: KafkaResource
+    context: AssetExecutionContext,
+    config: KafkaBatchConfig,
+    kafka: KafkaResource,
+    serving: ServingSettingsResource,
 ) -> MaterializeResult:
     """Committed offsets of consumer group `nids-etl`: moved to the end of the batch only
     after it is durable in the landing zone and the hot table (at-least-once delivery,
@@ -193,4 +215,16 @@ def consumer_offsets(
         "committed_at": datetime.now(UTC).isoformat(),
     }
     context.log.info(f"committed {config.topic}[{config.partition}] at {after}; lag {high - after}")
-    return MaterializeResult(metadata=metadata)
+    lag = PartitionLag(config.partition, after, high, 0)
+    passed, severity = lag_verdict([lag], serving.lag_warn_records, serving.lag_fail_records)
+    check = AssetCheckResult(
+        check_name="consumer_lag",
+        passed=passed,
+        severity=AssetCheckSeverity(severity),
+        metadata={
+            f"lag_partition_{config.partition}": lag.lag,
+            "warn_above": serving.lag_warn_records,
+            "fail_above": serving.lag_fail_records,
+        },
+    )
+    return MaterializeResult(metadata=metadata, check_results=[check])

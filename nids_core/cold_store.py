@@ -201,6 +201,29 @@ class ColdStore:
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
         return self._read_parquet(path)
 
+    def predictions_file(self, day: str, model_version: str | None = None) -> str:
+        kind = "predictions" if model_version is None else f"rescored/version={model_version}"
+        return self._path(kind, f"date={day}", "part-0.parquet")
+
+    def read_predictions(self, day: date | str, model_version: str | None = None):
+        """Cold predictions of one day (None if there are none)."""
+        path = self.predictions_file(str(day), model_version)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self._read_parquet(path) if self.fs.exists(path) else None
+
+    def merge_predictions(self, day: date | str, frame: pl.DataFrame) -> int:
+        """Add served predictions to a day's file: a uid already there keeps its row, so
+        exporting twice changes nothing. Returns the file's row count."""
+        existing = self.read_predictions(day)
+        merged = frame if existing is None else pl.concat([existing, frame], how="vertical_relaxed")
+        merged = merged.unique("uid", keep="first", maintain_order=True).sort("uid")
+        self._put(self.predictions_file(str(day)), parquet_bytes(merged))
+        return merged.height
+
+    def write_rescored(self, day: date | str, model_version: str, frame: pl.DataFrame) -> int:
+        self._put(self.predictions_file(str(day), model_version), parquet_bytes(frame.sort("uid")))
+        return frame.height
+
     def cold_days(self) -> list[str]:
         """Days that have a cold partition, oldest first."""
         base = self._path("flows")

@@ -1,4 +1,4 @@
-"""The hot store: one DuckDB file with tables `flows`, `predictions` and `quarantine`.
+"""The hot store: one DuckDB file with tables `flows`, `predictions`, `quarantine`, `alerts`.
 
 Writes are keyed so that replaying a message, a batch or a backfill changes nothing:
 `flows` is keyed on Zeek's `uid` (the lowest Kafka provenance wins, whatever the order of
@@ -79,7 +79,9 @@ def _q(col: str) -> str:
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the hot tables if they do not exist."""
-    for ddl in (FLOWS_DDL, PREDICTIONS_DDL, QUARANTINE_DDL):
+    from nids_core.alerts import ALERTS_DDL
+
+    for ddl in (FLOWS_DDL, PREDICTIONS_DDL, QUARANTINE_DDL, ALERTS_DDL):
         con.execute(ddl)
 
 

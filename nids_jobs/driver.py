@@ -9,15 +9,18 @@ the daemon would launch them.
 from dataclasses import dataclass, field
 
 from dagster import (
+    AssetSelection,
     DagsterInstance,
     Definitions,
     RunRequest,
     SensorResult,
     SkipReason,
     build_sensor_context,
+    evaluate_automation_conditions,
 )
 
-from nids_jobs.jobs import cold_flows_job, ingest_job
+from nids_assets.scoring import alerts, flow_predictions
+from nids_jobs.jobs import cold_flows_job, ingest_job, scoring_job
 
 
 @dataclass
@@ -25,6 +28,7 @@ class DriveStats:
     ingest_runs: int = 0
     failed_runs: int = 0
     cold_runs: int = 0
+    scoring_runs: int = 0
     skips: list[str] = field(default_factory=list)
 
 
@@ -69,6 +73,48 @@ def execute_request(
     return result.success
 
 
+SERVING = (flow_predictions.key, alerts.key)
+
+
+def run_automation(
+    defs: Definitions,
+    instance: DagsterInstance,
+    cursors: dict,
+    log_level: str | None = None,
+    max_rounds: int = 5,
+) -> tuple[int, int]:
+    """Evaluate the serving assets' automation conditions as the automation sensor would,
+    and run what they request in-process; repeat while they request more (alerts follow
+    flow_predictions). Returns (runs, failed runs)."""
+    runs = failed = 0
+    for _ in range(max_rounds):
+        result = evaluate_automation_conditions(
+            defs,
+            instance,
+            asset_selection=AssetSelection.assets(*SERVING),
+            cursor=cursors.get("serving_automation_sensor"),
+        )
+        cursors["serving_automation_sensor"] = result.cursor
+        keys = [k for k in SERVING if result.get_num_requested(k)]
+        if not keys:
+            break
+        run_config = {}
+        if log_level:
+            run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+        outcome = defs.resolve_job_def(scoring_job.name).execute_in_process(
+            instance=instance,
+            asset_selection=keys,
+            run_config=run_config,
+            tags={"dagster/from_automation_condition": "true"},
+            raise_on_error=False,
+        )
+        runs += 1
+        failed += 0 if outcome.success else 1
+        if not outcome.success:
+            break
+    return runs, failed
+
+
 def drain(
     defs: Definitions,
     instance: DagsterInstance,
@@ -77,6 +123,7 @@ def drain(
     on_run=None,
     log_level: str | None = None,
     cold: bool = True,
+    serve: bool = True,
 ) -> DriveStats:
     """Tick the Kafka sensor and run its batches until it has nothing new, then (if `cold`)
     rebuild the cold days that changed. `cursors` is updated in place."""
@@ -96,11 +143,16 @@ def drain(
                 on_run(req, ok)
         if stats.failed_runs:
             break
-    if not cold:
-        return stats
-    requests, _, cursors["cold_flows_sensor"] = _tick(defs, instance, "cold_flows_sensor", cursors)
-    for req in requests:
-        ok = execute_request(defs, instance, cold_flows_job.name, req, log_level)
-        stats.cold_runs += 1
-        stats.failed_runs += 0 if ok else 1
+    if cold:
+        requests, _, cursors["cold_flows_sensor"] = _tick(
+            defs, instance, "cold_flows_sensor", cursors
+        )
+        for req in requests:
+            ok = execute_request(defs, instance, cold_flows_job.name, req, log_level)
+            stats.cold_runs += 1
+            stats.failed_runs += 0 if ok else 1
+    if serve:
+        runs, failed = run_automation(defs, instance, cursors, log_level)
+        stats.scoring_runs += runs
+        stats.failed_runs += failed
     return stats

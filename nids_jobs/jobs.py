@@ -5,6 +5,7 @@ from dagster import AssetSelection, define_asset_job, in_process_executor
 from nids_assets.cold import cold_flows
 from nids_assets.ingestion import consumer_offsets, flow_batch, hot_flows
 from nids_assets.model import champion_model, gnn_model, training_set
+from nids_assets.scoring import alerts, flow_predictions
 
 # In-process: a micro-batch is a few seconds of work, so a process per step would cost
 # more than the work itself. The DuckDB pool still applies to each step.
@@ -31,4 +32,13 @@ training_job = define_asset_job(
     executor_def=in_process_executor,
     description="Build the training set, train and gate the GNN, promote it if it passed.",
     tags={"nids/kind": "training"},
+)
+
+# What the serving automation requests after each ingest: score, then refresh alerts.
+scoring_job = define_asset_job(
+    "scoring_job",
+    selection=AssetSelection.assets(flow_predictions, alerts),
+    executor_def=in_process_executor,
+    description="Score unscored hot flows with the champion and refresh the alerts table.",
+    tags={"nids/kind": "scoring"},
 )

@@ -11,6 +11,7 @@ from nids_resources.mlflow import (
     ModelRegistryResource,
     ModelSettingsResource,
 )
+from nids_resources.serving import ServingSettingsResource
 from nids_resources.settings import SettingError, env, env_choice, env_float, env_int, secret
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
@@ -66,6 +67,17 @@ SETTINGS: list[tuple[str, str, str]] = [
         "0.005",
         "Promotion gate: largest macro-F1 drop against the champion",
     ),
+    ("NIDS_MODEL_CACHE_DIR", "var/model-cache", "Local cache of downloaded model versions"),
+    ("NIDS_SCORE_MAX_FLOWS", "500000", "Most flows scored in one flow_predictions run"),
+    ("NIDS_ALERT_MIN_SCORE", "0.9", "Attack score at or above which a flow is an alert"),
+    ("NIDS_ALERT_WINDOW_MINUTES", "15", "Alert grouping window per source host"),
+    ("NIDS_ALERT_MAX_ATTACK_RATE", "0.2", "Attack share of the newest window that fails a check"),
+    ("NIDS_ALERT_WEBHOOK_URL", "", "POST JSON alerts here (secret; unset: alerts only logged)"),
+    ("NIDS_HOT_RETENTION_HOURS", "24", "Hot flows older than this move out (when cold)"),
+    ("NIDS_LAG_WARN_RECORDS", "100000", "Consumer lag per partition that warns"),
+    ("NIDS_LAG_FAIL_RECORDS", "1000000", "Consumer lag per partition that fails"),
+    ("NIDS_LAG_SENSOR_INTERVAL_S", "60", "Seconds between consumer-lag observations"),
+    ("NIDS_AUTOMATION_INTERVAL_S", "30", "Seconds between serving automation evaluations"),
     (
         "NIDS_DATA_DIR",
         "./data, then ../shared/data",
@@ -168,6 +180,24 @@ def model_settings_from_env() -> ModelSettingsResource:
     )
 
 
+def serving_from_env() -> ServingSettingsResource:
+    warn = env_int("NIDS_LAG_WARN_RECORDS", 100_000, minimum=0)
+    fail = env_int("NIDS_LAG_FAIL_RECORDS", 1_000_000, minimum=0)
+    if fail < warn:
+        raise SettingError(f"NIDS_LAG_FAIL_RECORDS={fail} is below NIDS_LAG_WARN_RECORDS={warn}")
+    return ServingSettingsResource(
+        model_cache_dir=env("NIDS_MODEL_CACHE_DIR", "var/model-cache"),
+        max_flows_per_scoring_run=env_int("NIDS_SCORE_MAX_FLOWS", 500_000),
+        alert_min_score=env_float("NIDS_ALERT_MIN_SCORE", 0.9, maximum=1.0),
+        alert_window_minutes=env_int("NIDS_ALERT_WINDOW_MINUTES", 15),
+        max_attack_rate=env_float("NIDS_ALERT_MAX_ATTACK_RATE", 0.2, maximum=1.0),
+        hot_retention_hours=env_int("NIDS_HOT_RETENTION_HOURS", 24),
+        lag_warn_records=warn,
+        lag_fail_records=fail,
+        alert_webhook_url=secret("NIDS_ALERT_WEBHOOK_URL"),
+    )
+
+
 def resources_from_env() -> dict:
     """All resources, keyed as the assets name them."""
     return {
@@ -177,4 +207,5 @@ def resources_from_env() -> dict:
         "mlflow_tracking": mlflow_tracking_from_env(),
         "model_registry": model_registry_from_env(),
         "model_settings": model_settings_from_env(),
+        "serving": serving_from_env(),
     }

@@ -16,6 +16,7 @@ from nids_resources.mlflow import (
     ModelRegistryResource,
     ModelSettingsResource,
 )
+from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -115,9 +116,11 @@ def make_resources(
     tracking_uri=None,
     model_name="nids-gnn",
     model_settings=None,
+    serving=None,
     **kafka_kw,
 ):
     return {
+        "serving": ServingSettingsResource(**(serving or {})),
         **model_resources(
             tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
             model_name,

@@ -1,0 +1,132 @@
+"""Serving side: score new hot flows with the champion, and group attacks into alerts."""
+
+from datetime import timedelta
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AutomationCondition,
+    FreshnessPolicy,
+    MaterializeResult,
+    asset,
+)
+
+from nids_assets.ingestion import DUCKDB_POOL, hot_flows
+from nids_assets.model import champion_model
+from nids_core.alerts import latest_attack_rate, refresh_alerts, top_alert_hosts
+from nids_core.model_cache import champion_scorer
+from nids_core.scoring import score_unscored
+from nids_resources.mlflow import ModelRegistryResource
+from nids_resources.serving import ServingSettingsResource
+from nids_resources.stores import HotStoreResource
+
+SERVING_GROUP = "serving"
+ATTACK_RATE_CHECK = "attack_rate_in_newest_window"
+
+
+@asset(
+    deps=[hot_flows, champion_model],
+    group_name=SERVING_GROUP,
+    kinds={"duckdb", "pytorch"},
+    pool=DUCKDB_POOL,
+    # After every ingest (and after a promotion): the default automation sensor requests
+    # it; `~in_progress` in eager() and the duckdb pool keep it to one run at a time.
+    automation_condition=AutomationCondition.eager(),
+    freshness_policy=FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=2)
+    ),
+)
+def flow_predictions(
+    context: AssetExecutionContext,
+    hot_store: HotStoreResource,
+    model_registry: ModelRegistryResource,
+    serving: ServingSettingsResource,
+) -> MaterializeResult:
+    """Table `predictions` (uid, score, predicted_label, model_version, predicted_at): every
+    hot flow without a prediction is scored by the model with alias `champion`, its graph
+    built over its time window of the hot table so it has its recent neighbours as context.
+    Inserted once, never overwritten: a new champion scores only flows that arrive after it.
+    The model is cached per version (in memory and in NIDS_MODEL_CACHE_DIR). Without a
+    champion the run fails; it never writes default predictions."""
+    version, scorer = champion_scorer(model_registry.registry(), serving.model_cache_dir)
+    with hot_store.connect() as con:
+        counts = score_unscored(con, scorer, version, serving.max_flows_per_scoring_run)
+        total, remaining = con.execute(
+            "SELECT (SELECT count(*) FROM predictions), "
+            "(SELECT count(*) FROM flows f ANTI JOIN predictions p USING (uid))"
+        ).fetchone()
+    context.log.info(
+        f"champion v{version}: scored {counts.inserted} flows ({counts.predicted_attacks} "
+        f"attacks) in {counts.windows} windows, {counts.context_flows} flows of context"
+    )
+    return MaterializeResult(
+        metadata={
+            "model_version": version,
+            "scored": counts.inserted,
+            "predicted_attacks": counts.predicted_attacks,
+            "graph_windows": counts.windows,
+            "context_flows": counts.context_flows,
+            "seconds": round(counts.seconds, 3),
+            "flows_per_second": round(counts.inserted / counts.seconds, 1)
+            if counts.seconds > 0 and counts.inserted
+            else 0.0,
+            "predictions_total": int(total),
+            "unscored_remaining": int(remaining),
+        }
+    )
+
+
+@asset(
+    deps=[flow_predictions],
+    group_name=SERVING_GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+    automation_condition=AutomationCondition.eager(),
+    check_specs=[
+        AssetCheckSpec(
+            ATTACK_RATE_CHECK,
+            asset="alerts",
+            description="Fails when the share of flows scored as attacks in the newest window "
+            "reaches NIDS_ALERT_MAX_ATTACK_RATE (the alert webhook then fires).",
+        )
+    ],
+)
+def alerts(
+    context: AssetExecutionContext,
+    hot_store: HotStoreResource,
+    serving: ServingSettingsResource,
+) -> MaterializeResult:
+    """Table `alerts`: per source host and NIDS_ALERT_WINDOW_MINUTES window, the flows scored
+    at or above NIDS_ALERT_MIN_SCORE (count, peers, ports, max and mean score, first and last
+    seen, model versions), rebuilt for the windows still in the hot table."""
+    with hot_store.connect() as con:
+        refreshed = refresh_alerts(con, serving.alert_min_score, serving.alert_window_minutes)
+        window, scored, attacks = latest_attack_rate(
+            con, serving.alert_min_score, serving.alert_window_minutes
+        )
+        top = top_alert_hosts(con)
+    rate = attacks / scored if scored else 0.0
+    check = AssetCheckResult(
+        check_name=ATTACK_RATE_CHECK,
+        passed=rate < serving.max_attack_rate,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "window_start": window or "none",
+            "scored_flows": scored,
+            "attack_flows": attacks,
+            "attack_rate": round(rate, 4),
+            "threshold": serving.max_attack_rate,
+        },
+    )
+    context.log.info(f"{refreshed.alerts} alerts from {refreshed.hosts} hosts")
+    return MaterializeResult(
+        metadata={
+            "alerts": refreshed.alerts,
+            "alerting_hosts": refreshed.hosts,
+            "windows": refreshed.windows,
+            "top_hosts": ", ".join(f"{h} ({a})" for h, a, *_ in top) or "none",
+        },
+        check_results=[check],
+    )

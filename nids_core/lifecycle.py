@@ -1,0 +1,102 @@
+"""Hot-data lifecycle: flows leave the hot table only once the cold store holds them.
+
+For each UTC day with hot flows older than the retention cutoff: the day's cold partition
+must exist and contain every one of those flows (by uid). If it does not, it is rebuilt
+from the landing zone first; if it still does not, the day is skipped with a reason and
+nothing is deleted. The day's predictions are merged into the cold predictions before the
+hot rows (flows and their predictions) are deleted, in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+from nids_core.cold_store import ColdStore
+
+
+@dataclass(frozen=True)
+class DayExpiry:
+    day: str
+    old_hot_flows: int
+    rebuilt_cold: bool
+    deleted_flows: int
+    deleted_predictions: int
+    exported_predictions: int
+    skipped_reason: str | None
+
+
+def _in_day(column: str) -> str:
+    """Rows older than the cutoff on one UTC day (parameters: cutoff, day)."""
+    return f"{column} < ? AND CAST(timezone('UTC', {column}) AS DATE) = ?"
+
+
+def _missing_from_cold(store: ColdStore, day: str, uids: pl.Series) -> int:
+    if not store.cold_day_exists(day):
+        return uids.len()
+    cold = store.read_cold_day(day)["uid"]
+    return int((~uids.is_in(cold.implode())).sum())
+
+
+def expire_hot_data(
+    con: duckdb.DuckDBPyConnection, store: ColdStore, cutoff: datetime, rebuild: bool = True
+) -> list[DayExpiry]:
+    days = con.execute(
+        "SELECT CAST(timezone('UTC', ts) AS DATE) AS d, count(*) FROM flows WHERE ts < ? "
+        "GROUP BY 1 ORDER BY 1",
+        [cutoff],
+    ).fetchall()
+    results = []
+    for day_value, count in days:
+        day = day_value.isoformat()
+        in_day = _in_day("ts")
+        uids = con.execute(f"SELECT uid FROM flows WHERE {in_day}", [cutoff, day_value]).pl()["uid"]
+        missing = _missing_from_cold(store, day, uids)
+        rebuilt = False
+        if missing and rebuild:
+            store.rewrite_cold_day(day)
+            rebuilt = True
+            missing = _missing_from_cold(store, day, uids)
+        if missing:
+            results.append(
+                DayExpiry(
+                    day,
+                    int(count),
+                    rebuilt,
+                    0,
+                    0,
+                    0,
+                    f"{missing} of {count} flows are not in cold partition {day}"
+                    + (" even after rebuilding it from the landing zone" if rebuilt else ""),
+                )
+            )
+            continue
+        predictions = con.execute(
+            "SELECT p.* FROM predictions p JOIN flows f USING (uid) WHERE " + _in_day("f.ts"),
+            [cutoff, day_value],
+        ).pl()
+        exported = store.merge_predictions(day, predictions) if predictions.height else 0
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _expired AS SELECT uid FROM flows WHERE {in_day}",
+                [cutoff, day_value],
+            )
+            deleted_p = con.execute(
+                "DELETE FROM predictions WHERE uid IN (SELECT uid FROM _expired)"
+            ).fetchone()[0]
+            deleted_f = con.execute(
+                "DELETE FROM flows WHERE uid IN (SELECT uid FROM _expired)"
+            ).fetchone()[0]
+            con.execute("DROP TABLE _expired")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        results.append(
+            DayExpiry(day, int(count), rebuilt, int(deleted_f), int(deleted_p), exported, None)
+        )
+    return results

@@ -1,0 +1,73 @@
+"""The hourly hot-data lifecycle job (an op job: it maintains tables, it is not an asset)."""
+
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    AssetMaterialization,
+    DefaultScheduleStatus,
+    OpExecutionContext,
+    ScheduleDefinition,
+    job,
+    op,
+)
+
+from nids_core.lifecycle import expire_hot_data
+from nids_resources.serving import ServingSettingsResource
+from nids_resources.stores import ColdStoreResource, HotStoreResource
+
+
+@op(pool="duckdb")
+def expire_hot_flows(
+    context: OpExecutionContext,
+    hot_store: HotStoreResource,
+    cold_store: ColdStoreResource,
+    serving: ServingSettingsResource,
+) -> None:
+    """Delete hot flows (and their predictions) older than NIDS_HOT_RETENTION_HOURS, per
+    UTC day, only when the day's cold partition holds all of them (rebuilt from the landing
+    zone first if it does not); predictions are merged into the cold store first."""
+    cutoff = datetime.now(UTC) - timedelta(hours=serving.hot_retention_hours)
+    store = cold_store.store()
+    with hot_store.connect() as con:
+        results = expire_hot_data(con, store, cutoff)
+    if not results:
+        context.log.info(f"no hot flows older than {cutoff.isoformat()}")
+    for r in results:
+        if r.rebuilt_cold:
+            context.log_event(
+                AssetMaterialization(
+                    asset_key="cold_flows",
+                    partition=r.day,
+                    description="rebuilt by the lifecycle job before expiring hot rows",
+                )
+            )
+        if r.skipped_reason:
+            context.log.warning(f"kept hot rows of {r.day}: {r.skipped_reason}")
+            continue
+        if r.exported_predictions:
+            context.log_event(
+                AssetMaterialization(
+                    asset_key="cold_predictions",
+                    partition=r.day,
+                    metadata={"rows": r.exported_predictions},
+                    description="served predictions exported before expiring hot rows",
+                )
+            )
+        context.log.info(
+            f"{r.day}: deleted {r.deleted_flows} hot flows and {r.deleted_predictions} "
+            f"predictions (cold partition verified{', rebuilt' if r.rebuilt_cold else ''})"
+        )
+
+
+@job(description="Hourly: expire hot data that is safely in the cold store.")
+def hot_lifecycle_job():
+    expire_hot_flows()
+
+
+hourly_lifecycle_schedule = ScheduleDefinition(
+    name="hourly_lifecycle_schedule",
+    job=hot_lifecycle_job,
+    cron_schedule="17 * * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+)

@@ -1,0 +1,292 @@
+"""Scoring, alerts, hot-data lifecycle, lag and the alert webhook, on real services."""
+
+import json
+import shutil
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import duckdb
+import mlflow
+import polars as pl
+import pytest
+from dagster import AssetKey, SensorResult, build_sensor_context, materialize
+
+from nids_assets.scoring import flow_predictions
+from nids_core.kafka_log import KafkaSettings, open_client
+from nids_core.lag import measure_lag
+from nids_core.lifecycle import expire_hot_data
+from nids_core.model_registry import ModelRegistry
+from nids_core.model_run import train_evaluate_log
+from nids_core.splits import time_split
+from nids_core.training import TrainConfig
+from nids_core.zeek_files import read_zeek_file
+from nids_jobs.definitions import build_definitions
+from nids_jobs.driver import drain
+from tests.conftest import iot23, make_resources
+from tests.ingest_helpers import produce, replay
+
+TRAIN_ON = ("CTU-Malware-Capture-8-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
+STREAM = ("CTU-Malware-Capture-20-1-labeled.csv.gz",)  # 3,209 flows, 16 attacks
+FAST = TrainConfig(max_epochs=40, patience=8, hidden=32)
+
+
+def _train_version(tracking_uri: str, name: str, seed: int) -> str:
+    flows = time_split(pl.concat([read_zeek_file(iot23(n)).flows for n in TRAIN_ON]))
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(name)
+    with mlflow.start_run():
+        run = train_evaluate_log(
+            flows, TrainConfig(**{**FAST.__dict__, "seed": seed}), registered_model_name=name
+        )
+    registry = ModelRegistry(tracking_uri, name)
+    registry.mark_gate(run.model_version, True)
+    return run.model_version
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow_server):
+    """A registered model with version 1 promoted to champion (and version 2 in reserve)."""
+    name = f"serving-{uuid.uuid4().hex[:6]}"
+    registry = ModelRegistry(mlflow_server.url, name)
+    v1 = _train_version(mlflow_server.url, name, seed=0)
+    registry.promote(v1)
+    v2 = _train_version(mlflow_server.url, name, seed=1)
+    return registry, v1, v2
+
+
+def _defs(broker, topic, tmp_path, registry, **serving):
+    return build_definitions(
+        make_resources(
+            broker,
+            topic,
+            tmp_path,
+            tracking_uri=registry.tracking_uri,
+            model_name=registry.model_name,
+            serving={"model_cache_dir": str(tmp_path / "cache"), **serving},
+        )
+    )
+
+
+def _hot(tmp_path, sql):
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _promote_champion_model_marker(instance, defs):
+    """champion_model has to be materialized once for eager scoring to start (as the
+    training job does); here the alias was set directly, so record it as the job would."""
+    job = defs.resolve_job_def("training_job")
+    result = job.execute_in_process(
+        instance=instance, asset_selection=[AssetKey("champion_model")], raise_on_error=False
+    )
+    assert result.success
+
+
+def test_every_ingested_flow_gets_one_prediction_and_a_new_champion_is_picked_up(
+    broker, topic, tmp_path, instance, champion
+):
+    registry, v1, v2 = champion
+    defs = _defs(broker, topic, tmp_path, registry)
+    replay(broker, topic, [iot23(n) for n in STREAM], shift_to_now=True)
+    # Ingest without a champion_model materialization: nothing is requested for scoring.
+    # One cursor dict throughout, as the daemon keeps its automation cursor.
+    cursors: dict = {}
+    first = drain(defs, instance, cursors)
+    assert first.failed_runs == 0 and first.scoring_runs == 0
+    assert _hot(tmp_path, "SELECT count(*) FROM predictions") == [(0,)]
+
+    registry.client.set_registered_model_alias(registry.model_name, "challenger", v1)
+    _promote_champion_model_marker(instance, defs)
+    served = drain(defs, instance, cursors)
+    assert served.failed_runs == 0 and served.scoring_runs >= 1
+    rows = _hot(
+        tmp_path,
+        "SELECT count(*), count(DISTINCT p.uid), min(p.model_version), max(p.model_version), "
+        "(SELECT count(*) FROM flows) FROM predictions p JOIN flows f USING (uid)",
+    )
+    assert rows == [(3209, 3209, v1, v1, 3209)]
+    again = drain(defs, instance, cursors)
+    assert again.scoring_runs == 0
+    assert _hot(tmp_path, "SELECT count(*) FROM predictions") == [(3209,)]
+    alerts = _hot(tmp_path, "SELECT count(*), coalesce(sum(attack_flows), 0) FROM alerts")
+    flagged = _hot(tmp_path, "SELECT count(*) FROM predictions WHERE score >= 0.9")
+    assert alerts[0][1] == flagged[0][0]
+
+    # A new champion, no restart: new flows get version 2, old predictions stay version 1.
+    registry.client.set_registered_model_alias(registry.model_name, "challenger", v2)
+    _promote_champion_model_marker(instance, defs)
+    replay(broker, topic, [iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")], shift_to_now=True)
+    assert drain(defs, instance, cursors).failed_runs == 0
+    by_version = dict(
+        _hot(tmp_path, "SELECT model_version, count(*) FROM predictions GROUP BY 1 ORDER BY 1")
+    )
+    assert by_version == {v1: 3209, v2: 452}
+    md = instance.get_latest_materialization_event(AssetKey("flow_predictions"))
+    assert md.asset_materialization.metadata["model_version"].value == v2
+
+
+def test_missing_champion_fails_with_a_clear_message(broker, topic, tmp_path, mlflow_server):
+    nobody = ModelRegistry(mlflow_server.url, f"empty-{uuid.uuid4().hex[:6]}")
+    resources = make_resources(
+        broker,
+        topic,
+        tmp_path,
+        tracking_uri=mlflow_server.url,
+        model_name=nobody.model_name,
+        serving={"model_cache_dir": str(tmp_path / "cache")},
+    )
+    result = materialize(
+        [flow_predictions],
+        resources={k: resources[k] for k in ("hot_store", "model_registry", "serving")},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0]
+    error = failure.step_failure_data.error
+    message = error.cause.message if error.cause else error.message
+    assert message.startswith("nids_core.model_cache.NoChampion: registered model")
+    assert "has no `champion` alias" in message and "No predictions are written" in message
+    assert not (tmp_path / "hot.duckdb").exists()  # failed before touching the hot store
+
+
+def test_lifecycle_never_deletes_flows_missing_from_cold(broker, topic, tmp_path, instance):
+    """Expire everything older than 'now + 1 day': the day whose cold file was deleted is
+    rebuilt from landing first; the day whose landing files are gone too is kept."""
+    replay(
+        broker,
+        topic,
+        [iot23("CTU-Malware-Capture-21-1-labeled.csv.gz")],  # spans two UTC days
+        shift_to_now=True,
+    )
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    assert drain(defs, instance, {}).failed_runs == 0
+    store = defs.resources["cold_store"].store()
+    days = store.cold_days()
+    assert len(days) == 2
+    kept_day, rebuilt_day = days
+    per_day = dict(
+        _hot(
+            tmp_path,
+            "SELECT CAST(timezone('UTC', ts) AS DATE)::VARCHAR, count(*) FROM flows GROUP BY 1",
+        )
+    )
+    # rebuilt_day: only its cold file is gone; kept_day: its landing files are gone too.
+    (tmp_path / "cold" / "flows" / f"date={rebuilt_day}" / "part-0.parquet").unlink()
+    (tmp_path / "cold" / "flows" / f"date={kept_day}" / "part-0.parquet").unlink()
+    shutil.rmtree(tmp_path / "cold" / "landing" / f"date={kept_day}")
+
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    try:
+        results = {r.day: r for r in expire_hot_data(con, store, datetime.now(UTC) + timedelta(1))}
+        left = dict(
+            con.execute(
+                "SELECT CAST(timezone('UTC', ts) AS DATE)::VARCHAR, count(*) FROM flows GROUP BY 1"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    assert results[rebuilt_day].rebuilt_cold and results[rebuilt_day].skipped_reason is None
+    assert results[rebuilt_day].deleted_flows == per_day[rebuilt_day]
+    assert store.read_cold_day(rebuilt_day).height == per_day[rebuilt_day]
+    assert "not in cold partition" in results[kept_day].skipped_reason
+    assert left == {kept_day: per_day[kept_day]}
+
+
+def test_lag_after_produce_partial_and_full_consume(broker, topic, tmp_path, instance):
+    produce(broker, topic, [b"{}"] * 120)
+    settings = KafkaSettings(broker.bootstrap_servers, f"nids-etl-{topic}")
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+
+    def lag_via_sensor():
+        sensor = defs.resolve_sensor_def("kafka_lag_sensor")
+        with build_sensor_context(instance=instance, resources=defs.resources) as ctx:
+            result = sensor(ctx)
+        assert isinstance(result, SensorResult)
+        observation, check = result.asset_events
+        return observation.metadata["lag_partition_0"].value, check.passed
+
+    with open_client("kafka-python", settings) as client:
+        assert [x.lag for x in measure_lag(client, topic)] == [120]
+        assert lag_via_sensor() == (120, True)
+        client.commit(topic, 0, 45)
+        assert [x.lag for x in measure_lag(client, topic)] == [75]
+        assert lag_via_sensor() == (75, True)
+        client.commit(topic, 0, 120)
+        assert [x.lag for x in measure_lag(client, topic)] == [0]
+        assert lag_via_sensor() == (0, True)
+    strict = build_definitions(
+        make_resources(
+            broker, topic, tmp_path, serving={"lag_warn_records": 0, "lag_fail_records": 0}
+        )
+    )
+    produce(broker, topic, [b"{}"] * 5)
+    with build_sensor_context(instance=instance, resources=strict.resources) as ctx:
+        result = strict.resolve_sensor_def("kafka_lag_sensor")(ctx)
+    check = result.asset_events[1]
+    assert not check.passed and check.severity.value == "ERROR"
+    assert check.metadata["max_partition_lag"].value == 5
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append((self.headers["Content-Type"], json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    _Hook.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks/nids", _Hook.received
+    server.shutdown()
+
+
+def test_webhook_receives_an_alert_for_a_failed_check(broker, topic, tmp_path, instance, webhook):
+    url, received = webhook
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    from nids_core.hot_store import ensure_schema
+
+    ensure_schema(con)
+    con.execute("ALTER TABLE flows ADD COLUMN drifted INTEGER")
+    con.close()
+    replay(broker, topic, [iot23("CTU-Honeypot-Capture-7-1-labeled.csv.gz")])
+    defs = build_definitions(
+        make_resources(broker, topic, tmp_path, serving={"alert_webhook_url": url})
+    )
+    assert drain(defs, instance, {}, cold=False).failed_runs == 1
+    sensor = defs.resolve_sensor_def("check_failure_alert_sensor")
+    with build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as ctx:
+        sensor(ctx)
+        cursor = ctx.cursor
+    alerts = [body for ctype, body in received if ctype == "application/json"]
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert["kind"] == "check_failed"
+    assert (alert["asset"], alert["check"], alert["severity"]) == (
+        "hot_flows",
+        "hot_flows_schema",
+        "ERROR",
+    )
+    assert "drifted" in alert["metadata"]["differences"]
+    assert alert["run_id"] and alert["text"].startswith(":warning:")
+    # The next tick starts after what was delivered: nothing is sent twice.
+    with build_sensor_context(
+        instance=instance, resources=defs.resources, definitions=defs, cursor=cursor
+    ) as ctx:
+        sensor(ctx)
+    assert len(received) == 1
