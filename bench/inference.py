@@ -254,5 +254,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import logging
+
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    logging.getLogger("dagster.automation_condition_tester").setLevel(logging.WARNING)
     main()

@@ -8,7 +8,6 @@ from pydantic import Field
 
 from nids_assets.ingestion import flow_batch
 from nids_assets.partitions import daily_partitions
-from nids_core.model_cache import load_version
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
@@ -73,6 +72,8 @@ def cold_predictions(
     day = context.partition_key
     store = cold_store.store()
     if config.model_version:
+        from nids_core.model_cache import load_version  # torch: only when re-scoring
+
         scorer = load_version(
             model_registry.registry(), config.model_version, serving.model_cache_dir
         )

@@ -2,7 +2,6 @@
 
 from datetime import UTC, date, datetime
 
-import mlflow
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -17,8 +16,7 @@ from pydantic import Field
 
 from nids_assets.cold import cold_flows
 from nids_core.gate import evaluate_gate
-from nids_core.model_registry import CHALLENGER
-from nids_core.model_run import train_evaluate_log
+from nids_core.model_names import CHALLENGER, CHAMPION
 from nids_core.training_set import TRAINING_SET_PATH, build_training_set
 from nids_resources.mlflow import (
     MlflowTrackingResource,
@@ -138,9 +136,13 @@ def gnn_model(
     metrics, test metrics, confusion-matrix and precision-recall PNGs, a JSON report, the
     model with its feature spec); a new version of the registered model gets alias
     `challenger`. The blocking gate checks decide whether it may become champion."""
+    import mlflow
+
+    from nids_core.model_run import train_evaluate_log
+
     registry = model_registry.registry()
     frame = cold_store.store().read_frame(TRAINING_SET_PATH)
-    current = registry.version_by_alias("champion")
+    current = registry.version_by_alias(CHAMPION)
     champion = registry.load(current.version) if current is not None else None
     active = mlflow_tracking.active_run()
     try:
@@ -241,7 +243,7 @@ def champion_model(
         metadata={
             "champion_version": promotion.version,
             "previous_champion": promotion.previous or "none",
-            "model_uri": registry.uri("champion"),
+            "model_uri": registry.uri(CHAMPION),
             "rollback": "nids model rollback",
         }
     )

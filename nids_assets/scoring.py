@@ -16,8 +16,6 @@ from dagster import (
 from nids_assets.ingestion import DUCKDB_POOL, hot_flows
 from nids_assets.model import champion_model
 from nids_core.alerts import latest_attack_rate, refresh_alerts, top_alert_hosts
-from nids_core.model_cache import champion_scorer
-from nids_core.scoring import score_unscored
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import HotStoreResource
@@ -50,6 +48,11 @@ def flow_predictions(
     Inserted once, never overwritten: a new champion scores only flows that arrive after it.
     The model is cached per version (in memory and in NIDS_MODEL_CACHE_DIR). Without a
     champion the run fails; it never writes default predictions."""
+    # torch and MLflow load in the scoring run only, not in every process that loads the
+    # code location (sensors, ingest runs).
+    from nids_core.model_cache import champion_scorer
+    from nids_core.scoring import score_unscored
+
     version, scorer = champion_scorer(model_registry.registry(), serving.model_cache_dir)
     with hot_store.connect() as con:
         counts = score_unscored(con, scorer, version, serving.max_flows_per_scoring_run)

@@ -15,7 +15,8 @@ from pathlib import Path
 import mlflow
 
 from nids_core.gnn import FlowScorer
-from nids_core.model_registry import CHAMPION, ModelRegistry, load_scorer
+from nids_core.model_names import CHAMPION
+from nids_core.model_registry import ModelRegistry, load_scorer
 
 _MEMORY: dict[tuple[str, str, str], FlowScorer] = {}
 _LOCK = threading.Lock()

@@ -16,10 +16,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from nids_core.gnn import FlowScorer
+from nids_core.model_names import CHALLENGER, CHAMPION, MODEL_NAME
 
-MODEL_NAME = "nids-gnn"
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 SPEC_FILE = "feature_spec.json"
 GATE_TAG = "nids.gate"
 PREVIOUS_CHAMPION_TAG = "nids.previous_champion"

@@ -16,7 +16,7 @@ def time_split(
     """Add a `split` column. Within each group (a capture/network when the column exists,
     else everything) flows are ordered by (ts, uid): the first 1-validation-test share
     trains, the next `validation` share validates, the last `test` share tests."""
-    if not (0 <= validation < 1 and 0 < test < 1 and validation + test < 1):
+    if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
         raise ValueError(f"bad split fractions: validation={validation}, test={test}")
     by = [group] if group and group in flows.columns else []
     position = (pl.int_range(pl.len()).over(by) if by else pl.int_range(pl.len())) / (

@@ -63,7 +63,8 @@ def run_demo(home: Path, partitions: int) -> None:
         def progress(req, ok):
             click.echo(f"  ingest run {req.run_key}: {'ok' if ok else 'FAILED'}")
 
-        result = drain(defs, instance, {}, on_run=progress, log_level="WARNING")
+        cursors: dict = {}
+        result = drain(defs, instance, cursors, on_run=progress, log_level="WARNING")
     if result.failed_runs:
         raise click.ClickException(
             f"{result.failed_runs} runs failed; see `dagster dev` for their logs"
@@ -76,6 +77,34 @@ def run_demo(home: Path, partitions: int) -> None:
         raise_on_error=False,
     )
     _model_report(instance, defs, training.success)
+    from nids_jobs.driver import run_automation
+
+    click.echo("scoring the hot table with the champion and refreshing alerts ...")
+    runs, failed = run_automation(defs, instance, cursors, log_level="WARNING")
+    _serving_report(defs, runs, failed)
+
+
+def _serving_report(defs, runs: int, failed: int) -> None:
+    import duckdb
+
+    from nids_core.alerts import top_alert_hosts
+
+    con = duckdb.connect(defs.resources["hot_store"].database, read_only=True)
+    try:
+        scored, attacks, versions = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE predicted_label = 'malicious'), "
+            "string_agg(DISTINCT model_version, ',') FROM predictions"
+        ).fetchone()
+        top = top_alert_hosts(con)
+    finally:
+        con.close()
+    click.echo(
+        f"scoring runs: {runs} ({failed} failed); predictions: {scored:,} "
+        f"({attacks:,} attacks) by model version {versions or '-'}"
+    )
+    click.echo("top alerting hosts (attack flows, windows, max score):")
+    for host, n, windows, score in top:
+        click.echo(f"  {host:>16s}  {n:6,}  {windows:4}  {score:.3f}")
 
 
 def _model_report(instance, defs, success: bool) -> None:

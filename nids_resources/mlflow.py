@@ -1,15 +1,17 @@
 """MLflow: the tracking run (dagster-mlflow), the model registry, and model settings."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 from dagster import ConfigurableResource, InitResourceContext
-from dagster_mlflow.resources import MlFlow
 from pydantic import Field, PrivateAttr
 
 from nids_core.gate import GateThresholds
-from nids_core.model_registry import MODEL_NAME, ModelRegistry
-from nids_core.training import TrainConfig
+from nids_core.model_names import MODEL_NAME
+
+if TYPE_CHECKING:  # both pull in MLflow or torch; imported where used
+    from nids_core.model_registry import ModelRegistry
+    from nids_core.training import TrainConfig
 
 
 def _ensure_local_sqlite_dir(uri: str) -> None:
@@ -28,7 +30,7 @@ class MlflowTrackingResource(ConfigurableResource):
         default=None, description="Artifact root for a new experiment (local path or s3://)."
     )
 
-    _tracking: MlFlow | None = PrivateAttr(default=None)
+    _tracking: Any = PrivateAttr(default=None)  # dagster_mlflow.resources.MlFlow
     _init_context: InitResourceContext | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -37,6 +39,8 @@ class MlflowTrackingResource(ConfigurableResource):
         self._init_context = context
 
     def _ensure_experiment(self) -> None:
+        import mlflow
+
         _ensure_local_sqlite_dir(self.mlflow_tracking_uri)
         mlflow.set_tracking_uri(self.mlflow_tracking_uri)
         if mlflow.get_experiment_by_name(self.experiment_name) is None:
@@ -47,9 +51,11 @@ class MlflowTrackingResource(ConfigurableResource):
             mlflow.create_experiment(self.experiment_name, artifact_location=location)
 
     @property
-    def tracking(self) -> MlFlow:
-        """dagster-mlflow's handle; its MLflow run is the active run in this process."""
+    def tracking(self) -> Any:
+        """dagster-mlflow's handle (MlFlow); its MLflow run is the active run here."""
         if self._tracking is None:
+            from dagster_mlflow.resources import MlFlow
+
             ctx = self._init_context
             if ctx is None or ctx.run is None:
                 raise RuntimeError("the MLflow tracking resource is used outside a run")
@@ -57,8 +63,10 @@ class MlflowTrackingResource(ConfigurableResource):
             self._tracking = MlFlow(ctx)
         return self._tracking
 
-    def active_run(self) -> mlflow.ActiveRun:
+    def active_run(self) -> Any:
         """The MLflow run of this Dagster run (restarted if a retried step ended it)."""
+        import mlflow
+
         tracking = self.tracking
         run = mlflow.active_run()
         if run is None:
@@ -77,7 +85,9 @@ class ModelRegistryResource(ConfigurableResource):
         description="Where the MLflow UI is served, for links in the Dagster UI.",
     )
 
-    def registry(self) -> ModelRegistry:
+    def registry(self) -> "ModelRegistry":
+        from nids_core.model_registry import ModelRegistry
+
         _ensure_local_sqlite_dir(self.tracking_uri)
         return ModelRegistry(self.tracking_uri, self.model_name)
 
@@ -103,7 +113,9 @@ class ModelSettingsResource(ConfigurableResource):
     max_benign_fpr: float = Field(default=0.01, ge=0, le=1)
     max_macro_f1_drop: float = Field(default=0.005, ge=0, le=1)
 
-    def train_config(self) -> TrainConfig:
+    def train_config(self) -> "TrainConfig":
+        from nids_core.training import TrainConfig
+
         return TrainConfig(
             hidden=self.hidden,
             learning_rate=self.learning_rate,
