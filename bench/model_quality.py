@@ -22,6 +22,7 @@ import torch
 from nids_core.baseline import baseline_scores, train_baseline
 from nids_core.data_dir import find_data_dir, iot23_files
 from nids_core.features import attack_labels, transform
+from nids_core.loco import leave_one_capture_out
 from nids_core.metrics import evaluate
 from nids_core.splits import time_split
 from nids_core.training import TrainConfig, train_gnn
@@ -98,38 +99,20 @@ def epoch_time_50k(flows: pl.DataFrame, config: TrainConfig) -> float:
 
 
 def loco(captures: pl.DataFrame, config: TrainConfig) -> tuple[float, float]:
-    """Leave one capture out: for every capture with attacks, train on all the others
-    (time split 85/15 into train/validation within each) and test on the whole held-out
-    capture. Prints a row per capture and returns the mean macro F1 of GNN and baseline."""
+    """Leave one capture out (nids_core.loco): a row per held-out capture and model."""
     print("\nleave-one-capture-out: train on the other captures, test on the held-out one")
     head = " ".join(f"{c:>13s}" for c in COLUMNS)
     print(f"{'held-out capture':32s} {'flows':>6s} {'attacks':>7s} model    {head}")
-    totals: dict[str, list[float]] = {"gnn": [], "baseline": []}
-    with_attacks = (
-        captures.group_by("capture")
-        .agg((pl.col("label") == "malicious").sum().alias("attacks"))
-        .filter(pl.col("attacks") > 0)["capture"]
-        .sort()
-        .to_list()
-    )
-    for held_out in with_attacks:
-        rest = time_split(captures.filter(pl.col("capture") != held_out), validation=0.15, test=0.0)
-        test = captures.filter(pl.col("capture") == held_out)
-        train = rest.filter(pl.col("split") == "train")
-        validation = rest.filter(pl.col("split") == "validation")
-        _, gnn_score, base_score, _ = fit_and_score(train, validation, test, config)
-        y = attack_labels(test)
-        for label, score, threshold in (
-            ("gnn", gnn_score, config.threshold),
-            ("baseline", base_score, 0.5),
-        ):
-            m = evaluate(y, score, threshold)
-            totals[label].append(m["macro_f1"])
+
+    def show(held_out: str, metrics: dict) -> None:
+        for label, m in metrics.items():
             cells = " ".join(f"{fmt(m[c]):>13s}" for c in COLUMNS)
             print(
                 f"{held_out:32s} {m['flows']:6d} {m['attacks']:7d} {label:8s} {cells}", flush=True
             )
-    gnn_mean, base_mean = (float(np.mean(totals[k])) for k in ("gnn", "baseline"))
+
+    result = leave_one_capture_out(captures, config, on_capture=show)
+    gnn_mean, base_mean = result.mean_macro_f1("gnn"), result.mean_macro_f1("baseline")
     print(f"{'mean':32s} {'':6s} {'':7s} gnn      {gnn_mean:13.4f}")
     print(f"{'mean':32s} {'':6s} {'':7s} baseline {base_mean:13.4f}")
     return gnn_mean, base_mean

@@ -42,6 +42,7 @@ _GATE_DESCRIPTIONS = {
     "at most NIDS_GATE_MAX_F1_DROP against the current champion (passes when there is none).",
 }
 BASELINE_CHECK = "gnn_vs_baseline"
+LOCO_CHECK = "loco_generalization"
 GNN_CHECKS = [
     *(
         AssetCheckSpec(name, asset="gnn_model", blocking=True, description=_GATE_DESCRIPTIONS[name])
@@ -53,6 +54,14 @@ GNN_CHECKS = [
         blocking=False,
         description="The GNN's test macro F1 against the flow-only baseline on the same split "
         "(a warning when the baseline is better).",
+    ),
+    AssetCheckSpec(
+        LOCO_CHECK,
+        asset="gnn_model",
+        blocking=False,
+        description="Generalisation to unseen networks: leave-one-capture-out mean macro F1 "
+        "of the GNN against the flow-only baseline (a warning when the GNN is lower); not "
+        "applicable when the training window holds a single capture/network.",
     ),
 ]
 
@@ -96,6 +105,28 @@ def training_set(
             "attack_share": round(float((frame["label"] == "malicious").mean()), 4),
             "path": path,
         }
+    )
+
+
+def _loco_check(loco: dict | None) -> AssetCheckResult:
+    if not loco:
+        return AssetCheckResult(
+            check_name=LOCO_CHECK,
+            passed=True,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"status": "not applicable: one capture/network (or disabled)"},
+        )
+    per = {name: round(m["gnn"]["macro_f1"], 4) for name, m in loco["per_capture"].items()}
+    return AssetCheckResult(
+        check_name=LOCO_CHECK,
+        passed=loco["gnn"] >= loco["baseline"],
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "loco_gnn_macro_f1": float(loco["gnn"]),
+            "loco_baseline_macro_f1": float(loco["baseline"]),
+            "held_out_captures": len(per),
+            "gnn_macro_f1_per_capture": per,
+        },
     )
 
 
@@ -152,6 +183,7 @@ def gnn_model(
             champion,
             current.version if current is not None else None,
             registered_model_name=registry.model_name,
+            loco=model_settings.loco_evaluation,
         )
         gate = evaluate_gate(run.gnn, run.champion, model_settings.thresholds())
         passed = all(g.passed for g in gate)
@@ -191,6 +223,7 @@ def gnn_model(
             },
         )
     )
+    checks.append(_loco_check(run.loco))
     per_capture = _per_capture_markdown(run.per_capture)
     context.log.info(
         f"{registry.model_name} v{run.model_version}: macro F1 {run.gnn['macro_f1']:.4f} "

@@ -38,9 +38,24 @@ class EdgeSAGELayer(MessagePassing):
 
 
 class EGraphSAGE(nn.Module):
-    """Two EdgeSAGE layers over the host graph and an MLP head per flow (2 logits)."""
+    """Two EdgeSAGE layers over the host graph and a head per flow (2 logits).
 
-    def __init__(self, edge_dim: int, hidden: int = 64, dropout: float = 0.2):
+    With `flow_head`, a flow-feature path has its own head and the graph path's logits are
+    added to it: graph evidence adds to flow evidence instead of replacing it. During
+    training the graph path is dropped for a `graph_dropout` share of flows, so the flow
+    path must stand on its own, and a share `edge_dropout` of flows is left out of message
+    passing, so the graph path does not learn one exact network shape.
+    """
+
+    def __init__(
+        self,
+        edge_dim: int,
+        hidden: int = 64,
+        dropout: float = 0.2,
+        flow_head: bool = False,
+        graph_dropout: float = 0.0,
+        edge_dropout: float = 0.0,
+    ):
         super().__init__()
         self.edge_dim = edge_dim
         self.layer1 = EdgeSAGELayer(1, edge_dim + 1, hidden)
@@ -52,20 +67,58 @@ class EGraphSAGE(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, 2),
         )
+        self.flow_head = (
+            nn.Sequential(
+                nn.Linear(edge_dim, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, 2),
+            )
+            if flow_head
+            else None
+        )
+        self.graph_dropout = graph_dropout
+        self.edge_dropout = edge_dropout
 
     def forward(self, data: Data) -> torch.Tensor:
+        """Logits per flow; with a flow head, the log of the mean of the flow path's and the
+        fused path's probabilities (each trained with its own loss)."""
+        flow_logits, fused_logits = self.parts(data)
+        if flow_logits is None:
+            return fused_logits
+        mean = 0.5 * (torch.softmax(flow_logits, -1) + torch.softmax(fused_logits, -1))
+        return torch.log(mean.clamp_min(1e-12))
+
+    def parts(self, data: Data) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(flow-path logits or None, fused logits)."""
         src, dst = data.edge_index
         e = data.edge_attr
-        forward_flag = torch.ones(e.shape[0], 1, dtype=e.dtype)
-        both_index = torch.cat([data.edge_index, torch.stack([dst, src])], dim=1)
+        keep = torch.ones(e.shape[0], dtype=torch.bool)
+        edge_dropout = getattr(self, "edge_dropout", 0.0)
+        if self.training and edge_dropout > 0:
+            keep = torch.rand(e.shape[0]) >= edge_dropout
+        index, attr = data.edge_index[:, keep], e[keep]
+        forward_flag = torch.ones(attr.shape[0], 1, dtype=e.dtype)
+        both_index = torch.cat([index, torch.stack([index[1], index[0]])], dim=1)
         both_attr = torch.cat(
-            [torch.cat([e, forward_flag], 1), torch.cat([e, -forward_flag], 1)], dim=0
+            [torch.cat([attr, forward_flag], 1), torch.cat([attr, -forward_flag], 1)], dim=0
         )
         x = torch.ones(int(data.num_nodes), 1, dtype=e.dtype)
         h = self.layer1(x, both_index, both_attr)
         h = self.dropout(h)
         h = self.layer2(h, both_index, both_attr)
-        return self.head(torch.cat([h[src], h[dst], e], dim=-1))
+        graph_logits = self.head(torch.cat([h[src], h[dst], e], dim=-1))
+        flow_head = getattr(self, "flow_head", None)
+        if flow_head is None:
+            return None, graph_logits
+        graph_dropout = getattr(self, "graph_dropout", 0.0)
+        if self.training and graph_dropout > 0:
+            mask = (torch.rand(e.shape[0], 1) >= graph_dropout).to(e.dtype)
+            graph_logits = graph_logits * mask
+        flow_logits = flow_head(e)
+        return flow_logits, flow_logits + graph_logits
 
 
 class FlowScorer(nn.Module):

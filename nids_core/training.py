@@ -31,6 +31,9 @@ class TrainConfig:
     seed: int = 0
     window_minutes: float = DEFAULT_WINDOW.total_seconds() / 60
     threshold: float = 0.5
+    flow_head: bool = True
+    graph_dropout: float = 0.0
+    edge_dropout: float = 0.0
 
     @property
     def window(self) -> timedelta | None:
@@ -81,7 +84,17 @@ def train_gnn(
     seed_everything(config.seed)
     spec = spec or fit_feature_spec(train)
     scorer = FlowScorer(
-        EGraphSAGE(spec.width, config.hidden, config.dropout), spec, config.window, config.threshold
+        EGraphSAGE(
+            spec.width,
+            config.hidden,
+            config.dropout,
+            config.flow_head,
+            config.graph_dropout,
+            config.edge_dropout,
+        ),
+        spec,
+        config.window,
+        config.threshold,
     )
     y_train, y_val = attack_labels(train), attack_labels(validation)
     g_train, g_val = scorer.graph(train, y_train), scorer.graph(validation, y_val)
@@ -96,13 +109,20 @@ def train_gnn(
     for epoch in range(1, config.max_epochs + 1):
         scorer.train()
         optimizer.zero_grad()
-        loss = loss_fn(scorer(g_train), g_train.y)
+        flow_logits, fused_logits = scorer.network.parts(g_train)
+        loss = loss_fn(fused_logits, g_train.y)
+        if flow_logits is not None:  # the flow path learns to stand on its own
+            loss = loss + loss_fn(flow_logits, g_train.y)
         loss.backward()
         optimizer.step()
         scorer.eval()
         with torch.no_grad():
             val_logits = scorer(g_val)
-            val_loss = float(loss_fn(val_logits, g_val.y))
+            val_loss = float(
+                nn.functional.nll_loss(
+                    torch.log_softmax(val_logits, -1), g_val.y, weight=loss_fn.weight
+                )
+            )
             val_score = torch.softmax(val_logits, -1)[:, 1].numpy()
         row = {
             "epoch": epoch,

@@ -108,6 +108,11 @@ class ModelSettingsResource(ConfigurableResource):
     learning_rate: float = Field(default=0.002, gt=0)
     graph_window_minutes: float = Field(default=15.0, ge=0, description="0: one graph.")
     seed: int = Field(default=0)
+    loco_evaluation: bool = Field(
+        default=True,
+        description="Also evaluate leave-one-capture-out when the window holds several "
+        "captures/networks (one extra training per capture with attacks).",
+    )
     min_accuracy: float = Field(default=0.95, ge=0, le=1)
     min_macro_f1: float = Field(default=0.95, ge=0, le=1)
     max_benign_fpr: float = Field(default=0.01, ge=0, le=1)

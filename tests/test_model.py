@@ -8,6 +8,7 @@ from dagster import AssetCheckKey, AssetKey
 
 from nids_core.features import FORBIDDEN_COLUMNS, fit_feature_spec, raw_features, transform
 from nids_core.flow_graph import build_flow_graph
+from nids_core.loco import leave_one_capture_out
 from nids_core.model_registry import ModelRegistry, load_scorer
 from nids_core.model_run import train_evaluate_log
 from nids_core.splits import time_split
@@ -189,6 +190,11 @@ def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, insta
         AssetCheckKey(AssetKey("gnn_model"), "gate_not_worse_than_champion")
     )
     assert not_worse.status.value == "SUCCEEDED"
+    loco = instance.get_latest_asset_check_evaluation_record(
+        AssetCheckKey(AssetKey("gnn_model"), "loco_generalization")
+    )
+    loco_md = loco.event.dagster_event.event_specific_data.metadata
+    assert loco_md["held_out_captures"].value == 1  # only 8-1 of the three has attacks
     ts_meta = instance.get_latest_materialization_event(AssetKey("training_set"))
     assert ts_meta.asset_materialization.metadata["test_rows"].value > 0
 
@@ -228,3 +234,26 @@ def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, insta
     back = registry.rollback()
     assert (back.version, back.previous) == ("1", "3")
     assert registry.version_by_alias("champion").version == "1"
+
+
+def test_leave_one_capture_out_holds_out_each_capture_with_attacks():
+    flows = pl.concat(
+        [
+            read_zeek_file(iot23(n)).flows
+            for n in (
+                "CTU-Malware-Capture-20-1-labeled.csv.gz",
+                "CTU-Malware-Capture-21-1-labeled.csv.gz",
+                "CTU-Honeypot-Capture-7-1-labeled.csv.gz",
+            )
+        ]
+    )
+    seen: list[str] = []
+    result = leave_one_capture_out(flows, FAST, on_capture=lambda name, _: seen.append(name))
+    assert seen == ["CTU-Malware-Capture-20-1", "CTU-Malware-Capture-21-1"]
+    for name, metrics in result.per_capture.items():
+        held_out = flows.filter(pl.col("capture") == name)
+        assert metrics["gnn"]["flows"] == metrics["baseline"]["flows"] == held_out.height
+        assert metrics["gnn"]["attacks"] == (held_out["label"] == "malicious").sum()
+    assert 0 <= result.mean_macro_f1("gnn") <= 1
+    single = flows.filter(pl.col("capture") == "CTU-Malware-Capture-20-1")
+    assert leave_one_capture_out(single, FAST).per_capture == {}
