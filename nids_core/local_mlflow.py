@@ -46,8 +46,10 @@ def start_mlflow(
     port: int | None = None,
     log_path: str | Path | None = None,
     timeout_s: float = 90,
+    backend_store_uri: str | None = None,
 ) -> LocalMlflow:
-    """`mlflow server` with `root/mlflow.db` and artifacts proxied to `root/artifacts`."""
+    """`mlflow server` with `root/mlflow.db` (or `backend_store_uri`, e.g. PostgreSQL) and
+    artifacts proxied to `root/artifacts`."""
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -59,7 +61,7 @@ def start_mlflow(
             str(mlflow_bin),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
+            backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination",
             str(root / "artifacts"),
             "--host",
