@@ -172,12 +172,14 @@ def model_rollback(to_version) -> None:
 @main.command()
 @click.option("--home", type=click.Path(path_type=Path), default=Path("var"), show_default=True)
 @click.option("--partitions", type=int, default=2, show_default=True)
-def demo(home, partitions) -> None:
+@click.option("--ui", is_flag=True, help="Afterwards keep the Dagster and MLflow UIs running.")
+def demo(home, partitions, ui) -> None:
     """Start the bundled broker, replay the data directory's captures (shifted to now),
-    ingest them through the Dagster sensors and jobs, and print a report."""
+    materialize the whole asset graph (ingest, cold, training, gate, champion, predictions,
+    alerts) and print a report; nothing is left running unless --ui."""
     from nids_jobs.demo import run_demo
 
-    run_demo(home.resolve(), partitions)
+    run_demo(home.resolve(), partitions, ui)
 
 
 if __name__ == "__main__":

@@ -15,18 +15,46 @@ concurrency:
 """
 
 
-def run_demo(home: Path, partitions: int) -> None:
+def _data_files() -> tuple[Path, list[Path]]:
+    """The data directory's captures; downloaded into ./data when there are none."""
+    from nids_core.data_dir import (
+        IOT23_FILES,
+        SAMPLES_SUBDIR,
+        ChecksumMismatch,
+        DataDirNotFound,
+        download,
+        find_data_dir,
+        iot23_files,
+    )
+
+    try:
+        data = find_data_dir()
+    except DataDirNotFound:
+        data = None
+    if data is None or not iot23_files(data):
+        target = Path(os.environ.get("NIDS_DATA_DIR") or "data")
+        click.echo(f"no IoT-23 captures found; downloading them into {target} (checksummed)")
+        try:
+            download(IOT23_FILES, target)
+        except (OSError, ChecksumMismatch) as exc:
+            raise click.ClickException(
+                f"could not download the IoT-23 captures ({exc}); put them in "
+                "$NIDS_DATA_DIR/iot23 (see README: Data and attribution)"
+            ) from exc
+        data = target
+    return data, iot23_files(data) + sorted((data / SAMPLES_SUBDIR).glob("conn*.log"))
+
+
+def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
     from dagster import DagsterInstance
 
-    from nids_core.data_dir import SAMPLES_SUBDIR, find_data_dir, iot23_files
     from nids_core.local_broker import create_topic, start_broker
 
     home.mkdir(parents=True, exist_ok=True)
     dagster_home = home / "dagster"
     dagster_home.mkdir(exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
-    data = find_data_dir()
-    files = iot23_files(data) + sorted((data / SAMPLES_SUBDIR).glob("conn*.log"))
+    data, files = _data_files()
     click.echo(f"data directory: {data} ({len(files)} files)")
 
     t0 = time.monotonic()
@@ -53,8 +81,13 @@ def run_demo(home: Path, partitions: int) -> None:
         click.echo(
             f"broker on {broker.bootstrap_servers}; replaying into {topic} ({partitions} partitions)"
         )
-        with open_producer("confluent", KafkaSettings(broker.bootstrap_servers, "nids-demo")) as p:
-            stats = replay_files(files, p, topic, shift_to_now=True)
+        from tqdm import tqdm
+
+        with (
+            open_producer("confluent", KafkaSettings(broker.bootstrap_servers, "nids-demo")) as p,
+            tqdm(unit=" flows", desc="replay") as bar,
+        ):
+            stats = replay_files(files, p, topic, shift_to_now=True, on_progress=bar.update)
         click.echo(f"replayed {stats.sent} flows ({stats.rejected} unreadable rows skipped)")
 
         defs = build_definitions()
@@ -82,6 +115,67 @@ def run_demo(home: Path, partitions: int) -> None:
     click.echo("scoring the hot table with the champion and refreshing alerts ...")
     runs, failed = run_automation(defs, instance, cursors, log_level="WARNING")
     _serving_report(defs, runs, failed)
+    click.echo(f"demo finished in {time.monotonic() - t0:.0f} s")
+    if ui:
+        _serve_ui(home)
+
+
+def _serve_ui(home: Path) -> None:
+    """Keep `dagster dev` (workspace.yaml) and the MLflow UI running until Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    dagster_port, mlflow_port = 3000, 5000
+    env = {**os.environ, "NIDS_MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow_port}"}
+    procs = [
+        subprocess.Popen(
+            [
+                str(bin_dir / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                os.environ["MLFLOW_TRACKING_URI"],
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+            env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [
+                str(bin_dir / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(dagster_port),
+            ],
+            env=env,
+            start_new_session=True,
+        ),
+    ]
+    click.echo(
+        f"Dagster UI: http://127.0.0.1:{dagster_port}   MLflow UI: http://127.0.0.1:{mlflow_port}"
+        "   (Ctrl-C stops both; Kafka is not running, so the ingest sensor skips)"
+    )
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
 
 
 def _serving_report(defs, runs: int, failed: int) -> None:

@@ -86,6 +86,10 @@ def run_automation(
     """Evaluate the serving assets' automation conditions as the automation sensor would,
     and run what they request in-process; repeat while they request more (alerts follow
     flow_predictions). Returns (runs, failed runs)."""
+    import logging
+
+    if log_level:  # the evaluator logs every condition at INFO/DEBUG
+        logging.getLogger("dagster.automation_condition_tester").setLevel(log_level)
     runs = failed = 0
     for _ in range(max_rounds):
         result = evaluate_automation_conditions(

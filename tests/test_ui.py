@@ -15,7 +15,12 @@ from nids_core.local_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NIDS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
-GROUPS = ["ingestion", "cold_storage", "model", "serving"]
+GROUPS = {  # group -> one of its assets
+    "ingestion": "flow_batch",
+    "cold_storage": "cold_flows",
+    "model": "gnn_model",
+    "serving": "alerts",
+}
 ASSETS = [
     "flow_batch",
     "hot_flows",
@@ -97,6 +102,7 @@ def webserver(tmp_path_factory):
 
 @pytest.mark.slow
 def test_lineage_and_asset_check_pages_render(webserver):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -111,10 +117,19 @@ def test_lineage_and_asset_check_pages_render(webserver):
         if skip.count():
             skip.click()
         # The global graph starts with groups collapsed; double-clicking a group opens it.
-        for group in GROUPS:
-            node = page.get_by_text(group, exact=True).last
-            node.wait_for(timeout=60_000)
-            node.dblclick()
+        # The graph re-lays itself out after each one, so wait for that group's asset and
+        # retry a double click that landed while the graph was moving.
+        for group, member in GROUPS.items():
+            for _attempt in range(5):
+                if page.get_by_text(member, exact=True).count():
+                    break
+                page.wait_for_timeout(1000)
+                node = page.get_by_text(group, exact=True).last
+                try:
+                    node.dblclick(timeout=10_000)
+                    page.get_by_text(member, exact=True).first.wait_for(timeout=10_000)
+                except PlaywrightTimeout:
+                    continue
         for name in ASSETS:
             page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "global-lineage.png"), full_page=True)
