@@ -15,24 +15,19 @@ from nids_core.local_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NIDS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
-GROUPS = {  # group -> one of its assets
-    "ingestion": "flow_batch",
-    "cold_storage": "cold_flows",
-    "model": "gnn_model",
-    "serving": "alerts",
+GROUPS = ["ingestion", "cold_storage", "model", "serving"]
+# Nearest-neighbour lineage of two assets covers every asset of the graph.
+LINEAGE_VIEWS = {
+    "hot_flows": [
+        "flow_batch",
+        "hot_flows",
+        "consumer_offsets",
+        "flow_predictions",
+        "alerts",
+        "cold_predictions",
+    ],
+    "gnn_model": ["cold_flows", "training_set", "gnn_model", "champion_model"],
 }
-ASSETS = [
-    "flow_batch",
-    "hot_flows",
-    "cold_flows",
-    "training_set",
-    "gnn_model",
-    "champion_model",
-    "flow_predictions",
-    "alerts",
-    "consumer_offsets",
-    "cold_predictions",
-]
 GATE_CHECKS = [
     "gate_test_accuracy",
     "gate_macro_f1",
@@ -102,7 +97,6 @@ def webserver(tmp_path_factory):
 
 @pytest.mark.slow
 def test_lineage_and_asset_check_pages_render(webserver):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -116,36 +110,36 @@ def test_lineage_and_asset_check_pages_render(webserver):
         skip = page.get_by_role("button", name="Skip")  # first-visit community dialog
         if skip.count():
             skip.click()
-        # The global graph starts with groups collapsed; double-clicking a group opens it.
-        # The graph re-lays itself out after each one, so wait for that group's asset and
-        # retry a double click that landed while the graph was moving.
-        for group, member in GROUPS.items():
-            for _attempt in range(5):
-                if page.get_by_text(member, exact=True).count():
-                    break
-                page.wait_for_timeout(1000)
-                node = page.get_by_text(group, exact=True).last
-                try:
-                    node.dblclick(timeout=10_000)
-                    page.get_by_text(member, exact=True).first.wait_for(timeout=10_000)
-                except PlaywrightTimeout:
-                    continue
-        for name in ASSETS:
-            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        # The global graph shows the four asset groups (collapsed, as it opens).
+        for group in GROUPS:
+            page.get_by_text(group, exact=True).filter(visible=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "global-lineage.png"), full_page=True)
+        # Asset-level lineage graphs (nearest neighbours) show the assets themselves.
+        for focus, names in LINEAGE_VIEWS.items():
+            page.goto(
+                f"{webserver}/assets/{focus}?view=lineage&lineageScope=neighbors&lineageDepth=2",
+                wait_until="networkidle",
+            )
+            for name in names:
+                page.get_by_text(name, exact=True).filter(visible=True).first.wait_for(
+                    timeout=60_000
+                )
+            page.screenshot(path=str(ARTIFACTS / f"{focus}-lineage.png"), full_page=True)
 
         page.goto(f"{webserver}/assets/gnn_model?view=checks", wait_until="networkidle")
         for name in GATE_CHECKS:
-            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text(name, exact=True).filter(visible=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "gnn_model-checks.png"), full_page=True)
 
         page.goto(f"{webserver}/assets/hot_flows?view=checks", wait_until="networkidle")
         for name in ("hot_flows_accounting", "hot_flows_schema", "hot_flows_value_ranges"):
-            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text(name, exact=True).filter(visible=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "hot_flows-checks.png"), full_page=True)
         browser.close()
     for shot in (
         "global-lineage.png",
+        "hot_flows-lineage.png",
+        "gnn_model-lineage.png",
         "gnn_model-checks.png",
         "hot_flows-checks.png",
     ):
