@@ -161,7 +161,11 @@ class ColdStore:
 
     def landing_days(self) -> list[str]:
         """Days that have landed data, oldest first."""
-        base = self._path("landing")
+        return self._days("landing")
+
+    def _days(self, kind: str) -> list[str]:
+        """The `date=D` folders under `kind/`, oldest first."""
+        base = self._path(kind)
         self.fs.invalidate_cache(base)
         if not self.fs.exists(base):
             return []
@@ -226,12 +230,7 @@ class ColdStore:
 
     def cold_days(self) -> list[str]:
         """Days that have a cold partition, oldest first."""
-        base = self._path("flows")
-        self.fs.invalidate_cache(base)
-        if not self.fs.exists(base):
-            return []
-        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
-        return sorted(n.removeprefix("date=") for n in names if n.startswith("date="))
+        return self._days("flows")
 
     def write_frame(self, relative_path: str, frame: pl.DataFrame) -> str:
         """Write a derived Parquet file (e.g. a training set) atomically; returns its path."""

@@ -15,16 +15,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
-VOLUME_COLUMNS = (
-    "duration",
-    "orig_bytes",
-    "resp_bytes",
-    "missed_bytes",
-    "orig_pkts",
-    "orig_ip_bytes",
-    "resp_pkts",
-    "resp_ip_bytes",
-)
+from nids_core.schema import NON_NEGATIVE_COLUMNS
+
+# Duration and the byte and packet counts: the schema's non-negative volume columns.
+VOLUME_COLUMNS = NON_NEGATIVE_COLUMNS
 # Zeek writes "-" (null here) for these when the connection carried no payload accounting.
 MISSING_FLAG_COLUMNS = ("duration", "orig_bytes", "resp_bytes")
 PROTOS = ("tcp", "udp", "icmp")
