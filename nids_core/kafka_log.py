@@ -442,7 +442,12 @@ class ConfluentProducer(FlowLogProducer):
             raise KafkaUnavailable(f"{remaining} messages undelivered; errors: {self._errors[:3]}")
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            # Release librdkafka's threads now; a producer left to the garbage collector
+            # keeps reconnecting (and logging) after the broker has gone.
+            self._producer.close()
 
 
 def open_client(name: str, settings: KafkaSettings) -> FlowLogClient:

@@ -11,6 +11,10 @@ import click
 @click.group()
 def main() -> None:
     """GNN network intrusion detection on Dagster."""
+    import warnings
+
+    # dagster-mlflow is marked beta; its warning says nothing a user of `nids` can act on.
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 
 
 @main.command()
