@@ -174,14 +174,14 @@ def gnn_model(
     registry = model_registry.registry()
     frame = cold_store.store().read_frame(TRAINING_SET_PATH)
     current = registry.version_by_alias(CHAMPION)
-    champion = registry.load(current.version) if current is not None else None
+    champion = registry.load(str(current.version)) if current is not None else None
     active = mlflow_tracking.active_run()
     try:
         run = train_evaluate_log(
             frame,
             model_settings.train_config(),
             champion,
-            current.version if current is not None else None,
+            str(current.version) if current is not None else None,
             registered_model_name=registry.model_name,
             loco=model_settings.loco_evaluation,
         )
@@ -268,7 +268,7 @@ def champion_model(
     challenger = registry.version_by_alias(CHALLENGER)
     if challenger is None:
         raise LookupError(f"{registry.model_name} has no `{CHALLENGER}`: materialize gnn_model")
-    promotion = registry.promote(challenger.version)
+    promotion = registry.promote(str(challenger.version))
     context.log.info(
         f"champion is now version {promotion.version} (was {promotion.previous or 'none'})"
     )

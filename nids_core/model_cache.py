@@ -36,7 +36,7 @@ def champion_scorer(registry: ModelRegistry, cache_dir: str | Path) -> tuple[str
             "gnn_model and champion_model, or run training_job). No predictions are written "
             "without one."
         )
-    return mv.version, load_version(registry, mv.version, cache_dir)
+    return str(mv.version), load_version(registry, str(mv.version), cache_dir)
 
 
 def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -> FlowScorer:

@@ -76,7 +76,9 @@ class ModelRegistry:
                 return None
             raise
 
-    def uri(self, alias_or_version: str) -> str:
+    def uri(self, alias_or_version: str | int) -> str:
+        # A file/SQLite store hands versions back as int, a tracking server as str.
+        alias_or_version = str(alias_or_version)
         sep = "/" if alias_or_version.isdigit() else "@"
         return f"models:/{self.model_name}{sep}{alias_or_version}"
 
@@ -107,9 +109,10 @@ class ModelRegistry:
                 f"{self.model_name} version {version} has not passed the promotion gate "
                 f"(tag {GATE_TAG}={mv.tags.get(GATE_TAG)!r}); refusing to make it champion"
             )
+        version = str(version)
         current = self.version_by_alias(CHAMPION)
-        previous = current.version if current is not None else None
-        if previous == str(version):
+        previous = str(current.version) if current is not None else None
+        if previous == version:
             return Promotion(str(version), None)
         now = datetime.now(UTC).isoformat()
         if previous is not None:
@@ -129,7 +132,7 @@ class ModelRegistry:
         current = self.version_by_alias(CHAMPION)
         if current is None:
             raise LookupError(f"{self.model_name} has no champion to roll back")
-        target = to_version or current.tags.get(PREVIOUS_CHAMPION_TAG)
+        target = str(to_version or current.tags.get(PREVIOUS_CHAMPION_TAG) or "")
         if not target:
             raise LookupError(
                 f"champion version {current.version} replaced no earlier champion; "
@@ -139,8 +142,8 @@ class ModelRegistry:
         self.client.set_registered_model_alias(self.model_name, CHAMPION, target)
         self.client.set_model_version_tag(
             self.model_name,
-            current.version,
+            str(current.version),
             "nids.rolled_back_at",
             datetime.now(UTC).isoformat(),
         )
-        return Promotion(target, current.version)
+        return Promotion(target, str(current.version))

@@ -257,3 +257,32 @@ def test_leave_one_capture_out_holds_out_each_capture_with_attacks():
     assert 0 <= result.mean_macro_f1("gnn") <= 1
     single = flows.filter(pl.col("capture") == "CTU-Malware-Capture-20-1")
     assert leave_one_capture_out(single, FAST).per_capture == {}
+
+
+def test_registry_on_a_local_sqlite_store(split, tmp_path):
+    """The embedded default (no server) returns versions as int: promotion, loading by
+    alias, the champion cache and rollback must all work there too."""
+    from nids_core.model_cache import champion_scorer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("sqlite-store")
+    training = pl.concat(list(split.values()))
+    registry = ModelRegistry(uri, "local-gnn")
+    versions = []
+    for seed in (0, 1):
+        with mlflow.start_run():
+            run = train_evaluate_log(
+                training,
+                TrainConfig(**{**FAST.__dict__, "seed": seed}),
+                registered_model_name="local-gnn",
+            )
+        registry.mark_gate(run.model_version, True)
+        versions.append(run.model_version)
+        registry.promote(run.model_version)
+    assert versions == ["1", "2"]
+    version, scorer = champion_scorer(registry, tmp_path / "cache")
+    assert version == "2"
+    assert np.array_equal(scorer.score(split["test"]), registry.load("2").score(split["test"]))
+    assert registry.rollback().version == "1"
+    assert str(registry.version_by_alias("champion").version) == "1"
