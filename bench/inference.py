@@ -69,8 +69,9 @@ def load_flows() -> pl.DataFrame:
     return pl.concat([read_zeek_file(f).flows for f in files])
 
 
-def train_champion(flows: pl.DataFrame, tracking_uri: str) -> ModelRegistry:
+def train_champion(flows: pl.DataFrame, tracking_uri: str, work: Path) -> ModelRegistry:
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.create_experiment("bench-inference", artifact_location=(work / "artifacts").as_uri())
     mlflow.set_experiment("bench-inference")
     with mlflow.start_run():
         run = train_evaluate_log(
@@ -229,7 +230,7 @@ def main() -> None:
     try:
         flows = load_flows()
         t0 = time.perf_counter()
-        registry = train_champion(flows, f"sqlite:///{work / 'mlflow.db'}")
+        registry = train_champion(flows, f"sqlite:///{work / 'mlflow.db'}", work)
         print(f"trained and registered a champion in {time.perf_counter() - t0:.1f} s")
         n, secs = throughput(flows, registry, work)
         rate = n / secs

@@ -266,6 +266,7 @@ def test_registry_on_a_local_sqlite_store(split, tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("sqlite-store", artifact_location=(tmp_path / "art").as_uri())
     mlflow.set_experiment("sqlite-store")
     training = pl.concat(list(split.values()))
     registry = ModelRegistry(uri, "local-gnn")
