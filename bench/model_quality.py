@@ -19,11 +19,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from nids_core.baseline import baseline_scores, train_baseline
+from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
 from nids_core.data_dir import find_data_dir, iot23_files
-from nids_core.features import attack_labels, transform
+from nids_core.features import attack_labels
 from nids_core.loco import leave_one_capture_out
-from nids_core.metrics import evaluate
+from nids_core.metrics import evaluate, evaluate_by_capture
 from nids_core.splits import time_split
 from nids_core.training import TrainConfig, train_gnn
 from nids_core.zeek_files import read_zeek_file
@@ -55,19 +55,13 @@ def print_table(title: str, rows: list[tuple[str, dict, dict]], seconds: tuple[f
 
 
 def per_capture(test: pl.DataFrame, gnn_score, base_score, threshold):
-    rows = []
+    """(capture, gnn metrics, baseline metrics) rows, then the overall row."""
     y = attack_labels(test)
-    for name in sorted(test["capture"].unique().to_list()):
-        mask = (test["capture"] == name).to_numpy()
-        rows.append(
-            (
-                name,
-                evaluate(y[mask], gnn_score[mask], threshold),
-                evaluate(y[mask], base_score[mask], 0.5),
-            )
-        )
-    rows.append(("overall", evaluate(y, gnn_score, threshold), evaluate(y, base_score, 0.5)))
-    return rows
+    scores = {"gnn": (gnn_score, threshold), "baseline": (base_score, BASELINE_THRESHOLD)}
+    by_capture = evaluate_by_capture(test, y, scores)
+    rows = [(name, m["gnn"], m["baseline"]) for name, m in by_capture.items()]
+    overall = {model: evaluate(y, score, t) for model, (score, t) in scores.items()}
+    return [*rows, ("overall", overall["gnn"], overall["baseline"])]
 
 
 def fit_and_score(train, validation, test, config):
@@ -77,11 +71,9 @@ def fit_and_score(train, validation, test, config):
     scorer = result.scorer
     gnn_score = scorer.score(test)
     t0 = time.perf_counter()
-    x_fit = transform(pl.concat([train, validation]), scorer.spec)
-    y_fit = attack_labels(pl.concat([train, validation]))
-    base = train_baseline(x_fit, y_fit, config.seed)
+    base = train_baseline(pl.concat([train, validation]), scorer.spec, config.seed)
     base_s = time.perf_counter() - t0
-    base_score = baseline_scores(base, transform(test, scorer.spec))
+    base_score = baseline_scores(base, test, scorer.spec)
     return result, gnn_score, base_score, (gnn_s, base_s)
 
 

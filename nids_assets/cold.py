@@ -73,20 +73,15 @@ def cold_predictions(
     store = cold_store.store()
     if config.model_version:
         from nids_core.model_cache import load_version  # torch: only when re-scoring
+        from nids_core.scoring import predictions_frame
 
         scorer = load_version(
             model_registry.registry(), config.model_version, serving.model_cache_dir
         )
         flows = store.read_cold_day(day)
-        scores = scorer.score(flows)
-        frame = pl.DataFrame({"uid": flows["uid"], "score": scores}).with_columns(
-            pl.when(pl.col("score") >= scorer.threshold)
-            .then(pl.lit("malicious"))
-            .otherwise(pl.lit("benign"))
-            .alias("predicted_label"),
-            pl.lit(config.model_version).alias("model_version"),
-            pl.lit(datetime.now(UTC)).alias("predicted_at"),
-        )
+        frame = predictions_frame(
+            flows["uid"], scorer.score(flows), scorer.threshold, config.model_version
+        ).with_columns(pl.lit(datetime.now(UTC)).alias("predicted_at"))
         rows = store.write_rescored(day, config.model_version, frame)
         path = store.predictions_file(day, config.model_version)
     else:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 from sklearn.ensemble import ExtraTreesClassifier
 
+from nids_core.features import FeatureSpec, attack_labels, transform
 
-def train_baseline(x: np.ndarray, y: np.ndarray, seed: int = 0) -> ExtraTreesClassifier:
+BASELINE_THRESHOLD = 0.5
+
+
+def train_baseline(flows: pl.DataFrame, spec: FeatureSpec, seed: int = 0) -> ExtraTreesClassifier:
+    """Fit on labelled flows, with the GNN's fitted feature spec (same features, no graph)."""
     model = ExtraTreesClassifier(
         n_estimators=200,
         min_samples_leaf=1,
@@ -14,12 +20,15 @@ def train_baseline(x: np.ndarray, y: np.ndarray, seed: int = 0) -> ExtraTreesCla
         n_jobs=-1,
         random_state=seed,
     )
-    model.fit(x, y)
+    model.fit(transform(flows, spec), attack_labels(flows))
     return model
 
 
-def baseline_scores(model: ExtraTreesClassifier, x: np.ndarray) -> np.ndarray:
-    proba = model.predict_proba(x)
+def baseline_scores(
+    model: ExtraTreesClassifier, flows: pl.DataFrame, spec: FeatureSpec
+) -> np.ndarray:
+    """Attack probability per flow."""
+    proba = model.predict_proba(transform(flows, spec))
     if proba.shape[1] == 1:  # trained on one class only
-        return np.full(len(x), float(model.classes_[0]))
+        return np.full(flows.height, float(model.classes_[0]))
     return proba[:, list(model.classes_).index(1)]

@@ -9,7 +9,6 @@ table are built the same way, and each flow sees only its recent neighbours.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -18,13 +17,6 @@ import torch
 from torch_geometric.data import Data
 
 DEFAULT_WINDOW = timedelta(minutes=15)
-
-
-@dataclass(frozen=True)
-class GraphStats:
-    nodes: int
-    edges: int
-    windows: int
 
 
 def endpoint_nodes(
@@ -78,7 +70,3 @@ def build_flow_graph(
     if labels is not None:
         data.y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     return data
-
-
-def graph_stats(data: Data) -> GraphStats:
-    return GraphStats(int(data.num_nodes), int(data.edge_index.shape[1]), int(data.windows))

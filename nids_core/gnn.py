@@ -152,6 +152,3 @@ class FlowScorer(nn.Module):
         self.eval()
         logits = self.network(self.graph(flows))
         return torch.softmax(logits, dim=-1)[:, 1].double().numpy()
-
-    def predict(self, flows: pl.DataFrame) -> np.ndarray:
-        return (self.score(flows) >= self.threshold).astype(np.int64)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from nids_core.baseline import baseline_scores, train_baseline
-from nids_core.features import attack_labels, transform
+from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
+from nids_core.features import attack_labels
 from nids_core.metrics import evaluate
 from nids_core.splits import time_split
 from nids_core.training import TrainConfig, train_gnn
@@ -61,12 +61,11 @@ def leave_one_capture_out(
             continue
         trained = train_gnn(train, val, config)
         scorer = trained.scorer
-        fit = pl.concat([train, val])
-        base = train_baseline(transform(fit, scorer.spec), attack_labels(fit), config.seed)
+        base = train_baseline(pl.concat([train, val]), scorer.spec, config.seed)
         y = attack_labels(test)
         metrics = {
             "gnn": evaluate(y, scorer.score(test), scorer.threshold),
-            "baseline": evaluate(y, baseline_scores(base, transform(test, scorer.spec)), 0.5),
+            "baseline": evaluate(y, baseline_scores(base, test, scorer.spec), BASELINE_THRESHOLD),
         }
         result.per_capture[held_out] = metrics
         if on_capture:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import polars as pl
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score
 
 
@@ -27,3 +28,21 @@ def evaluate(y_true: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> d
         "accuracy": (tp + tn) / len(y_true) if len(y_true) else math.nan,
         "confusion": [[tn, fp], [fn, tp]],
     }
+
+
+def evaluate_by_capture(
+    flows: pl.DataFrame, y_true: np.ndarray, scores: dict[str, tuple[np.ndarray, float]]
+) -> dict[str, dict[str, dict]]:
+    """{capture: {model: metrics}} for each model's (scores, threshold); {} without a
+    `capture` column. Rows whose capture is unknown are grouped as "(none)"."""
+    if "capture" not in flows.columns:
+        return {}
+    captures = flows["capture"].fill_null("(none)")
+    out = {}
+    for name in sorted(captures.unique().to_list()):
+        mask = (captures == name).to_numpy()
+        out[name] = {
+            model: evaluate(y_true[mask], score[mask], threshold)
+            for model, (score, threshold) in scores.items()
+        }
+    return out

@@ -62,8 +62,3 @@ def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -
         scorer = load_scorer(str(local))
         _MEMORY[key] = scorer
         return scorer
-
-
-def loaded_versions() -> list[tuple[str, str, str]]:
-    """What this process holds in memory (for tests and metadata)."""
-    return list(_MEMORY)

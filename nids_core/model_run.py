@@ -10,13 +10,12 @@ import math
 from dataclasses import asdict, dataclass
 
 import mlflow
-import numpy as np
 import polars as pl
 
-from nids_core.baseline import baseline_scores, train_baseline
-from nids_core.features import attack_labels, transform
+from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
+from nids_core.features import attack_labels
 from nids_core.gnn import FlowScorer
-from nids_core.metrics import evaluate
+from nids_core.metrics import evaluate, evaluate_by_capture
 from nids_core.model_registry import log_scorer
 from nids_core.report_plots import confusion_matrix_png, pr_curve_png
 from nids_core.training import TrainConfig, TrainResult, train_gnn
@@ -39,17 +38,6 @@ class ModelRun:
 
 def _finite(metrics: dict) -> dict:
     return {k: metrics[k] for k in METRIC_KEYS if not math.isnan(metrics[k])}
-
-
-def _per_capture(test: pl.DataFrame, y: np.ndarray, scores: dict, threshold: float) -> dict:
-    if "capture" not in test.columns:
-        return {}
-    out = {}
-    captures = test["capture"].fill_null("(none)")
-    for name in sorted(captures.unique().to_list()):
-        mask = (captures == name).to_numpy()
-        out[name] = {m: evaluate(y[mask], s[mask], threshold) for m, s in scores.items()}
-    return out
 
 
 def train_evaluate_log(
@@ -82,18 +70,17 @@ def train_evaluate_log(
     scorer = result.scorer
     y_test = attack_labels(test)
     gnn_score = scorer.score(test)
-    fit = pl.concat([train, validation])
-    baseline = train_baseline(transform(fit, scorer.spec), attack_labels(fit), config.seed)
-    base_score = baseline_scores(baseline, transform(test, scorer.spec))
+    baseline = train_baseline(pl.concat([train, validation]), scorer.spec, config.seed)
+    base_score = baseline_scores(baseline, test, scorer.spec)
     gnn = evaluate(y_test, gnn_score, scorer.threshold)
-    base = evaluate(y_test, base_score, 0.5)
-    scores = {"gnn": gnn_score, "baseline": base_score}
+    base = evaluate(y_test, base_score, BASELINE_THRESHOLD)
+    scores = {"gnn": (gnn_score, scorer.threshold), "baseline": (base_score, BASELINE_THRESHOLD)}
     champ = None
     if champion is not None:
         champion_score = champion.score(test)
         champ = evaluate(y_test, champion_score, champion.threshold)
-        scores["champion"] = champion_score
-    per_capture = _per_capture(test, y_test, scores, scorer.threshold)
+        scores["champion"] = (champion_score, champion.threshold)
+    per_capture = evaluate_by_capture(test, y_test, scores)
 
     mlflow.log_metrics({f"test_{k}": v for k, v in _finite(gnn).items()})
     mlflow.log_metrics({f"baseline_test_{k}": v for k, v in _finite(base).items()})
@@ -143,7 +130,8 @@ def train_evaluate_log(
         confusion_matrix_png(base["confusion"], "baseline, test split"),
         "baseline_confusion_matrix.png",
     )
-    _log_bytes(pr_curve_png(y_test, scores, "precision-recall, test split"), "pr_curve.png")
+    curves = {name: score for name, (score, _) in scores.items()}
+    _log_bytes(pr_curve_png(y_test, curves, "precision-recall, test split"), "pr_curve.png")
     info = log_scorer(scorer, registered_model_name)
     version = str(info.registered_model_version) if info.registered_model_version else None
     mlflow.set_tag("mlflow.note.content", model_card(gnn, base, champ, report))

@@ -29,6 +29,19 @@ class ScoreCounts:
     seconds: float
 
 
+def predictions_frame(
+    uids: pl.Series, scores: np.ndarray, threshold: float, model_version: str
+) -> pl.DataFrame:
+    """uid, score, predicted_label ('malicious' at or above the threshold), model_version."""
+    return pl.DataFrame({"uid": uids, "score": np.asarray(scores, dtype=np.float64)}).with_columns(
+        pl.when(pl.col("score") >= threshold)
+        .then(pl.lit("malicious"))
+        .otherwise(pl.lit("benign"))
+        .alias("predicted_label"),
+        pl.lit(str(model_version)).alias("model_version"),
+    )
+
+
 def bucket_sql(window_us: int | None, column: str = "ts") -> str:
     """SQL for a flow's graph window number (aligned as in nids_core.flow_graph)."""
     return f"(epoch_us({column}) // {window_us})" if window_us else "0"
@@ -63,17 +76,8 @@ def score_unscored(
     windows = con.execute("SELECT count(DISTINCT bucket) FROM _unscored").fetchone()[0]
     scores = scorer.score(context.drop("_target"))
     target = context["_target"].to_numpy()
-    out = pl.DataFrame(
-        {
-            "uid": context["uid"].filter(context["_target"]),
-            "score": scores[target].astype(np.float64),
-        }
-    ).with_columns(
-        pl.when(pl.col("score") >= scorer.threshold)
-        .then(pl.lit("malicious"))
-        .otherwise(pl.lit("benign"))
-        .alias("predicted_label"),
-        pl.lit(str(model_version)).alias("model_version"),
+    out = predictions_frame(
+        context["uid"].filter(context["_target"]), scores[target], scorer.threshold, model_version
     )
     con.register("_scored", out.to_arrow())
     try:
