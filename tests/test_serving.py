@@ -18,10 +18,12 @@ from nids_assets.scoring import flow_predictions
 from nids_core.kafka_log import KafkaSettings, open_client
 from nids_core.lag import measure_lag
 from nids_core.lifecycle import expire_hot_data
+from nids_core.local_broker import free_port
 from nids_core.model_registry import ModelRegistry
 from nids_core.model_run import train_evaluate_log
 from nids_core.splits import time_split
 from nids_core.training import TrainConfig
+from nids_core.webhook import WebhookError
 from nids_core.zeek_files import read_zeek_file
 from nids_jobs.definitions import build_definitions
 from nids_jobs.driver import drain
@@ -270,6 +272,20 @@ def test_webhook_receives_an_alert_for_a_failed_check(broker, topic, tmp_path, i
     )
     assert drain(defs, instance, {}, cold=False).failed_runs == 1
     sensor = defs.resolve_sensor_def("check_failure_alert_sensor")
+    # A webhook that is down: the tick fails naming the webhook, and since a failed tick
+    # keeps its old cursor, the alert goes out on a later tick instead of being lost.
+    dead_url = f"http://127.0.0.1:{free_port()}/hooks/nids"
+    dead = build_definitions(
+        make_resources(broker, topic, tmp_path, serving={"alert_webhook_url": dead_url})
+    )
+    with (
+        build_sensor_context(instance=instance, resources=dead.resources, definitions=dead) as ctx,
+        pytest.raises(
+            WebhookError, match=r"alert webhook http://127\.0\.0\.1:\d+/hooks/nids failed"
+        ),
+    ):
+        dead.resolve_sensor_def("check_failure_alert_sensor")(ctx)
+    assert received == []
     with build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as ctx:
         sensor(ctx)
         cursor = ctx.cursor
@@ -290,3 +306,35 @@ def test_webhook_receives_an_alert_for_a_failed_check(broker, topic, tmp_path, i
     ) as ctx:
         sensor(ctx)
     assert len(received) == 1
+
+
+def test_cold_predictions_rescore_a_day_with_a_chosen_version(
+    broker, topic, tmp_path, instance, champion
+):
+    """The documented backfill: re-scoring a cold day with model version N writes
+    rescored/version=N/ for every flow of the day, the same file on every re-run, and
+    leaves the served predictions alone."""
+    registry, v1, _ = champion
+    defs = _defs(broker, topic, tmp_path, registry)
+    replay(broker, topic, [iot23("CTU-Honeypot-Capture-7-1-labeled.csv.gz")], shift_to_now=True)
+    assert drain(defs, instance, {}).failed_runs == 0
+    store = defs.resources["cold_store"].store()
+    day = store.cold_days()[-1]
+    job = defs.get_implicit_global_asset_job_def()
+    config = {"ops": {"cold_predictions": {"config": {"model_version": v1}}}}
+    files = []
+    for _ in range(2):
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[AssetKey("cold_predictions")],
+            partition_key=day,
+            run_config=config,
+        )
+        assert result.success
+        frame = store.read_predictions(day, v1)
+        files.append(frame.drop("predicted_at"))
+    cold = store.read_cold_day(day)
+    assert sorted(files[0]["uid"].to_list()) == sorted(cold["uid"].to_list())
+    assert set(files[0]["model_version"]) == {v1}
+    assert files[0].equals(files[1])
+    assert store.read_predictions(day) is None  # nothing was served for this topic yet
