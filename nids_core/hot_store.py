@@ -3,6 +3,12 @@
 Writes are keyed so that replaying a message, a batch or a backfill changes nothing:
 `flows` is keyed on Zeek's `uid` (the lowest Kafka provenance wins, whatever the order of
 delivery), `quarantine` on (topic, partition, offset).
+
+`flows` has no primary-key index: the upsert finds stored uids with one anti-join per
+batch, which DuckDB runs as a hash join on the batch's uids over the `uid` column. An ART
+index would cost about twice as much per inserted row, hold every uid of the last 24 h in
+memory, and add nothing: every writer of `flows` holds the `duckdb` pool (size 1) and
+DuckDB's file lock, so no two upserts overlap.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from nids_core.schema import FLOW_COLUMNS
 FLOWS_DDL = """
 CREATE TABLE IF NOT EXISTS flows (
     ts TIMESTAMPTZ NOT NULL,
-    uid VARCHAR PRIMARY KEY,
+    uid VARCHAR NOT NULL,
     orig_h VARCHAR NOT NULL,
     orig_p INTEGER NOT NULL,
     resp_h VARCHAR NOT NULL,
@@ -113,10 +119,10 @@ def upsert_flows(con: duckdb.DuckDBPyConnection, flows: pl.DataFrame) -> UpsertC
     con.register("_batch", unique.select(cols).to_arrow())
     try:
         col_list = ", ".join(_q(c) for c in cols)
-        # The primary-key index answers the conflict test per row; no scan of `flows`.
+        # Anti-join: only uids not stored yet (files made with a uid primary key work too).
         inserted = con.execute(
-            f"INSERT INTO flows ({col_list}, ingested_at) "
-            f"SELECT {col_list}, now() FROM _batch ON CONFLICT (uid) DO NOTHING"
+            f"INSERT INTO flows ({col_list}, ingested_at) SELECT {col_list}, now() FROM _batch "
+            "WHERE uid NOT IN (SELECT uid FROM flows)"
         ).fetchone()[0]
         already = unique.height - int(inserted)
         replaced = 0

@@ -1,0 +1,57 @@
+"""The keyed upsert into the hot `flows` table, on real DuckDB files."""
+
+import duckdb
+import polars as pl
+import pytest
+
+from nids_core.hot_store import FLOWS_DDL, ensure_schema, upsert_flows
+from nids_core.zeek_files import read_zeek_file
+from tests.conftest import FIXTURES
+
+# The schema before the anti-join upsert: a DuckDB file made by an earlier version.
+PK_FLOWS_DDL = FLOWS_DDL.replace("uid VARCHAR NOT NULL,", "uid VARCHAR PRIMARY KEY,")
+
+
+def batch(partition: int, first_offset: int, rows: int = 20) -> pl.DataFrame:
+    flows = read_zeek_file(FIXTURES / "conn.log").flows.head(rows)
+    return flows.with_columns(
+        pl.lit("zeek.conn").alias("topic"),
+        pl.lit(partition, dtype=pl.Int32).alias("partition"),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + first_offset).alias("offset"),
+    )
+
+
+def stored(con) -> dict[str, tuple[int, int]]:
+    rows = con.execute('SELECT uid, "partition", "offset" FROM flows').fetchall()
+    return {uid: (p, o) for uid, p, o in rows}
+
+
+@pytest.mark.parametrize("ddl", [FLOWS_DDL, PK_FLOWS_DDL], ids=["anti-join", "old-pk-file"])
+def test_upsert_stores_each_uid_once_and_lowest_provenance_wins(tmp_path, ddl):
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    con.execute(ddl)
+    ensure_schema(con)
+    first = batch(partition=1, first_offset=100)
+    uids = first["uid"].to_list()
+    assert len(set(uids)) == 20
+
+    # A batch holding each record twice stores each once, from the lower offset.
+    doubled = pl.concat([first, first.with_columns(pl.col("offset") + 1000)])
+    counts = upsert_flows(con, doubled)
+    assert (counts.inserted, counts.duplicates_in_batch, counts.already_present) == (20, 20, 0)
+    assert stored(con) == {u: (1, 100 + i) for i, u in enumerate(uids)}
+
+    # Redelivered from a higher offset: nothing changes.
+    counts = upsert_flows(con, first.with_columns(pl.col("offset") + 5000))
+    assert (counts.inserted, counts.already_present, counts.replaced) == (0, 20, 0)
+    assert stored(con) == {u: (1, 100 + i) for i, u in enumerate(uids)}
+
+    # The same records from a lower partition: they replace the stored copies, and new
+    # uids in the same batch are inserted.
+    lower = batch(partition=0, first_offset=7, rows=25)
+    counts = upsert_flows(con, lower)
+    assert (counts.inserted, counts.already_present, counts.replaced) == (5, 20, 20)
+    want = {u: (0, 7 + i) for i, u in enumerate(lower["uid"].to_list())}
+    assert stored(con) == want
+    assert con.execute("SELECT count(*), count(DISTINCT uid) FROM flows").fetchone() == (25, 25)
+    con.close()
