@@ -47,17 +47,20 @@ class ParseResult:
         return self.flows.height + self.rejects.height
 
 
-def _parse_ts(col: pl.Expr) -> pl.Expr:
-    text = col.str.strip_chars()
-    epoch = text.cast(pl.Float64, strict=False)
-    from_epoch = (
+def _parse_epoch(col: pl.Expr) -> pl.Expr:
+    epoch = col.str.strip_chars().cast(pl.Float64, strict=False)
+    return (
         pl.when(epoch.is_finite() & (epoch >= 0) & (epoch < _MAX_EPOCH_SECONDS))
         .then((epoch * 1_000_000).round(0).cast(pl.Int64))
         .cast(pl.Datetime("us"))
         .dt.replace_time_zone("UTC")
     )
+
+
+def _parse_ts(col: pl.Expr) -> pl.Expr:
+    text = col.str.strip_chars()
     iso_text = text.str.replace(r"Z$", "")
-    candidates = [from_epoch]
+    candidates = [_parse_epoch(col)]
     candidates += [
         iso_text.str.to_datetime(fmt, time_unit="us", strict=False).dt.replace_time_zone("UTC")
         for fmt in _ISO_NAIVE_FORMATS
@@ -114,10 +117,14 @@ def normalize(strings: pl.DataFrame) -> ParseResult:
     def s(c: str) -> pl.Expr:
         return pl.col(f"_s_{c}")
 
+    # Zeek writes epoch seconds; the ISO formats are tried only when some ts is not one.
+    all_epoch = (
+        src.select((_parse_epoch(s("ts")).is_null() & s("ts").is_not_null()).any()).item() is False
+    )
     typed: list[pl.Expr] = []
     for c in FLOW_COLUMNS:
         if c == "ts":
-            expr = _parse_ts(s(c))
+            expr = _parse_epoch(s(c)) if all_epoch else _parse_ts(s(c))
         elif c in INTEGER_COLUMNS:
             expr = s(c).str.strip_chars().cast(FLOW_SCHEMA[c], strict=False)
         elif c == "duration":

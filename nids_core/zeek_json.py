@@ -68,6 +68,47 @@ def _unwrap(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([bare, inner.select(bare.columns)]).sort("position")
 
 
+def _as_ndjson(values: Sequence[bytes | None], max_message_bytes: int) -> bytes | None:
+    """The values as one NDJSON document, one line each, when none is empty, too large or
+    spans lines (checked in C, not per record in Python); else None. The reader then
+    refuses any line that is not a JSON object, and skips blank ones (caught by a count)."""
+    if not values or None in values:
+        return None
+    lengths = list(map(len, values))  # type: ignore[arg-type]
+    if min(lengths) == 0 or max(lengths) > max_message_bytes:
+        return None
+    joined = b"\n".join(values)  # type: ignore[arg-type]
+    if joined.count(b"\n") != len(values) - 1 or b"\r" in joined:
+        return None
+    return joined
+
+
+def _parse_clean_batch(
+    values: Sequence[bytes | None], positions: Sequence[int], max_message_bytes: int
+) -> ParseResult | None:
+    """The common case in bulk: every value is a one-line JSON object. None when the batch
+    needs the record-by-record path."""
+    document = _as_ndjson(values, max_message_bytes)
+    if document is None:
+        return None
+    try:
+        frame = pl.read_ndjson(io.BytesIO(document), schema=_STRING_SCHEMA)
+    except Exception:
+        return None
+    if frame.height != len(values):
+        return None
+    frame = frame.with_columns(
+        pl.Series("position", positions, dtype=pl.Int64), pl.lit(None, dtype=pl.Binary).alias("raw")
+    )
+    parsed = normalize(_unwrap(frame))
+    rejects = parsed.rejects
+    if rejects.height:  # attach the raw bytes of the few rejected records
+        index = {p: i for i, p in enumerate(positions)}
+        raw = [values[index[p]] for p in rejects["position"].to_list()]
+        rejects = rejects.with_columns(pl.Series("raw", raw, dtype=pl.Binary))
+    return ParseResult(flows=parsed.flows, rejects=rejects.sort("position"))
+
+
 def parse_json_records(
     values: Sequence[bytes | None],
     positions: Sequence[int],
@@ -79,6 +120,9 @@ def parse_json_records(
     """
     if len(values) != len(positions):
         raise ValueError("values and positions must have the same length")
+    clean = _parse_clean_batch(values, positions, max_message_bytes)
+    if clean is not None:
+        return clean
     lines: list[bytes] = []
     line_idx: list[int] = []
     rejected: list[tuple[int, str]] = []

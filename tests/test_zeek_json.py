@@ -111,3 +111,31 @@ def test_many_bad_records_in_a_large_batch_each_get_their_own_reason():
     assert parsed.rejects.height == len(range(0, 5000, 97))
     assert parsed.flows.height == 5000 - parsed.rejects.height
     assert set(parsed.rejects["position"].to_list()) == set(range(0, 5000, 97))
+
+
+def test_bulk_and_record_by_record_paths_give_the_same_flows():
+    """A clean batch is parsed in bulk; one message that spans lines sends the batch down the
+    record-by-record path. Both must give the same flows and rejects for the same records."""
+    values = [rec(uid=f"C{i}", orig_bytes=i) for i in range(300)]
+    values[7] = rec(uid="Cneg", resp_bytes=-1)  # rejected by value, in both paths
+    bulk = parse_json_records(values, list(range(100, 400)))
+    spanning = json.dumps({**GOOD, "uid": "Cpretty"}, indent=2).encode()
+    slow = parse_json_records([*values, spanning], list(range(100, 401)))
+    assert slow.flows.filter(slow.flows["uid"] != "Cpretty").equals(bulk.flows)
+    assert bulk.rejects.equals(slow.rejects)
+    assert bulk.rejects.row(0, named=True) == {
+        "position": 107,
+        "raw": values[7],
+        "error": "negative resp_bytes",
+    }
+
+
+def test_two_objects_in_one_message_and_a_blank_message_do_not_shift_rows():
+    """Joined as lines, these two would cancel out (one line too many, one skipped); each
+    must still be rejected on its own and the records around them keep their offsets."""
+    values = [rec(uid="Ca"), b'{"uid": "Cx"}\n{"uid": "Cy"}', b"   ", rec(uid="Cb")]
+    parsed = parse_json_records(values, [0, 1, 2, 3])
+    assert parsed.flows["uid"].to_list() == ["Ca", "Cb"]
+    assert parsed.flows["position"].to_list() == [0, 3]
+    reasons = dict(zip(parsed.rejects["position"], parsed.rejects["error"], strict=True))
+    assert reasons[1].startswith("invalid JSON") and reasons[2] == "empty message"
