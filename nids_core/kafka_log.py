@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,7 +52,9 @@ class Watermarks:
     high: int
 
 
-DEFAULT_CHUNK_RECORDS = 10_000
+# Records per poll while reading a range. kafka-python decodes faster in polls of this size
+# than in one poll of everything (bare consume 60-84k -> 128-136k records/s here).
+READ_POLL_RECORDS = 10_000
 
 
 @dataclass
@@ -70,30 +72,6 @@ class RecordRange:
         return len(self.offsets)
 
 
-class _ChunkBuilder:
-    """Accumulates records of one partition and hands them out as RecordRange chunks."""
-
-    def __init__(self, topic: str, partition: int, start: int):
-        self.topic, self.partition, self.start = topic, partition, start
-        self.offsets: list[int] = []
-        self.values: list[bytes | None] = []
-        self.total = 0
-
-    @property
-    def size(self) -> int:
-        return len(self.offsets)
-
-    def add(self, offset: int, value: bytes | None) -> None:
-        self.offsets.append(offset)
-        self.values.append(value)
-
-    def take(self, end: int) -> RecordRange:
-        chunk = RecordRange(self.topic, self.partition, self.start, end, self.offsets, self.values)
-        self.total += len(self.offsets)
-        self.start, self.offsets, self.values = end, [], []
-        return chunk
-
-
 class FlowLogClient(ABC):
     """Committed offsets, high watermark, read a range, commit."""
 
@@ -107,29 +85,9 @@ class FlowLogClient(ABC):
     def watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, Watermarks]: ...
 
     @abstractmethod
-    def read_chunks(
-        self,
-        topic: str,
-        partition: int,
-        start: int,
-        end: int,
-        timeout_s: float = 60.0,
-        chunk_records: int = DEFAULT_CHUNK_RECORDS,
-    ) -> Iterator[RecordRange]:
-        """The records of [start, end) in order, as consecutive chunks of about
-        `chunk_records`, so a caller can work on one chunk while the next is fetched.
-        `timeout_s` bounds the whole range."""
-
     def read_range(
         self, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0
-    ) -> RecordRange:
-        """All records of [start, end) at once."""
-        offsets: list[int] = []
-        values: list[bytes | None] = []
-        for chunk in self.read_chunks(topic, partition, start, end, timeout_s):
-            offsets.extend(chunk.offsets)
-            values.extend(chunk.values)
-        return RecordRange(topic, partition, start, end, offsets, values)
+    ) -> RecordRange: ...
 
     @abstractmethod
     def commit(self, topic: str, partition: int, offset: int) -> None: ...
@@ -265,40 +223,31 @@ class KafkaPythonClient(FlowLogClient):
         self._consumer.assign([])
         return result
 
-    def read_chunks(
-        self,
-        topic: str,
-        partition: int,
-        start: int,
-        end: int,
-        timeout_s: float = 60.0,
-        chunk_records: int = DEFAULT_CHUNK_RECORDS,
-    ) -> Iterator[RecordRange]:
+    def read_range(
+        self, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0
+    ) -> RecordRange:
         tp = self._tp(topic, partition)
         self._consumer.assign([tp])
         self._consumer.seek(tp, start)
-        chunk = _ChunkBuilder(topic, partition, start)
+        offsets: list[int] = []
+        values: list[bytes | None] = []
         deadline = time.monotonic() + timeout_s
-        try:
-            while self._consumer.position(tp) < end:
-                if time.monotonic() > deadline:
-                    raise RangeReadTimeout(
-                        f"read {chunk.total} records of {topic}[{partition}] [{start}, {end}) "
-                        f"before the {timeout_s:.0f} s deadline; position "
-                        f"{self._consumer.position(tp)}"
-                    )
-                for records in self._consumer.poll(
-                    timeout_ms=500, max_records=chunk_records
-                ).values():
-                    for r in records:
-                        if r.offset < end:
-                            chunk.add(r.offset, r.value)
-                if chunk.size >= chunk_records:
-                    yield chunk.take(min(end, self._consumer.position(tp)))
-            if chunk.size:
-                yield chunk.take(end)
-        finally:
-            self._consumer.assign([])
+        while self._consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise RangeReadTimeout(
+                    f"read {len(offsets)} records of {topic}[{partition}] [{start}, {end}) "
+                    f"before the {timeout_s:.0f} s deadline; position "
+                    f"{self._consumer.position(tp)}"
+                )
+            for records in self._consumer.poll(
+                timeout_ms=500, max_records=READ_POLL_RECORDS
+            ).values():
+                for r in records:
+                    if r.offset < end:
+                        offsets.append(r.offset)
+                        values.append(r.value)
+        self._consumer.assign([])
+        return RecordRange(topic, partition, start, end, offsets, values)
 
     def commit(self, topic: str, partition: int, offset: int) -> None:
         from kafka.structs import OffsetAndMetadata
@@ -419,46 +368,37 @@ class ConfluentClient(FlowLogClient):
         self._consumer.unassign()
         return result
 
-    def read_chunks(
-        self,
-        topic: str,
-        partition: int,
-        start: int,
-        end: int,
-        timeout_s: float = 60.0,
-        chunk_records: int = DEFAULT_CHUNK_RECORDS,
-    ) -> Iterator[RecordRange]:
+    def read_range(
+        self, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0
+    ) -> RecordRange:
         from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         self._consumer.assign([TopicPartition(topic, partition, start)])
-        chunk = _ChunkBuilder(topic, partition, start)
+        offsets: list[int] = []
+        values: list[bytes | None] = []
         position = start
         deadline = time.monotonic() + timeout_s
-        try:
-            while position < end:
-                if time.monotonic() > deadline:
-                    raise RangeReadTimeout(
-                        f"read {chunk.total} records of {topic}[{partition}] [{start}, {end}) "
-                        f"before the {timeout_s:.0f} s deadline; position {position}"
-                    )
-                want = max(1, min(chunk_records, end - position))
-                for m in self._consumer.consume(num_messages=want, timeout=0.5):
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            position = max(position, m.offset())
-                            continue
-                        raise KafkaException(err)
-                    off = m.offset()
-                    if off < end:
-                        chunk.add(off, m.value())
-                    position = max(position, off + 1)
-                if chunk.size >= chunk_records:
-                    yield chunk.take(min(end, position))
-            if chunk.size:
-                yield chunk.take(end)
-        finally:
-            self._consumer.unassign()
+        while position < end:
+            if time.monotonic() > deadline:
+                raise RangeReadTimeout(
+                    f"read {len(offsets)} records of {topic}[{partition}] [{start}, {end}) "
+                    f"before the {timeout_s:.0f} s deadline; position {position}"
+                )
+            want = max(1, min(READ_POLL_RECORDS, end - position))
+            for m in self._consumer.consume(num_messages=want, timeout=0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        position = max(position, m.offset())
+                        continue
+                    raise KafkaException(err)
+                off = m.offset()
+                if off < end:
+                    offsets.append(off)
+                    values.append(m.value())
+                position = max(position, off + 1)
+        self._consumer.unassign()
+        return RecordRange(topic, partition, start, end, offsets, values)
 
     def commit(self, topic: str, partition: int, offset: int) -> None:
         from confluent_kafka import TopicPartition
