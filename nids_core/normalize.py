@@ -57,11 +57,10 @@ def _parse_epoch(col: pl.Expr) -> pl.Expr:
     )
 
 
-def _parse_ts(col: pl.Expr) -> pl.Expr:
+def _parse_iso_ts(col: pl.Expr) -> pl.Expr:
     text = col.str.strip_chars()
     iso_text = text.str.replace(r"Z$", "")
-    candidates = [_parse_epoch(col)]
-    candidates += [
+    candidates = [
         iso_text.str.to_datetime(fmt, time_unit="us", strict=False).dt.replace_time_zone("UTC")
         for fmt in _ISO_NAIVE_FORMATS
     ]
@@ -118,13 +117,13 @@ def normalize(strings: pl.DataFrame) -> ParseResult:
         return pl.col(f"_s_{c}")
 
     # Zeek writes epoch seconds; the ISO formats are tried only when some ts is not one.
-    all_epoch = (
-        src.select((_parse_epoch(s("ts")).is_null() & s("ts").is_not_null()).any()).item() is False
-    )
+    src = src.with_columns(_parse_epoch(s("ts")).alias("_epoch_ts"))
+    epoch_ts = pl.col("_epoch_ts")
+    all_epoch = src.select((epoch_ts.is_null() & s("ts").is_not_null()).any()).item() is False
     typed: list[pl.Expr] = []
     for c in FLOW_COLUMNS:
         if c == "ts":
-            expr = _parse_epoch(s(c)) if all_epoch else _parse_ts(s(c))
+            expr = epoch_ts if all_epoch else pl.coalesce(epoch_ts, _parse_iso_ts(s(c)))
         elif c in INTEGER_COLUMNS:
             expr = s(c).str.strip_chars().cast(FLOW_SCHEMA[c], strict=False)
         elif c == "duration":
