@@ -33,8 +33,13 @@ def _json_error(value: bytes) -> str:
     return "unreadable JSON record"
 
 
+def _read_document(document: bytes) -> pl.DataFrame:
+    """NDJSON with every known field read as a string (typed later by `normalize`)."""
+    return pl.read_ndjson(io.BytesIO(document), schema=_STRING_SCHEMA)
+
+
 def _read_strings(lines: list[bytes]) -> pl.DataFrame:
-    return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=_STRING_SCHEMA)
+    return _read_document(b"\n".join(lines))
 
 
 def _parse_chunk(
@@ -60,9 +65,7 @@ def _unwrap(frame: pl.DataFrame) -> pl.DataFrame:
     if not wrapped_mask.any():
         return frame.drop(_WRAPPER_KEY)
     wrapped = frame.filter(wrapped_mask)
-    inner = pl.read_ndjson(
-        io.BytesIO("\n".join(wrapped[_WRAPPER_KEY].to_list()).encode()), schema=_STRING_SCHEMA
-    ).drop(_WRAPPER_KEY)
+    inner = _read_document("\n".join(wrapped[_WRAPPER_KEY].to_list()).encode()).drop(_WRAPPER_KEY)
     inner = inner.with_columns(wrapped.select("position", "raw"))
     bare = frame.filter(~wrapped_mask).drop(_WRAPPER_KEY)
     return pl.concat([bare, inner.select(bare.columns)]).sort("position")
@@ -92,7 +95,7 @@ def _parse_clean_batch(
     if document is None:
         return None
     try:
-        frame = pl.read_ndjson(io.BytesIO(document), schema=_STRING_SCHEMA)
+        frame = _read_document(document)
     except Exception:
         return None
     if frame.height != len(values):
