@@ -30,6 +30,7 @@ from nids_assets.ingestion_checks import (
 from nids_core.ingest import land_batch, load_batch_into_hot
 from nids_core.lag import PartitionLag, lag_verdict
 from nids_resources.kafka import KafkaResource
+from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
@@ -77,11 +78,13 @@ def flow_batch(
     config: KafkaBatchConfig,
     kafka: KafkaResource,
     cold_store: ColdStoreResource,
+    plausible_time: PlausibleTimeResource,
 ) -> MaterializeResult:
     """Landing zone: one Kafka offset range of Zeek conn records, parsed and written as
-    Parquet under `landing/date=YYYY-MM-DD/<topic>-p<partition>-<start>-<end>.parquet`
-    (malformed records to `landing/_quarantine/` with their reason). A re-run of the same
-    range replaces the same files."""
+    Parquet under `landing/date=YYYY-MM-DD/<topic>-p<partition>-<start>-<end>-<digest>.parquet`
+    (malformed or implausible records to `landing/_quarantine/` with their reason). A re-run
+    over the same records replaces the same files; other records under reused offsets (a
+    restarted broker, a recreated topic) land beside them, named by their own digest."""
     store = cold_store.store()
     with kafka.open_client() as client:
         landed = land_batch(
@@ -93,6 +96,7 @@ def flow_batch(
             config.end,
             max_message_bytes=kafka.max_message_bytes,
             read_timeout_s=kafka.read_timeout_s,
+            plausible=plausible_time.window(),
         )
     m = landed.manifest
     total = landed.read_seconds + landed.parse_seconds + landed.write_seconds
@@ -112,6 +116,7 @@ def flow_batch(
             "write_seconds": round(landed.write_seconds, 3),
             "records_per_second": round(m.records / total, 1) if total > 0 else 0.0,
             "landing_manifest": store.manifest_file(m.name),
+            "records_digest": m.digest,
         },
         check_results=[flow_batch_accounting(store, m)],
     )
@@ -134,6 +139,7 @@ def hot_flows(
     config: KafkaBatchConfig,
     hot_store: HotStoreResource,
     cold_store: ColdStoreResource,
+    plausible_time: PlausibleTimeResource,
 ) -> MaterializeResult:
     """Hot table `flows` in DuckDB: the landed batch upserted on Zeek `uid` (the lowest Kafka
     provenance wins, so duplicates and re-runs change nothing), its malformed records
@@ -145,9 +151,9 @@ def hot_flows(
         c = load.counts
         duplicates = c.duplicates_in_batch + c.already_present
         checks = [
-            hot_flows_accounting(con, manifest, load.uids, c.inserted, duplicates),
+            hot_flows_accounting(con, manifest, load.uids, load.rejects, c.inserted, duplicates),
             hot_flows_schema(con),
-            hot_flows_value_ranges(con, manifest),
+            hot_flows_value_ranges(con, load.uids, plausible_time.window()),
         ]
     context.log.info(
         f"{manifest.name}: {c.inserted} inserted, {duplicates} duplicates, "
@@ -193,14 +199,17 @@ def consumer_offsets(
 ) -> MaterializeResult:
     """Committed offsets of consumer group `nids-etl`: moved to the end of the batch only
     after it is durable in the landing zone and the hot table (at-least-once delivery,
-    made effectively-once by the keyed writes). Never moves an offset backwards."""
+    made effectively-once by the keyed writes). Never moves an offset backwards, except an
+    offset beyond the high watermark, which a recreated topic leaves invalid."""
     with kafka.open_client() as client:
         before = client.committed(config.topic, [config.partition])[config.partition]
-        if before is None or before < config.end:
+        high = client.watermarks(config.topic, [config.partition])[config.partition].high
+        # Forward only, except from an offset beyond the log's end (a recreated topic):
+        # that one is invalid, and the batch just landed was read from the new log.
+        if before is None or before < config.end or before > high:
             client.commit(config.topic, config.partition, config.end)
         after = client.committed(config.topic, [config.partition])[config.partition]
-        high = client.watermarks(config.topic, [config.partition])[config.partition].high
-    if after is None or after < config.end:
+    if after is None or after < config.end or after > max(high, config.end):
         raise RuntimeError(
             f"commit of offset {config.end} for {config.topic}[{config.partition}] did not "
             f"take: committed offset is {after}"

@@ -1,22 +1,30 @@
 """Landing zone and cold store: Parquet on a local path or S3, through fsspec.
 
-Layout under the store's root URL:
+Layout under the store's root URL (<batch> = <topic>-p<partition>-<start>-<end>-<digest>):
 
-    landing/date=YYYY-MM-DD/<topic>-p<partition>-<start>-<end>.parquet   flows of one batch
-    landing/_quarantine/<topic>-p<partition>-<start>-<end>.parquet       its rejects
-    landing/_batches/<topic>-p<partition>-<start>-<end>.json             its manifest
-    flows/date=YYYY-MM-DD/part-0.parquet                                 one cold day
+    landing/date=YYYY-MM-DD/<batch>.parquet              flows of one batch
+    landing/_quarantine/<batch>.parquet                  its rejects
+    landing/_batches/<batch>.json                        its manifest
+    landing/_ranges/<topic>-p<partition>-<start>-<end>.json
+                                                         the manifest last landed for a range
+    flows/date=YYYY-MM-DD/part-0.parquet                 one cold day
 
-Every file is named by what it holds, so a rewrite replaces it; each write is atomic
-(temporary file and rename locally, a single object PUT on S3). The manifest is written
-last and marks a batch as durably landed.
+A batch is named by its offset range *and* a digest of the records read, because offsets
+are not an identity: a restarted broker, a recreated topic or a reset consumer group hands
+out the same offsets again for other records. Landing the same records again rewrites the
+same files (idempotent); other records under reused offsets land beside the earlier ones,
+never over them. Each write is atomic (temporary file and rename locally, a single object
+PUT on S3). The manifest is written last and marks a batch as durably landed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import uuid
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -30,9 +38,26 @@ LANDING_SCHEMA = {**FLOW_SCHEMA, **PROVENANCE_SCHEMA}
 QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
 
 
-def batch_name(topic: str, partition: int, start: int, end: int) -> str:
-    """File stem naming one micro-batch by topic, partition and offset range."""
+def range_name(topic: str, partition: int, start: int, end: int) -> str:
+    """File stem naming an offset range of one partition."""
     return f"{topic}-p{partition:05d}-{start:020d}-{end:020d}"
+
+
+def batch_name(topic: str, partition: int, start: int, end: int, digest: str = "") -> str:
+    """File stem naming one micro-batch: its range and the digest of its records (batches
+    landed before digests existed have none)."""
+    base = range_name(topic, partition, start, end)
+    return f"{base}-{digest}" if digest else base
+
+
+def records_digest(offsets: Sequence[int], values: Sequence[bytes | None]) -> str:
+    """A digest of what a range held: every record's offset, length and bytes."""
+    lengths = array("q", (-1 if v is None else len(v) for v in values))
+    h = hashlib.sha256()
+    h.update(array("q", offsets).tobytes())
+    h.update(lengths.tobytes())
+    h.update(b"".join(v for v in values if v))
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -45,10 +70,11 @@ class BatchManifest:
     flows: int
     quarantined: int
     rows_by_date: dict[str, int]
+    digest: str = ""
 
     @property
     def name(self) -> str:
-        return batch_name(self.topic, self.partition, self.start, self.end)
+        return batch_name(self.topic, self.partition, self.start, self.end, self.digest)
 
 
 def parquet_bytes(frame: pl.DataFrame) -> bytes:
@@ -79,6 +105,9 @@ class ColdStore:
     def quarantine_file(self, name: str) -> str:
         return self._path("landing", "_quarantine", f"{name}.parquet")
 
+    def range_file(self, topic: str, partition: int, start: int, end: int) -> str:
+        return self._path("landing", "_ranges", f"{range_name(topic, partition, start, end)}.json")
+
     def cold_file(self, day: str) -> str:
         return self._path("flows", f"date={day}", "part-0.parquet")
 
@@ -88,10 +117,16 @@ class ColdStore:
         if self.is_local:
             self.fs.makedirs(parent, exist_ok=True)
             tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
-            with self.fs.open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-            self.fs.mv(tmp, path)
+            try:
+                with self.fs.open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                self.fs.mv(tmp, path)
+            except BaseException:
+                # A full disk or a failed rename leaves no orphan temporary file behind.
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+                raise
         else:
             self.fs.pipe_file(path, data)
             self.fs.invalidate_cache(parent)
@@ -105,9 +140,11 @@ class ColdStore:
         records: int,
         flows: pl.DataFrame,
         rejects: pl.DataFrame,
+        digest: str = "",
     ) -> BatchManifest:
-        """Land one batch: flows split by UTC day, rejects, then the manifest."""
-        name = batch_name(topic, partition, start, end)
+        """Land one batch: flows split by UTC day, rejects, the manifest, then the pointer
+        from its range to the manifest."""
+        name = batch_name(topic, partition, start, end, digest)
         flows = flows.select(list(LANDING_SCHEMA)).sort("offset")
         days = flows.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_day"))
         rows_by_date: dict[str, int] = {}
@@ -126,20 +163,30 @@ class ColdStore:
             flows.height,
             rejects.height,
             dict(sorted(rows_by_date.items())),
+            digest,
         )
-        self._put(self.manifest_file(name), json.dumps(manifest.__dict__, indent=1).encode())
+        body = json.dumps(manifest.__dict__, indent=1).encode()
+        self._put(self.manifest_file(name), body)
+        self._put(self.range_file(topic, partition, start, end), body)
         return manifest
 
     # ------------------------------------------------------------------ reads
     def read_manifest(self, topic: str, partition: int, start: int, end: int) -> BatchManifest:
-        path = self.manifest_file(batch_name(topic, partition, start, end))
-        try:
-            with self.fs.open(path, "rb") as fh:
-                return BatchManifest(**json.load(fh))
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                f"batch {topic}[{partition}] [{start}, {end}) has not landed: no {path}"
-            ) from exc
+        """The manifest last landed for this range."""
+        paths = [
+            self.range_file(topic, partition, start, end),
+            self.manifest_file(batch_name(topic, partition, start, end)),  # before digests
+        ]
+        for path in paths:
+            self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+            try:
+                with self.fs.open(path, "rb") as fh:
+                    return BatchManifest(**json.load(fh))
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(
+            f"batch {topic}[{partition}] [{start}, {end}) has not landed: no {paths[0]}"
+        )
 
     def _read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
         with self.fs.open(path, "rb") as fh:

@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS predictions (
 )
 """
 
+# Keyed by (topic, partition, offset, raw), not by offset alone: offsets are reused after a
+# broker restart or a recreated topic, and the reject of another record at a reused offset
+# must be kept beside the earlier one. A key index would not cover `raw` (a BLOB), and every
+# writer holds the duckdb pool, so the key is kept by the insert itself.
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (
     topic VARCHAR NOT NULL,
@@ -70,8 +74,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
     "offset" BIGINT NOT NULL,
     raw BLOB,
     error VARCHAR NOT NULL,
-    quarantined_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (topic, "partition", "offset")
+    quarantined_at TIMESTAMPTZ NOT NULL
 )
 """
 
@@ -89,6 +92,27 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
     for ddl in (FLOWS_DDL, PREDICTIONS_DDL, QUARANTINE_DDL, ALERTS_DDL):
         con.execute(ddl)
+    _drop_quarantine_offset_key(con)
+
+
+def _drop_quarantine_offset_key(con: duckdb.DuckDBPyConnection) -> None:
+    """Files made before offsets were known to be reused keyed `quarantine` on the offset
+    alone; rebuild such a table without that key (rows kept as they are)."""
+    keyed = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'quarantine' "
+        "AND constraint_type = 'PRIMARY KEY'"
+    ).fetchone()[0]
+    if not keyed:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("CREATE TABLE _quarantine_rekeyed AS SELECT * FROM quarantine")
+        con.execute("DROP TABLE quarantine")
+        con.execute("ALTER TABLE _quarantine_rekeyed RENAME TO quarantine")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 @dataclass(frozen=True)
@@ -148,7 +172,8 @@ def upsert_flows(con: duckdb.DuckDBPyConnection, flows: pl.DataFrame) -> UpsertC
 
 
 def insert_quarantine(con: duckdb.DuckDBPyConnection, rejects: pl.DataFrame) -> int:
-    """Insert rejects (topic, partition, offset, raw, error); an offset already there is kept."""
+    """Insert rejects (topic, partition, offset, raw, error); a reject already there (same
+    offset and bytes) is kept, another record's reject at a reused offset is added."""
     if rejects.is_empty():
         return 0
     con.register(
@@ -160,23 +185,9 @@ def insert_quarantine(con: duckdb.DuckDBPyConnection, rejects: pl.DataFrame) -> 
                 'INSERT INTO quarantine (topic, "partition", "offset", raw, error, quarantined_at) '
                 'SELECT r.topic, r."partition", r."offset", r.raw, r.error, now() FROM _rejects r '
                 "WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.topic = r.topic "
-                'AND q."partition" = r."partition" AND q."offset" = r."offset")'
+                'AND q."partition" = r."partition" AND q."offset" = r."offset" '
+                "AND q.raw IS NOT DISTINCT FROM r.raw)"
             ).fetchone()[0]
         )
     finally:
         con.unregister("_rejects")
-
-
-def count_range(
-    con: duckdb.DuckDBPyConnection, table: str, topic: str, partition: int, start: int, end: int
-) -> int:
-    """Rows of `flows` or `quarantine` whose provenance lies in [start, end)."""
-    if table not in ("flows", "quarantine"):
-        raise ValueError(f"no provenance in table {table!r}")
-    return int(
-        con.execute(
-            f'SELECT count(*) FROM {table} WHERE topic = ? AND "partition" = ? '
-            'AND "offset" >= ? AND "offset" < ?',
-            [topic, partition, start, end],
-        ).fetchone()[0]
-    )

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from nids_core.cold_store import BatchManifest, ColdStore
+from nids_core.cold_store import BatchManifest, ColdStore, records_digest
 from nids_core.hot_store import UpsertCounts, ensure_schema, insert_quarantine, upsert_flows
 from nids_core.kafka_log import FlowLogClient
+from nids_core.plausibility import PlausibleTime
 from nids_core.zeek_json import DEFAULT_MAX_MESSAGE_BYTES, parse_json_records
 
 
@@ -37,8 +38,10 @@ def land_batch(
     end: int,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     read_timeout_s: float = 60.0,
+    plausible: PlausibleTime | None = None,
 ) -> LandedBatch:
-    """Read one offset range from Kafka and land it as Parquet (flows and rejects)."""
+    """Read one offset range from Kafka and land it as Parquet (flows and rejects), named by
+    the range and a digest of the records it held."""
     if end <= start:
         raise ValueError(f"empty offset range [{start}, {end})")
     t0 = time.perf_counter()
@@ -47,7 +50,7 @@ def land_batch(
     # loops and the consumer's share the GIL) and only 5% faster with kafka-python.
     records = client.read_range(topic, partition, start, end, timeout_s=read_timeout_s)
     t1 = time.perf_counter()
-    parsed = parse_json_records(records.values, records.offsets, max_message_bytes)
+    parsed = parse_json_records(records.values, records.offsets, max_message_bytes, plausible)
     provenance = [
         pl.lit(topic).alias("topic"),
         pl.lit(partition, dtype=pl.Int32).alias("partition"),
@@ -55,7 +58,8 @@ def land_batch(
     flows = parsed.flows.with_columns(*provenance, pl.col("position").alias("offset"))
     rejects = parsed.rejects.with_columns(*provenance, pl.col("position").alias("offset"))
     t2 = time.perf_counter()
-    manifest = store.write_batch(topic, partition, start, end, len(records), flows, rejects)
+    digest = records_digest(records.offsets, records.values)
+    manifest = store.write_batch(topic, partition, start, end, len(records), flows, rejects, digest)
     t3 = time.perf_counter()
     reasons = (
         dict(rejects.group_by("error").len().sort("len", descending=True).head(10).iter_rows())
@@ -78,6 +82,7 @@ class HotLoad:
     quarantined_new: int
     seconds: float
     uids: pl.Series
+    rejects: pl.DataFrame
 
 
 def load_batch_into_hot(
@@ -95,4 +100,4 @@ def load_batch_into_hot(
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return HotLoad(counts, quarantined_new, time.perf_counter() - t0, flows["uid"])
+    return HotLoad(counts, quarantined_new, time.perf_counter() - t0, flows["uid"], rejects)

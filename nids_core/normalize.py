@@ -9,9 +9,11 @@ flows and rejected records, each reject carrying a human-readable reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import polars as pl
 
+from nids_core.plausibility import PlausibleTime
 from nids_core.schema import (
     BOOLEAN_COLUMNS,
     CANONICAL_TO_ZEEK,
@@ -31,8 +33,11 @@ _TRUE = ("T", "t", "true", "True", "TRUE", "1")
 _FALSE = ("F", "f", "false", "False", "FALSE", "0")
 _ISO_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f")
 _ISO_ZONED_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%:z", "%Y-%m-%dT%H:%M:%S%.f%z")
-# Epoch seconds accepted for `ts`: 1970 up to the year 2286.
-_MAX_EPOCH_SECONDS = 1e10
+# Epoch seconds that fit microseconds in 64 bits; the plausible window then decides.
+_MAX_ABS_EPOCH_SECONDS = 9e12
+# Zeek `addr` values: IPv4 or IPv6 text, optionally with a zone (`fe80::1%eth0`).
+_TEXT_COLUMNS = ("uid", "proto", "service", "conn_state", "history", "label", "detailed_label")
+_ADDRESS = r"^[0-9A-Fa-f:.]{2,45}(%[0-9A-Za-z_.-]{1,32})?$"
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class ParseResult:
 def _parse_epoch(col: pl.Expr) -> pl.Expr:
     epoch = col.str.strip_chars().cast(pl.Float64, strict=False)
     return (
-        pl.when(epoch.is_finite() & (epoch >= 0) & (epoch < _MAX_EPOCH_SECONDS))
+        pl.when(epoch.is_finite() & (epoch.abs() < _MAX_ABS_EPOCH_SECONDS))
         .then((epoch * 1_000_000).round(0).cast(pl.Int64))
         .cast(pl.Datetime("us"))
         .dt.replace_time_zone("UTC")
@@ -96,12 +101,18 @@ def _text_or_null(col: pl.Expr) -> pl.Expr:
     return pl.when(text.is_in(["", "-"])).then(None).otherwise(text)
 
 
-def normalize(strings: pl.DataFrame) -> ParseResult:
+def normalize(
+    strings: pl.DataFrame,
+    plausible: PlausibleTime | None = None,
+    now: datetime | None = None,
+) -> ParseResult:
     """Cast a frame of Zeek string fields (plus `position`, `raw`) to the canonical schema.
 
     Unknown fields are ignored (Zeek scripts add fields such as `community_id`); a record is
-    rejected only when a required field is missing or a value has the wrong type or range.
+    rejected when a required field is missing, a value has the wrong type or range, a number
+    is not finite, or `ts` lies outside the plausible window (`plausible` at `now`).
     """
+    low, high = (plausible or PlausibleTime()).bounds(now)
     present = {
         ZEEK_TO_CANONICAL[name]: pl.col(name).cast(pl.String)
         for name in strings.columns
@@ -154,6 +165,38 @@ def normalize(strings: pl.DataFrame) -> ParseResult:
         errors.append(
             pl.when(given & pl.col(c).is_null()).then(
                 pl.format("wrong type for {}: {}", pl.lit(zeek), s(c).str.slice(0, 40))
+            )
+        )
+    errors.append(
+        pl.when(pl.col("duration").is_not_null() & ~pl.col("duration").is_finite()).then(
+            pl.format("non-finite duration: {}", s("duration").str.slice(0, 40))
+        )
+    )
+    errors.append(
+        pl.when((pl.col("ts") < low) | (pl.col("ts") > high)).then(
+            pl.format(
+                "ts outside the plausible window: {} not in [{}, {}]",
+                s("ts").str.slice(0, 40),
+                pl.lit(f"{low:%Y-%m-%d}"),
+                pl.lit(f"{high:%Y-%m-%dT%H:%M:%SZ}"),
+            )
+        )
+    )
+    for c in _TEXT_COLUMNS:
+        # A JSON array or object where Zeek writes a string (read back as its JSON text).
+        errors.append(
+            pl.when(pl.col(c).str.contains(r"^[\[{]")).then(
+                pl.format(
+                    "wrong type for {}: {}", pl.lit(CANONICAL_TO_ZEEK[c]), s(c).str.slice(0, 40)
+                )
+            )
+        )
+    for c in ("orig_h", "resp_h"):
+        errors.append(
+            pl.when(pl.col(c).is_not_null() & ~pl.col(c).str.contains(_ADDRESS)).then(
+                pl.format(
+                    "wrong type for {}: {}", pl.lit(CANONICAL_TO_ZEEK[c]), s(c).str.slice(0, 40)
+                )
             )
         )
     for c in NON_NEGATIVE_COLUMNS:

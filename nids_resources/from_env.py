@@ -11,6 +11,7 @@ from nids_resources.mlflow import (
     ModelRegistryResource,
     ModelSettingsResource,
 )
+from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.settings import SettingError, env, env_choice, env_float, env_int, secret
 from nids_resources.stores import ColdStoreResource, HotStoreResource
@@ -33,6 +34,12 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("NIDS_KAFKA_SASL_PASSWORD", "", "SASL password (secret)"),
     ("NIDS_KAFKA_SSL_CAFILE", "", "CA bundle for SSL"),
     ("NIDS_KAFKA_SENSOR_INTERVAL_S", "5", "Seconds between Kafka sensor ticks"),
+    ("NIDS_TS_EARLIEST", "1990-01-01", "Flows with an earlier ts are quarantined"),
+    (
+        "NIDS_TS_MAX_AHEAD_HOURS",
+        "24",
+        "Flows with a ts more hours than this ahead of the clock are quarantined",
+    ),
     ("NIDS_DUCKDB_PATH", "var/nids.duckdb", "Hot DuckDB file"),
     ("NIDS_COLD_URL", "var/cold", "Landing zone and cold store root: a path or s3://bucket/prefix"),
     ("NIDS_COLD_START_DATE", "2013-01-01", "First daily cold partition"),
@@ -200,6 +207,19 @@ def serving_from_env() -> ServingSettingsResource:
     )
 
 
+def plausible_time_from_env() -> PlausibleTimeResource:
+    from datetime import date
+
+    earliest = env("NIDS_TS_EARLIEST", _DEFAULTS["NIDS_TS_EARLIEST"])
+    try:
+        date.fromisoformat(earliest)
+    except ValueError:
+        raise SettingError(f"NIDS_TS_EARLIEST={earliest!r} is not a date (YYYY-MM-DD)") from None
+    return PlausibleTimeResource(
+        earliest=earliest, max_ahead_hours=env_float("NIDS_TS_MAX_AHEAD_HOURS", 24.0)
+    )
+
+
 def resources_from_env() -> dict:
     """All resources, keyed as the assets name them."""
     return {
@@ -210,4 +230,5 @@ def resources_from_env() -> dict:
         "model_registry": model_registry_from_env(),
         "model_settings": model_settings_from_env(),
         "serving": serving_from_env(),
+        "plausible_time": plausible_time_from_env(),
     }

@@ -16,6 +16,7 @@ from nids_resources.mlflow import (
     ModelRegistryResource,
     ModelSettingsResource,
 )
+from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
@@ -137,6 +138,7 @@ def make_resources(
         ),
         "hot_store": HotStoreResource(database=str(tmp_path / "hot.duckdb")),
         "cold_store": ColdStoreResource(url=cold_url or str(tmp_path / "cold")),
+        "plausible_time": PlausibleTimeResource(),
     }
 
 

@@ -121,6 +121,32 @@ def test_succeeded_batch_moves_on_from_the_committed_offset():
     assert [b.run_key for b in plan.batches] == ["t:0:100-200"]
 
 
+def test_offsets_reused_after_a_success_are_planned_afresh_under_new_run_keys():
+    """A restarted broker (or a reset group) hands out offsets already ingested: the batch
+    that succeeded is behind the group again. The partition is read again from the low
+    watermark under a new generation, so the daemon never dedupes the run away."""
+    cursor = {0: InFlightBatch(100, 200, 1, requested_at=1000.0)}
+    done = {0: (BatchStatus.SUCCEEDED, 1001.0)}
+    plan = plan_batches("t", {0: None}, {0: Watermarks(0, 30)}, cursor, done, 100, 1002.0)
+    assert [(b.start, b.end, b.run_key) for b in plan.batches] == [(0, 30, "t:0:0-30~1")]
+    again = plan_batches("t", {0: None}, {0: Watermarks(0, 30)}, plan.cursor, {}, 100, 1003.0)
+    assert not again.batches  # the new batch is in flight (its run not seen yet)
+
+
+def test_committed_offset_beyond_the_log_end_is_reset_to_the_low_watermark():
+    plan = plan_batches("t", {0: 500}, {0: Watermarks(0, 40)}, {}, {}, 100, now=1.0)
+    assert [(b.start, b.end, b.generation) for b in plan.batches] == [(0, 40, 1)]
+    assert "beyond the high watermark" in plan.waiting[0]
+
+
+def test_a_requested_run_never_seen_is_retried_after_a_grace_period():
+    cursor = {0: InFlightBatch(0, 100, 1, requested_at=1000.0)}
+    unseen = {0: (BatchStatus.UNKNOWN, None)}
+    assert not plan_batches("t", {0: None}, MARKS, cursor, unseen, 100, now=1030.0).batches
+    later = plan_batches("t", {0: None}, MARKS, cursor, unseen, 100, now=1061.0)
+    assert [b.run_key for b in later.batches] == ["t:0:0-100#2"]
+
+
 def test_readme_documents_every_setting():
     from pathlib import Path
 

@@ -55,3 +55,30 @@ def test_upsert_stores_each_uid_once_and_lowest_provenance_wins(tmp_path, ddl):
     assert stored(con) == want
     assert con.execute("SELECT count(*), count(DISTINCT uid) FROM flows").fetchone() == (25, 25)
     con.close()
+
+
+def test_quarantine_keeps_rejects_of_reused_offsets_also_in_files_keyed_on_the_offset(tmp_path):
+    from nids_core.hot_store import QUARANTINE_DDL, insert_quarantine
+
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    # A file made before offsets were known to be reused: quarantine keyed on the offset.
+    con.execute(
+        QUARANTINE_DDL.replace(
+            "quarantined_at TIMESTAMPTZ NOT NULL",
+            'quarantined_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (topic, "partition", "offset")',
+        )
+    )
+    con.execute("INSERT INTO quarantine VALUES ('t', 0, 5, 'old', 'invalid JSON', now())")
+    ensure_schema(con)
+
+    def rejects(raw: bytes) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"topic": ["t"], "partition": [0], "offset": [5], "raw": [raw], "error": ["x"]},
+            schema_overrides={"partition": pl.Int32, "raw": pl.Binary},
+        )
+
+    assert insert_quarantine(con, rejects(b"old")) == 0  # the same reject again: kept once
+    assert insert_quarantine(con, rejects(b"new")) == 1  # another record at offset 5: added
+    rows = con.execute('SELECT "offset", raw FROM quarantine ORDER BY raw').fetchall()
+    assert rows == [(5, b"new"), (5, b"old")]
+    con.close()

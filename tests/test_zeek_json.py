@@ -37,7 +37,7 @@ def rec(**changes) -> bytes:
     ("value", "reason"),
     [
         (b'{"ts": 1.0, "uid": ', "invalid JSON"),
-        (b"\xff\xfe\x00{", "invalid JSON"),
+        (b"\xff\xfe\x00{", "invalid UTF-8"),
         (b"[1, 2]", "not a JSON object: list"),
         (rec(uid=...), "missing uid"),
         (rec(uid=""), "missing uid"),
@@ -51,12 +51,45 @@ def rec(**changes) -> bytes:
         (None, "empty message"),
         (b"   ", "empty message"),
         (rec(history="x" * 70_000), "message too large: 70"),
+        # Content that used to make the parser raise and halt the partition.
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "invalid JSON: nested too deeply"),
+        (b"[" * 20000 + b"]" * 20000, "invalid JSON: nested too deeply"),
+        (
+            rec(history=[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]),
+            "wrong type for history",
+        ),
+        (b'{"conn": "abc"}', "`conn` wrapper holds a JSON string, not an object"),
+        (b'{"conn": ""}', "`conn` wrapper holds a JSON string, not an object"),
+        (b'{"conn": 5}', "`conn` wrapper holds a JSON number, not an object"),
+        (b'{"conn": [1, 2]}', "`conn` wrapper holds a JSON array, not an object"),
+        (b'{"conn": true}', "`conn` wrapper holds a JSON boolean, not an object"),
+        (rec(ts="+10000-01-01T00:00:00"), "ts outside the plausible window: +10000-01-01"),
+        (rec(ts=9999999999), "ts outside the plausible window: 9999999999"),
+        (rec(ts=1e300), "wrong type for ts"),
+        (rec(ts=315532799.0), "ts outside the plausible window: 315532799 not in [1990-01-01"),
+        (rec(ts="1989-12-31T23:59:59Z"), "ts outside the plausible window"),
+        (rec(duration="NaN"), "non-finite duration: NaN"),
+        (rec(duration="inf"), "non-finite duration: inf"),
+        (rec(duration="-Infinity"), "non-finite duration: -Infinity"),
+        (rec(orig_bytes="NaN"), "wrong type for orig_bytes: NaN"),
+        (rec(duration=...)[:-1] + b', "duration": NaN}', "invalid JSON: non-finite number NaN"),
+        (rec(duration=...)[:-1] + b', "duration": -Infinity}', "non-finite number -Infinity"),
+        (rec(duration=...)[:-1] + b', "duration": 1e999}', "number out of range: 1e999"),
+        (b"\xef\xbb\xbf" + rec(), "invalid JSON: starts with a UTF-8 byte-order mark"),
+        (rec()[:-1] + b', "uid": "Cforged"}', "duplicate JSON key 'uid'"),
+        (
+            json.dumps({"conn": GOOD})[:-2].encode() + b', "id.orig_h": "6.6.6.6"}}',
+            "duplicate JSON key 'id.orig_h'",
+        ),
+        (rec(**{"id.orig_h": [1, 2]}), "wrong type for id.orig_h"),
+        (rec(**{"id.resp_h": {"a": 1}}), "wrong type for id.resp_h"),
     ],
 )
 def test_bad_record_is_rejected_with_reason_and_batch_goes_on(value, reason):
     values = [rec(uid="Ca"), value, rec(uid="Cb")]
     parsed = parse_json_records(values, [10, 11, 12])
     assert parsed.flows["uid"].to_list() == ["Ca", "Cb"]
+    assert parsed.flows["ts"].null_count() == 0
     assert parsed.flows["position"].to_list() == [10, 12]
     assert parsed.rejects.height == 1
     reject = parsed.rejects.row(0, named=True)
@@ -139,3 +172,40 @@ def test_two_objects_in_one_message_and_a_blank_message_do_not_shift_rows():
     assert parsed.flows["position"].to_list() == [0, 3]
     reasons = dict(zip(parsed.rejects["position"], parsed.rejects["error"], strict=True))
     assert reasons[1].startswith("invalid JSON") and reasons[2] == "empty message"
+
+
+def test_pretty_printed_record_with_a_duplicate_key_is_rejected_like_a_one_line_one():
+    pretty = json.dumps(GOOD, indent=2).encode()[:-2] + b',\n  "uid": "Cforged"\n}'
+    parsed = parse_json_records([rec(uid="Ca"), pretty], [0, 1])
+    assert parsed.flows["uid"].to_list() == ["Ca"]
+    assert parsed.rejects["error"].to_list() == ["duplicate JSON key 'uid'"]
+    assert parsed.rejects["raw"].to_list() == [pretty]
+
+
+def test_duplicate_keys_are_found_among_records_that_all_carry_unknown_fields():
+    """A sensor adding `community_id` to every record must not hide a forged duplicate, and
+    key-like text inside a string value is not a key."""
+    values = [rec(uid=f"C{i}", community_id=f"1:{i}=", history='x":y') for i in range(200)]
+    values[150] = values[150][:-1] + b', "ts": 1.0}'
+    parsed = parse_json_records(values, list(range(200)))
+    assert parsed.rejects.rows() == [(150, values[150], "duplicate JSON key 'ts'")]
+    assert parsed.flows.height == 199
+
+
+def test_the_plausible_window_is_configurable():
+    from datetime import UTC, date, datetime, timedelta
+
+    from nids_core.plausibility import PlausibleTime
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    window = PlausibleTime(earliest=date(2019, 1, 1), max_ahead=timedelta(hours=1))
+    values = [
+        rec(uid="Cold", ts=datetime(2018, 6, 1, tzinfo=UTC).timestamp()),
+        rec(uid="Cok", ts=(now + timedelta(minutes=59)).timestamp()),
+        rec(uid="Cahead", ts=(now + timedelta(minutes=61)).timestamp()),
+    ]
+    parsed = parse_json_records(values, [0, 1, 2], plausible=window, now=now)
+    assert parsed.flows["uid"].to_list() == ["Cok"]
+    assert [e.split(":")[0] for e in parsed.rejects["error"]] == [
+        "ts outside the plausible window"
+    ] * 2

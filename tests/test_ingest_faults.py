@@ -1,0 +1,121 @@
+"""Hostile records and reused offsets, on the real broker, DuckDB and landing zone: nothing
+halts a partition, nothing landed is replaced, and every record is accounted for."""
+
+import json
+
+import duckdb
+import polars as pl
+import pytest
+
+from nids_core.cold_store import ColdStore
+from nids_core.local_broker import create_topic, free_port, start_broker
+from nids_jobs.definitions import build_definitions
+from nids_jobs.driver import drain
+from tests.conftest import FIXTURES, make_resources
+from tests.ingest_helpers import hot_counts, produce
+from tests.test_ingest import committed, latest_metadata
+from tests.test_zeek_json import GOOD, rec
+
+# Each of these made the parser raise, so the run failed and the partition stopped for good,
+# or was accepted although it is not a plausible Zeek record.
+HOSTILE: list[tuple[bytes, str]] = [
+    (b'{"a":' * 5000 + b"1" + b"}" * 5000, "invalid JSON: nested too deeply"),
+    (b"[" * 20000 + b"]" * 20000, "invalid JSON: nested too deeply"),
+    (rec()[:-1] + b', "x": ' + b"[" * 3000 + b"]" * 3000 + b"}", "nested too deeply"),
+    (b'{"conn": "abc"}', "`conn` wrapper holds a JSON string, not an object"),
+    (b'{"conn": ""}', "`conn` wrapper holds a JSON string, not an object"),
+    (b'{"conn": 7}', "`conn` wrapper holds a JSON number, not an object"),
+    (b'{"conn": [1]}', "`conn` wrapper holds a JSON array, not an object"),
+    (rec(uid="Cfar", ts="+10000-01-01T00:00:00"), "ts outside the plausible window"),
+    (rec(uid="C2286", ts=9999999999), "ts outside the plausible window: 9999999999"),
+    (rec(uid="C1970", ts=1.0), "ts outside the plausible window: 1 not in"),
+    (rec(uid="Cnan", duration="NaN"), "non-finite duration: NaN"),
+    (rec(uid="Cinf", duration="inf"), "non-finite duration: inf"),
+    (rec(uid="Ctok", duration=...)[:-1] + b', "duration": NaN}', "non-finite number NaN"),
+    (rec(uid="Cbig", duration=...)[:-1] + b', "duration": 1e999}', "out of range: 1e999"),
+    (b"\xef\xbb\xbf" + rec(uid="Cbom"), "starts with a UTF-8 byte-order mark"),
+    (rec(uid="Cdup")[:-1] + b', "uid": "Cforged"}', "duplicate JSON key 'uid'"),
+    (rec(uid="Caddr", **{"id.orig_h": [1, 2]}), "wrong type for id.orig_h"),
+]
+
+
+def _good(i: int) -> bytes:
+    return rec(uid=f"Cgood{i}", ts=GOOD["ts"] + i)
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_hostile_records_are_quarantined_and_the_partition_moves_on(
+    broker, topic, tmp_path, instance, make_defs, client
+):
+    values: list[bytes] = []
+    bad_at: dict[int, str] = {}
+    for i, (value, reason) in enumerate(HOSTILE):
+        values.append(_good(i))
+        bad_at[len(values)] = reason
+        values.append(value)
+    values += [_good(100), _good(100)]  # and a duplicate delivery
+    produce(broker, topic, values)
+    result = drain(make_defs(client=client), instance, {}, cold=False, serve=False)
+    assert result.failed_runs == 0 and result.ingest_runs == 1
+    stored, _, quarantined = hot_counts(tmp_path)
+    assert (stored, quarantined) == (len(HOSTILE) + 1, len(HOSTILE))
+    md = latest_metadata(instance, "hot_flows")
+    assert md["records_read"] == len(values)
+    assert md["records_read"] == md["rows_stored"] + md["quarantined"] + md["duplicates"]
+    assert md["duplicates"] == 1
+    assert committed(broker, topic) == len(values)
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"), read_only=True)
+    rows = dict(con.execute('SELECT "offset", error FROM quarantine').fetchall())
+    raw = dict(con.execute('SELECT "offset", raw FROM quarantine').fetchall())
+    con.close()
+    assert set(rows) == set(bad_at)
+    for offset, reason in bad_at.items():
+        assert reason in rows[offset], (offset, rows[offset])
+        assert raw[offset] == values[offset]
+
+
+def test_reused_offsets_land_beside_earlier_records_and_cold_stays_exact(tmp_path, instance):
+    """The bundled broker keeps its log in memory: restarted, it hands out offsets 0.. again
+    for new records. Those must not replace what was landed under the same offsets."""
+    lines = (FIXTURES / "conn.json.log").read_bytes().splitlines()
+    port = free_port()
+    topic = "zeek.conn"
+
+    def incarnation(records: list[bytes]) -> None:
+        with start_broker(port) as b:
+            create_topic(b.bootstrap_servers, topic, 1)
+            produce(b, topic, records)
+            defs = build_definitions(make_resources(b, topic, tmp_path))
+            result = drain(defs, instance, cursors, cold=True, serve=False)
+            assert result.failed_runs == 0 and result.ingest_runs == 1
+            assert committed(b, topic) == len(records)
+
+    cursors: dict = {}
+    incarnation(lines[:25])
+    incarnation(lines[25:])  # same offsets [0, 25), other records
+    store = ColdStore(str(tmp_path / "cold"))
+    assert hot_counts(tmp_path) == (50, 50, 0)
+    (day,) = store.landing_days()
+    assert len(store.landing_files(day)) == 2  # one per incarnation, side by side
+    assert store.read_cold_day(day)["uid"].n_unique() == store.read_cold_day(day).height == 50
+    expected = {json.loads(line)["uid"] for line in lines}
+    assert set(store.read_cold_day(day)["uid"]) == expected
+    # The group reset on the same broker gives the same records again: nothing changes.
+    incarnation(lines[25:])
+    assert len(store.landing_files(day)) == 2 and hot_counts(tmp_path) == (50, 50, 0)
+
+
+def test_a_failed_landing_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A rename that fails (disk full, quota, a vanished mount: not causable here, so the
+    rename is made to fail) must not leave the written temporary file behind."""
+    import errno
+
+    store = ColdStore(str(tmp_path / "cold"))
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.fs, "mv", full)
+    with pytest.raises(OSError, match="No space left"):
+        store.write_frame("training/set.parquet", pl.DataFrame({"a": [1]}))
+    assert list((tmp_path / "cold" / "training").iterdir()) == []
