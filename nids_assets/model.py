@@ -23,6 +23,7 @@ from nids_resources.mlflow import (
     ModelRegistryResource,
     ModelSettingsResource,
 )
+from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource
 
 MODEL_GROUP = "model"
@@ -161,6 +162,7 @@ def gnn_model(
     mlflow_tracking: MlflowTrackingResource,
     model_registry: ModelRegistryResource,
     model_settings: ModelSettingsResource,
+    serving: ServingSettingsResource,
 ) -> MaterializeResult:
     """The E-GraphSAGE flow classifier trained on the training set, with a flow-only
     baseline beside it. Everything is logged to one MLflow run (parameters, per-epoch
@@ -169,23 +171,33 @@ def gnn_model(
     `challenger`. The blocking gate checks decide whether it may become champion."""
     import mlflow
 
+    from nids_core.model_cache import load_version, record_artifact_checksum
     from nids_core.model_run import train_evaluate_log
 
     registry = model_registry.registry()
     frame = cold_store.store().read_frame(TRAINING_SET_PATH)
     current = registry.version_by_alias(CHAMPION)
-    champion = registry.load(str(current.version)) if current is not None else None
+    champion, champion_problem = None, None
+    if current is not None:
+        # A champion whose files are missing or corrupt must not stop its replacement from
+        # being trained: the challenger is then judged on the absolute thresholds alone.
+        try:
+            champion = load_version(registry, str(current.version), serving.model_cache_dir)
+        except Exception as exc:
+            champion_problem = f"champion version {current.version} could not be loaded: {exc}"
+            context.log.warning(champion_problem)
     active = mlflow_tracking.active_run()
     try:
         run = train_evaluate_log(
             frame,
             model_settings.train_config(),
             champion,
-            str(current.version) if current is not None else None,
+            str(current.version) if champion is not None else None,
             registered_model_name=registry.model_name,
             loco=model_settings.loco_evaluation,
         )
-        gate = evaluate_gate(run.gnn, run.champion, model_settings.thresholds())
+        record_artifact_checksum(registry, run.model_version)
+        gate = evaluate_gate(run.gnn, run.champion, model_settings.thresholds(), champion_problem)
         passed = all(g.passed for g in gate)
         registry.set_challenger(run.model_version)
         registry.mark_gate(run.model_version, passed)

@@ -7,7 +7,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AutomationCondition,
     FreshnessPolicy,
     MaterializeResult,
     asset,
@@ -17,6 +16,7 @@ from nids_assets.ingestion import DUCKDB_POOL, hot_flows
 from nids_assets.model import champion_model
 from nids_core.alerts import latest_attack_rate, refresh_alerts, top_alert_hosts
 from nids_resources.mlflow import ModelRegistryResource
+from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import HotStoreResource
 
@@ -29,9 +29,7 @@ ATTACK_RATE_CHECK = "attack_rate_in_newest_window"
     group_name=SERVING_GROUP,
     kinds={"duckdb", "pytorch"},
     pool=DUCKDB_POOL,
-    # After every ingest (and after a promotion): the default automation sensor requests
-    # it; `~in_progress` in eager() and the duckdb pool keep it to one run at a time.
-    automation_condition=AutomationCondition.eager(),
+    # Requested by scoring_sensor while ingest runs go on (one scoring run at a time).
     freshness_policy=FreshnessPolicy.time_window(
         fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=2)
     ),
@@ -41,13 +39,17 @@ def flow_predictions(
     hot_store: HotStoreResource,
     model_registry: ModelRegistryResource,
     serving: ServingSettingsResource,
+    plausible_time: PlausibleTimeResource,
 ) -> MaterializeResult:
     """Table `predictions` (uid, score, predicted_label, model_version, predicted_at): every
     hot flow without a prediction is scored by the model with alias `champion`, its graph
     built over its time window of the hot table so it has its recent neighbours as context.
     Inserted once, never overwritten: a new champion scores only flows that arrive after it.
-    The model is cached per version (in memory and in NIDS_MODEL_CACHE_DIR). Without a
-    champion the run fails; it never writes default predictions."""
+    The champion is read from the MLflow registry and served only if its gate passed (or an
+    operator overrode the gate); its files are checked against the checksum recorded at
+    registration before loading, and cached per version. Without a servable champion the
+    run fails; it never writes default predictions, and a score that is not a number is
+    never a verdict."""
     # torch and MLflow load in the scoring run only, not in every process that loads the
     # code location (sensors, ingest runs).
     from nids_core.model_cache import champion_scorer
@@ -55,11 +57,19 @@ def flow_predictions(
 
     version, scorer = champion_scorer(model_registry.registry(), serving.model_cache_dir)
     with hot_store.connect() as con:
-        counts = score_unscored(con, scorer, version, serving.max_flows_per_scoring_run)
+        counts = score_unscored(
+            con,
+            scorer,
+            version,
+            serving.max_flows_per_scoring_run,
+            plausible_time.window().latest(),
+        )
         total, remaining = con.execute(
             "SELECT (SELECT count(*) FROM predictions), "
             "(SELECT count(*) FROM flows f ANTI JOIN predictions p USING (uid))"
         ).fetchone()
+    if counts.unscorable:
+        context.log.warning(f"{counts.unscorable} flows got no finite score: left unscored")
     context.log.info(
         f"champion v{version}: scored {counts.inserted} flows ({counts.predicted_attacks} "
         f"attacks) in {counts.windows} windows, {counts.context_flows} flows of context"
@@ -75,6 +85,7 @@ def flow_predictions(
             "flows_per_second": round(counts.inserted / counts.seconds, 1)
             if counts.seconds > 0 and counts.inserted
             else 0.0,
+            "unscorable": counts.unscorable,
             "predictions_total": int(total),
             "unscored_remaining": int(remaining),
         }
@@ -86,7 +97,6 @@ def flow_predictions(
     group_name=SERVING_GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
-    automation_condition=AutomationCondition.eager(),
     check_specs=[
         AssetCheckSpec(
             ATTACK_RATE_CHECK,
@@ -100,14 +110,18 @@ def alerts(
     context: AssetExecutionContext,
     hot_store: HotStoreResource,
     serving: ServingSettingsResource,
+    plausible_time: PlausibleTimeResource,
 ) -> MaterializeResult:
     """Table `alerts`: per source host and NIDS_ALERT_WINDOW_MINUTES window, the flows scored
     at or above NIDS_ALERT_MIN_SCORE (count, peers, ports, max and mean score, first and last
     seen, model versions), rebuilt for the windows still in the hot table."""
+    latest = plausible_time.window().latest()
     with hot_store.connect() as con:
-        refreshed = refresh_alerts(con, serving.alert_min_score, serving.alert_window_minutes)
+        refreshed = refresh_alerts(
+            con, serving.alert_min_score, serving.alert_window_minutes, latest
+        )
         window, scored, attacks = latest_attack_rate(
-            con, serving.alert_min_score, serving.alert_window_minutes
+            con, serving.alert_min_score, serving.alert_window_minutes, latest
         )
         top = top_alert_hosts(con)
     rate = attacks / scored if scored else 0.0

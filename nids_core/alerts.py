@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 
@@ -26,6 +27,10 @@ CREATE TABLE IF NOT EXISTS alerts (
 """
 
 
+def _default_latest() -> datetime:
+    return datetime.now(UTC) + timedelta(days=1)
+
+
 @dataclass(frozen=True)
 class AlertRefresh:
     windows: int
@@ -34,17 +39,23 @@ class AlertRefresh:
 
 
 def refresh_alerts(
-    con: duckdb.DuckDBPyConnection, min_score: float, window_minutes: int
+    con: duckdb.DuckDBPyConnection,
+    min_score: float,
+    window_minutes: int,
+    latest: datetime | None = None,
 ) -> AlertRefresh:
     """Rebuild alert rows for every window that still has hot flows, in one transaction
-    (older alerts, whose flows have left the hot table, are kept as they were)."""
+    (older alerts, whose flows have left the hot table, are kept as they were). Flows with
+    a `ts` after `latest` (beyond the plausible window) make no alert window."""
     width = f"INTERVAL {int(window_minutes)} MINUTE"
+    latest = latest or _default_latest()
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(
             f"DELETE FROM alerts WHERE window_start >= "
             f"(SELECT time_bucket({width}, min(ts)) FROM flows)"
         )
+        con.execute("DELETE FROM alerts WHERE window_start > $latest", {"latest": latest})
         con.execute(
             f"""
             INSERT INTO alerts
@@ -63,10 +74,11 @@ def refresh_alerts(
                        AS model_versions,
                    now() AS refreshed_at
             FROM flows f JOIN predictions p USING (uid)
+            WHERE f.ts <= $latest
             GROUP BY 1, 2, 3
             HAVING count(*) FILTER (WHERE p.score >= $min) > 0
             """,
-            {"min": min_score},
+            {"min": min_score, "latest": latest},
         )
         con.execute("COMMIT")
     except BaseException:
@@ -79,18 +91,23 @@ def refresh_alerts(
 
 
 def latest_attack_rate(
-    con: duckdb.DuckDBPyConnection, min_score: float, window_minutes: int
+    con: duckdb.DuckDBPyConnection,
+    min_score: float,
+    window_minutes: int,
+    latest: datetime | None = None,
 ) -> tuple[str | None, int, int]:
     """(window start, scored flows, flows at or above `min_score`) of the newest window
-    that has predictions."""
+    that has predictions, among flows no later than `latest` (the plausible window: one
+    far-future flow must not stand for "the newest window" for good)."""
     width = f"INTERVAL {int(window_minutes)} MINUTE"
     row = con.execute(
         f"""
         SELECT time_bucket({width}, f.ts) AS w, count(*), count(*) FILTER (WHERE p.score >= ?)
         FROM flows f JOIN predictions p USING (uid)
+        WHERE f.ts <= ?
         GROUP BY 1 ORDER BY 1 DESC LIMIT 1
         """,
-        [min_score],
+        [min_score, latest or _default_latest()],
     ).fetchone()
     if row is None:
         return None, 0, 0

@@ -28,11 +28,15 @@ def _ok(value: float) -> bool:
 
 
 def evaluate_gate(
-    challenger: dict, champion: dict | None, thresholds: GateThresholds
+    challenger: dict,
+    champion: dict | None,
+    thresholds: GateThresholds,
+    champion_problem: str | None = None,
 ) -> list[GateResult]:
     """One result per gate rule. `challenger` and `champion` are test-set metrics (see
     nids_core.metrics.evaluate) on the same test rows; `champion` is None before the first
-    promotion, when only the absolute thresholds apply."""
+    promotion, or when the champion could not be loaded (`champion_problem` says why), when
+    only the absolute thresholds apply."""
     acc, f1, fpr = challenger["accuracy"], challenger["macro_f1"], challenger["benign_fpr"]
     results = [
         GateResult(
@@ -65,7 +69,9 @@ def evaluate_gate(
                 True,
                 math.nan,
                 thresholds.max_macro_f1_drop,
-                "no champion yet: the first model is judged on the absolute thresholds",
+                f"{champion_problem}; judged on the absolute thresholds"
+                if champion_problem
+                else "no champion yet: the first model is judged on the absolute thresholds",
             )
         )
     else:

@@ -16,7 +16,7 @@ from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseli
 from nids_core.features import attack_labels
 from nids_core.gnn import FlowScorer
 from nids_core.metrics import evaluate, evaluate_by_capture
-from nids_core.model_registry import log_scorer
+from nids_core.model_artifacts import log_scorer
 from nids_core.report_plots import confusion_matrix_png, pr_curve_png
 from nids_core.training import TrainConfig, TrainResult, train_gnn
 

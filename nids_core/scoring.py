@@ -4,12 +4,18 @@ The graph for a flow is built over its time window (the model's graph window, al
 same way as in training) from all hot flows in that window, so it is scored with its recent
 neighbours as context. Predictions are inserted, never updated: a flow keeps the
 prediction of the model version that scored it.
+
+A score that is not a number never becomes a verdict: such a flow gets no prediction (it
+is counted as unscorable), and rows a model cannot read (a non-finite duration or a `ts`
+beyond the plausible window, stored before ingest quarantined them) are neither scored
+nor used as context.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -27,13 +33,16 @@ class ScoreCounts:
     inserted: int
     predicted_attacks: int
     seconds: float
+    unscorable: int = 0
 
 
 def predictions_frame(
     uids: pl.Series, scores: np.ndarray, threshold: float, model_version: str
 ) -> pl.DataFrame:
-    """uid, score, predicted_label ('malicious' at or above the threshold), model_version."""
-    return pl.DataFrame({"uid": uids, "score": np.asarray(scores, dtype=np.float64)}).with_columns(
+    """uid, score, predicted_label ('malicious' at or above the threshold), model_version;
+    flows whose score is not finite are left out (no verdict)."""
+    frame = pl.DataFrame({"uid": uids, "score": np.asarray(scores, dtype=np.float64)})
+    return frame.filter(pl.col("score").is_finite()).with_columns(
         pl.when(pl.col("score") >= threshold)
         .then(pl.lit("malicious"))
         .otherwise(pl.lit("benign"))
@@ -47,21 +56,31 @@ def bucket_sql(window_us: int | None, column: str = "ts") -> str:
     return f"(epoch_us({column}) // {window_us})" if window_us else "0"
 
 
+def scorable_sql(alias: str = "f") -> str:
+    """Rows a model can read: a finite (or unset) duration and a plausible ts ($latest)."""
+    return f"({alias}.duration IS NULL OR isfinite({alias}.duration)) AND {alias}.ts <= $latest"
+
+
 def score_unscored(
     con: duckdb.DuckDBPyConnection,
     scorer: FlowScorer,
     model_version: str,
     max_flows: int | None = None,
+    latest: datetime | None = None,
 ) -> ScoreCounts:
-    """Score flows that have no prediction (oldest first, at most `max_flows`)."""
+    """Score flows that have no prediction (oldest first, at most `max_flows`); flows with
+    a `ts` after `latest` (default: a day from now) are not scored."""
     t0 = time.perf_counter()
+    params = {"latest": latest or datetime.now(UTC) + timedelta(days=1)}
     window_us = int(scorer.window.total_seconds() * 1_000_000) if scorer.window else None
     bucket = bucket_sql(window_us, "f.ts")
     limit = f"LIMIT {int(max_flows)}" if max_flows else ""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _unscored AS "
         f"SELECT f.uid, {bucket} AS bucket FROM flows f "
-        f"ANTI JOIN predictions p ON p.uid = f.uid ORDER BY f.ts, f.uid {limit}"
+        f"ANTI JOIN predictions p ON p.uid = f.uid WHERE {scorable_sql()} "
+        f"ORDER BY f.ts, f.uid {limit}",
+        params,
     )
     unscored = con.execute("SELECT count(*) FROM _unscored").fetchone()[0]
     if unscored == 0:
@@ -70,8 +89,9 @@ def score_unscored(
     context = con.execute(
         f"SELECT {cols}, (u.uid IS NOT NULL) AS _target FROM flows f "
         f"LEFT JOIN _unscored u ON u.uid = f.uid "
-        f"WHERE {bucket} IN (SELECT DISTINCT bucket FROM _unscored) "
-        "ORDER BY f.ts, f.uid"
+        f"WHERE {bucket} IN (SELECT DISTINCT bucket FROM _unscored) AND {scorable_sql()} "
+        "ORDER BY f.ts, f.uid",
+        params,
     ).pl()
     windows = con.execute("SELECT count(DISTINCT bucket) FROM _unscored").fetchone()[0]
     scores = scorer.score(context.drop("_target"))
@@ -91,5 +111,11 @@ def score_unscored(
         con.execute("DROP TABLE IF EXISTS _unscored")
     attacks = int((out["predicted_label"] == "malicious").sum())
     return ScoreCounts(
-        unscored, context.height, int(windows), int(inserted), attacks, time.perf_counter() - t0
+        unscored,
+        context.height,
+        int(windows),
+        int(inserted),
+        attacks,
+        time.perf_counter() - t0,
+        unscorable=int(target.sum()) - out.height,
     )

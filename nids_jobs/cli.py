@@ -152,8 +152,13 @@ def model_status() -> None:
         if mv is None:
             click.echo(f"{alias}: none")
             continue
+        from nids_core.model_registry import gate_status
+
         tags = ", ".join(f"{k}={v}" for k, v in sorted(mv.tags.items()) if k.startswith("nids."))
-        click.echo(f"{alias}: {registry.model_name} version {mv.version} (run {mv.run_id}) {tags}")
+        click.echo(
+            f"{alias}: {registry.model_name} version {mv.version} (run {mv.run_id}) "
+            f"gate {gate_status(mv)}; {tags}"
+        )
 
 
 @model.command("rollback")
@@ -163,14 +168,35 @@ def model_status() -> None:
     default=None,
     help="Version to serve (default: the one the current champion replaced).",
 )
-def model_rollback(to_version) -> None:
-    """Move alias `champion` back to the previous champion (or to --to VERSION)."""
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Emergency override: serve a version whose promotion gate did not pass "
+    "(needs --by and --reason; recorded on the version and logged).",
+)
+@click.option("--by", default=None, help="Who overrides the gate (with --force).")
+@click.option("--reason", default=None, help="Why the gate is overridden (with --force).")
+def model_rollback(to_version, force, by, reason) -> None:
+    """Move alias `champion` back to the previous champion (or to --to VERSION). Only a
+    version that passed the promotion gate is accepted, unless --force overrides it."""
+    from nids_core.model_registry import GateNotPassed, GateOverride
+
+    override = None
+    if force:
+        try:
+            override = GateOverride(by or "", reason or "")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    elif by or reason:
+        raise click.UsageError("--by and --reason go with --force")
     registry = _registry()
     try:
-        done = registry.rollback(to_version)
-    except LookupError as exc:
+        done = registry.rollback(to_version, override)
+    except (LookupError, GateNotPassed) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"champion of {registry.model_name}: version {done.previous} -> {done.version}")
+    if override:
+        click.echo(f"gate overridden by {override.by}: {override.reason} (recorded on the version)")
 
 
 @main.command()

@@ -11,10 +11,11 @@ from nids_jobs.lifecycle import hot_lifecycle_job, hourly_lifecycle_schedule
 from nids_jobs.schedules import daily_training_schedule
 from nids_resources.from_env import resources_from_env
 from nids_sensors.alert_sensors import check_failure_alert_sensor, run_failure_alert_sensor
-from nids_sensors.automation import serving_automation_sensor
 from nids_sensors.cold_sensor import cold_flows_sensor
+from nids_sensors.dead_runs import dead_run_sensor
 from nids_sensors.kafka_sensor import kafka_ingest_sensor
 from nids_sensors.lag_sensor import kafka_lag_sensor
+from nids_sensors.scoring_sensor import scoring_sensor
 
 ASSETS = [
     flow_batch,
@@ -39,7 +40,8 @@ def build_definitions(resources: dict | None = None) -> Definitions:
         sensors=[
             kafka_ingest_sensor,
             cold_flows_sensor,
-            serving_automation_sensor,
+            scoring_sensor,
+            dead_run_sensor,
             kafka_lag_sensor,
             run_failure_alert_sensor,
             check_failure_alert_sensor,

@@ -110,10 +110,10 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
         raise_on_error=False,
     )
     _model_report(instance, defs, training.success)
-    from nids_jobs.driver import run_automation
+    from nids_jobs.driver import run_scoring
 
     click.echo("scoring the hot table with the champion and refreshing alerts ...")
-    runs, failed = run_automation(defs, instance, cursors, log_level="WARNING")
+    runs, failed = run_scoring(defs, instance, cursors, log_level="WARNING")
     _serving_report(defs, runs, failed)
     click.echo(f"demo finished in {time.monotonic() - t0:.0f} s")
     if ui:

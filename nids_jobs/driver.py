@@ -9,17 +9,14 @@ the daemon would launch them.
 from dataclasses import dataclass, field
 
 from dagster import (
-    AssetSelection,
     DagsterInstance,
     Definitions,
     RunRequest,
     SensorResult,
     SkipReason,
     build_sensor_context,
-    evaluate_automation_conditions,
 )
 
-from nids_assets.scoring import alerts, flow_predictions
 from nids_jobs.jobs import cold_flows_job, ingest_job, scoring_job
 
 
@@ -73,48 +70,25 @@ def execute_request(
     return result.success
 
 
-SERVING = (flow_predictions.key, alerts.key)
-
-
-def run_automation(
+def run_scoring(
     defs: Definitions,
     instance: DagsterInstance,
     cursors: dict,
     log_level: str | None = None,
     max_rounds: int = 5,
 ) -> tuple[int, int]:
-    """Evaluate the serving assets' automation conditions as the automation sensor would,
-    and run what they request in-process; repeat while they request more (alerts follow
-    flow_predictions). Returns (runs, failed runs)."""
-    import logging
-
-    if log_level:  # the evaluator logs every condition at INFO/DEBUG
-        logging.getLogger("dagster.automation_condition_tester").setLevel(log_level)
+    """Tick the scoring sensor and run what it requests in-process, until it has nothing
+    to request (or a run fails). Returns (runs, failed runs)."""
     runs = failed = 0
     for _ in range(max_rounds):
-        result = evaluate_automation_conditions(
-            defs,
-            instance,
-            asset_selection=AssetSelection.assets(*SERVING),
-            cursor=cursors.get("serving_automation_sensor"),
-        )
-        cursors["serving_automation_sensor"] = result.cursor
-        keys = [k for k in SERVING if result.get_num_requested(k)]
-        if not keys:
+        requests, _, cursors["scoring_sensor"] = _tick(defs, instance, "scoring_sensor", cursors)
+        if not requests:
             break
-        run_config = {}
-        if log_level:
-            run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
-        outcome = defs.resolve_job_def(scoring_job.name).execute_in_process(
-            instance=instance,
-            asset_selection=keys,
-            run_config=run_config,
-            tags={"dagster/from_automation_condition": "true"},
-            raise_on_error=False,
-        )
-        runs += 1
-        failed += 0 if outcome.success else 1
-        if not outcome.success:
+        for req in requests:
+            ok = execute_request(defs, instance, scoring_job.name, req, log_level)
+            runs += 1
+            failed += 0 if ok else 1
+        if failed:
             break
     return runs, failed
 
@@ -156,7 +130,7 @@ def drain(
             stats.cold_runs += 1
             stats.failed_runs += 0 if ok else 1
     if serve:
-        runs, failed = run_automation(defs, instance, cursors, log_level)
+        runs, failed = run_scoring(defs, instance, cursors, log_level)
         stats.scoring_runs += runs
         stats.failed_runs += failed
     return stats

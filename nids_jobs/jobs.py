@@ -14,7 +14,8 @@ ingest_job = define_asset_job(
     selection=AssetSelection.assets(flow_batch, hot_flows, consumer_offsets),
     executor_def=in_process_executor,
     description="Land one Kafka offset range, upsert it into DuckDB, then commit its offsets.",
-    tags={"nids/kind": "ingest"},
+    # Run monitoring fails a run that hangs past this (the daemon's run_monitoring).
+    tags={"nids/kind": "ingest", "dagster/max_runtime": "600"},
 )
 
 cold_flows_job = define_asset_job(
@@ -22,6 +23,7 @@ cold_flows_job = define_asset_job(
     selection=AssetSelection.assets(cold_flows),
     executor_def=in_process_executor,
     description="Rebuild cold daily partitions from the landing zone.",
+    tags={"dagster/max_runtime": "3600"},
 )
 
 # Training, gate and promotion in one run, so a failed blocking gate check really stops
@@ -31,14 +33,14 @@ training_job = define_asset_job(
     selection=AssetSelection.assets(training_set, gnn_model, champion_model),
     executor_def=in_process_executor,
     description="Build the training set, train and gate the GNN, promote it if it passed.",
-    tags={"nids/kind": "training"},
+    tags={"nids/kind": "training", "dagster/max_runtime": "21600"},
 )
 
-# What the serving automation requests after each ingest: score, then refresh alerts.
+# What the scoring sensor requests while ingest goes on: score, then refresh alerts.
 scoring_job = define_asset_job(
     "scoring_job",
     selection=AssetSelection.assets(flow_predictions, alerts),
     executor_def=in_process_executor,
     description="Score unscored hot flows with the champion and refresh the alerts table.",
-    tags={"nids/kind": "scoring"},
+    tags={"nids/kind": "scoring", "dagster/max_runtime": "1800"},
 )

@@ -59,7 +59,10 @@ def expire_hot_flows(
         )
 
 
-@job(description="Hourly: expire hot data that is safely in the cold store.")
+@job(
+    description="Hourly: expire hot data that is safely in the cold store.",
+    tags={"dagster/max_runtime": "1800"},
+)
 def hot_lifecycle_job():
     expire_hot_flows()
 

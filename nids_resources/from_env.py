@@ -85,7 +85,8 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("NIDS_LAG_WARN_RECORDS", "100000", "Consumer lag per partition that warns"),
     ("NIDS_LAG_FAIL_RECORDS", "1000000", "Consumer lag per partition that fails"),
     ("NIDS_LAG_SENSOR_INTERVAL_S", "60", "Seconds between consumer-lag observations"),
-    ("NIDS_AUTOMATION_INTERVAL_S", "30", "Seconds between serving automation evaluations"),
+    ("NIDS_SCORING_SENSOR_INTERVAL_S", "5", "Seconds between scoring sensor ticks"),
+    ("NIDS_DEAD_RUN_SENSOR_INTERVAL_S", "15", "Seconds between checks for runs whose process died"),
     (
         "NIDS_DATA_DIR",
         "./data, then ../shared/data",

@@ -11,9 +11,10 @@ from nids_core.kafka_log import (
     open_producer,
 )
 from nids_core.zeek_json import DEFAULT_MAX_MESSAGE_BYTES
+from nids_resources.run_worker import TagsRunWorker
 
 
-class KafkaResource(ConfigurableResource):
+class KafkaResource(TagsRunWorker, ConfigurableResource):
     """Where Zeek flow records arrive: brokers, topic, consumer group, client and security."""
 
     bootstrap_servers: str = Field(description="Comma-separated host:port list of brokers.")

@@ -10,9 +10,10 @@ from pydantic import Field
 
 from nids_core.cold_store import ColdStore
 from nids_core.hot_store import ensure_schema
+from nids_resources.run_worker import TagsRunWorker
 
 
-class HotStoreResource(DuckDBResource):
+class HotStoreResource(TagsRunWorker, DuckDBResource):
     """The hot DuckDB file (`flows`, `predictions`, `quarantine`).
 
     DuckDB allows one writing process per file: every asset that writes here runs in the
@@ -34,7 +35,7 @@ class HotStoreResource(DuckDBResource):
                 con.close()
 
 
-class ColdStoreResource(ConfigurableResource):
+class ColdStoreResource(TagsRunWorker, ConfigurableResource):
     """Landing zone and daily cold partitions: a local path or `s3://bucket/prefix`."""
 
     url: str = Field(description="Root URL of the landing zone and cold store.")

@@ -20,6 +20,7 @@ from nids_core.kafka_log import KafkaUnavailable, TopicNotFound
 from nids_jobs.jobs import ingest_job
 from nids_resources.kafka import KafkaResource
 from nids_resources.settings import env_int
+from nids_sensors.dead_runs import reap_dead_runs
 
 _IN_FLIGHT = {
     DagsterRunStatus.QUEUED,
@@ -81,10 +82,15 @@ def kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
         return SkipReason(f"topic {topic!r} does not exist yet on {kafka.bootstrap_servers}")
 
     cursor = _load_cursor(context.cursor)
+    # A run whose process died stays "started": fail it now, so its batch is retried.
+    reap_dead_runs(context.instance, job_names=[ingest_job.name])
     statuses = {p: _run_status(context, run_key(topic, p, b)) for p, b in cursor.items()}
     plan = plan_batches(
         topic, committed, watermarks, cursor, statuses, kafka.max_batch_records, time.time()
     )
+    for p, why in sorted(plan.waiting.items()):
+        if why.startswith("offsets reset"):
+            context.log.warning(f"{topic}[{p}]: {why}")
     if not plan.batches:
         reasons = "; ".join(f"partition {p}: {why}" for p, why in sorted(plan.waiting.items()))
         return SensorResult(
@@ -99,6 +105,7 @@ def kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
                 "nids/partition": str(b.partition),
                 "nids/offset_range": f"{b.start}-{b.end}",
                 "nids/attempt": str(b.attempt),
+                "nids/generation": str(b.generation),
             },
         )
         for b in plan.batches

@@ -9,7 +9,8 @@ from dagster import AssetCheckKey, AssetKey
 from nids_core.features import FORBIDDEN_COLUMNS, fit_feature_spec, raw_features, transform
 from nids_core.flow_graph import build_flow_graph
 from nids_core.loco import leave_one_capture_out
-from nids_core.model_registry import ModelRegistry, load_scorer
+from nids_core.model_cache import load_version, record_artifact_checksum
+from nids_core.model_registry import GateNotPassed, ModelRegistry
 from nids_core.model_run import train_evaluate_log
 from nids_core.splits import time_split
 from nids_core.training import TrainConfig, train_gnn
@@ -132,7 +133,7 @@ def test_training_is_seeded(split):
 # ----------------------------------------------------------------------------- with MLflow
 
 
-def test_logged_model_loads_back_with_identical_predictions(split, mlflow_server):
+def test_logged_model_loads_back_with_identical_predictions(split, mlflow_server, tmp_path):
     mlflow.set_tracking_uri(mlflow_server.url)
     mlflow.set_experiment("roundtrip")
     training = pl.concat(list(split.values()))
@@ -140,11 +141,12 @@ def test_logged_model_loads_back_with_identical_predictions(split, mlflow_server
         result = train_evaluate_log(training, FAST, registered_model_name="roundtrip-gnn")
     registry = ModelRegistry(mlflow_server.url, "roundtrip-gnn")
     registry.mark_gate(result.model_version, True)
+    record_artifact_checksum(registry, result.model_version)
     registry.promote(result.model_version)
-    loaded = load_scorer("models:/roundtrip-gnn@champion")
+    champion = registry.version_by_alias("champion").version
+    loaded = load_version(registry, champion, tmp_path / "cache")
     expected = result.result.scorer.score(split["test"])
     assert np.array_equal(loaded.score(split["test"]), expected)
-    assert np.array_equal(registry.load("champion").score(split["test"]), expected)
     artifacts = {
         a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")
     }
@@ -205,7 +207,7 @@ def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, insta
     from nids_core.features import attack_labels
     from nids_core.metrics import evaluate
 
-    champion = registry.load("champion")
+    champion = load_version(registry, "1", tmp_path / "cache")
     recomputed = evaluate(attack_labels(test), champion.score(test), champion.threshold)
     assert recomputed["macro_f1"] == pytest.approx(meta["test_macro_f1"], abs=1e-5)
 
@@ -225,8 +227,10 @@ def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, insta
         AssetCheckKey(AssetKey("gnn_model"), "gate_macro_f1")
     )
     assert gate.status.value == "FAILED"
-    with pytest.raises(PermissionError):
+    with pytest.raises(GateNotPassed):
         registry.promote("2")
+    with pytest.raises(GateNotPassed, match="has not passed the promotion gate"):
+        registry.rollback("2")
 
     # A good retrain promotes over the champion; rollback moves the alias back.
     assert job.execute_in_process(instance=instance, raise_on_error=False).success
@@ -279,11 +283,13 @@ def test_registry_on_a_local_sqlite_store(split, tmp_path):
                 registered_model_name="local-gnn",
             )
         registry.mark_gate(run.model_version, True)
+        record_artifact_checksum(registry, run.model_version)
         versions.append(run.model_version)
         registry.promote(run.model_version)
     assert versions == ["1", "2"]
     version, scorer = champion_scorer(registry, tmp_path / "cache")
     assert version == "2"
-    assert np.array_equal(scorer.score(split["test"]), registry.load("2").score(split["test"]))
+    fresh = load_version(registry, "2", tmp_path / "other-cache")
+    assert np.array_equal(scorer.score(split["test"]), fresh.score(split["test"]))
     assert registry.rollback().version == "1"
     assert str(registry.version_by_alias("champion").version) == "1"

@@ -1,0 +1,151 @@
+"""Scoring sensor: new hot flows are scored while ingest runs go on.
+
+Eager automation waits until no upstream run is in progress; with a Zeek feed that never
+stops, one ingest run is always in flight, so it never fired. This sensor instead requests
+one scoring run (flow_predictions, then alerts) whenever `hot_flows` has materialized since
+the last successful scoring run, or the champion moved, and no scoring run is in flight.
+The champion is read from the MLflow registry, not from Dagster's record of
+`champion_model`, so a fresh Dagster instance pointed at a registry with a champion scores
+from its first batch; without a servable champion the sensor says why and requests nothing.
+A failed scoring run is requested again with backoff; the flows it missed stay unscored
+until then and are scored by the next run (predictions are keyed on uid).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from nids_core.batch_planning import retry_delay_s
+from nids_jobs.jobs import scoring_job
+from nids_resources.mlflow import ModelRegistryResource
+from nids_resources.settings import env_int
+from nids_sensors.dead_runs import reap_dead_runs
+
+_IN_PROGRESS = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+_UNSEEN_GRACE_S = 60.0
+
+
+@dataclass
+class ScoringCursor:
+    covered: int = 0  # newest hot_flows storage id a successful scoring run has covered
+    champion: str | None = None  # champion version of that run
+    run_key: str | None = None  # the scoring run requested last, until it ended well
+    upto: int = 0
+    wanted_champion: str | None = None
+    attempt: int = 0
+    requested_at: float = 0.0
+
+    @classmethod
+    def load(cls, raw: str | None) -> ScoringCursor:
+        return cls(**json.loads(raw)) if raw else cls()
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _newest_hot_flows(context: SensorEvaluationContext) -> int:
+    result = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("hot_flows")), limit=1, ascending=False
+    )
+    return result.records[0].storage_id if result.records else 0
+
+
+def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> str | None:
+    """Fold the outcome of the last requested run into the cursor; a reason to wait, if any."""
+    if cursor.run_key is None:
+        return None
+    records = context.instance.get_run_records(
+        filters=RunsFilter(tags={"dagster/run_key": cursor.run_key}), limit=1
+    )
+    now = time.time()
+    if not records:
+        if now - cursor.requested_at < _UNSEEN_GRACE_S:
+            return f"scoring run {cursor.run_key} requested, not started yet"
+        ended_at = cursor.requested_at
+    else:
+        run = records[0].dagster_run
+        if run.status == DagsterRunStatus.SUCCESS:
+            cursor.covered = max(cursor.covered, cursor.upto)
+            cursor.champion = cursor.wanted_champion
+            cursor.run_key, cursor.attempt = None, 0
+            return None
+        if run.status in _IN_PROGRESS:
+            return f"scoring run {run.run_id} in flight"
+        ended_at = records[0].end_time or now
+    delay = retry_delay_s(cursor.attempt)
+    if now - ended_at < delay:
+        return f"scoring run {cursor.run_key} failed; retry in {delay - (now - ended_at):.0f} s"
+    return None
+
+
+@sensor(
+    job=scoring_job,
+    minimum_interval_seconds=env_int("NIDS_SCORING_SENSOR_INTERVAL_S", 5),
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Requests a scoring run (flow_predictions, alerts) whenever hot_flows has new batches "
+        "or the registry's champion moved, while ingest runs keep going; one scoring run at a "
+        "time; a failed one is retried with backoff. Needs a servable `champion` in MLflow."
+    ),
+)
+def scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegistryResource):
+    reap_dead_runs(context.instance, job_names=[scoring_job.name])
+    cursor = ScoringCursor.load(context.cursor)
+    in_flight = context.instance.get_run_records(
+        filters=RunsFilter(job_name=scoring_job.name, statuses=_IN_PROGRESS), limit=1
+    )
+    wait = _settle_pending(context, cursor)
+    if in_flight:
+        wait = wait or f"scoring run {in_flight[0].dagster_run.run_id} in flight"
+    if wait:
+        return SensorResult(skip_reason=SkipReason(wait), cursor=cursor.dump())
+    from mlflow.exceptions import MlflowException
+
+    from nids_core.model_registry import GateNotPassed, NoChampion
+
+    try:
+        champion = str(model_registry.registry().servable_champion().version)
+    except (NoChampion, GateNotPassed) as exc:
+        return SensorResult(skip_reason=SkipReason(str(exc)), cursor=cursor.dump())
+    except (MlflowException, OSError) as exc:
+        return SensorResult(
+            skip_reason=SkipReason(f"model registry unreachable: {str(exc)[:300]}"),
+            cursor=cursor.dump(),
+        )
+    newest = _newest_hot_flows(context)
+    if newest <= cursor.covered and champion == cursor.champion and cursor.run_key is None:
+        return SensorResult(
+            skip_reason=SkipReason(f"no new hot flows to score (champion v{champion})"),
+            cursor=cursor.dump(),
+        )
+    cursor.attempt += 1
+    cursor.upto, cursor.wanted_champion, cursor.requested_at = newest, champion, time.time()
+    cursor.run_key = f"score:{newest}:v{champion}" + (
+        f"#{cursor.attempt}" if cursor.attempt > 1 else ""
+    )
+    request = RunRequest(
+        run_key=cursor.run_key,
+        tags={"nids/champion": champion, "nids/hot_flows_upto": str(newest)},
+    )
+    return SensorResult(run_requests=[request], cursor=cursor.dump())
