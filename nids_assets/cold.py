@@ -3,7 +3,15 @@
 from datetime import UTC, date, datetime
 
 import polars as pl
-from dagster import AssetExecutionContext, Config, MaterializeResult, RetryPolicy, asset
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
 from pydantic import Field
 
 from nids_assets.ingestion import flow_batch
@@ -19,23 +27,32 @@ from nids_resources.stores import ColdStoreResource, HotStoreResource
     group_name="cold_storage",
     kinds={"parquet", "s3"},
     retry_policy=RetryPolicy(max_retries=2, delay=5),
+    # A backfill over a range runs once for the whole range, so duplicates across its days
+    # are seen together.
+    backfill_policy=BackfillPolicy.single_run(),
 )
 def cold_flows(context: AssetExecutionContext, cold_store: ColdStoreResource) -> MaterializeResult:
     """Cold flows of one UTC day at `<cold>/flows/date=YYYY-MM-DD/part-0.parquet`, rebuilt whole
-    and atomically from that day's landing files: deduplicated on uid, sorted by (ts, uid),
-    so backfilling any range any number of times gives identical files."""
-    day = context.partition_key
+    and atomically from that day's landing files: deduplicated on uid (across all the days
+    one run rebuilds: a flow delivered twice with timestamps on two days is kept once, on the
+    day of its first delivery), sorted by (ts, uid), so backfilling any range any number of
+    times gives identical files."""
     store = cold_store.store()
-    rows = store.rewrite_cold_day(day)
-    path = store.cold_file(day)
-    size = store.fs.size(path)
-    context.log.info(f"cold partition {day}: {rows} flows -> {path}")
+    days = list(context.partition_keys)
+    rows = store.rewrite_cold_days(days)
+    for day in days:
+        context.log.info(f"cold partition {day}: {rows[day]} flows -> {store.cold_file(day)}")
+    # One result for the run; with a range, each day's figures are in `rows_by_day`.
     return MaterializeResult(
         metadata={
-            "rows": rows,
-            "path": f"{store.url}/flows/date={day}/part-0.parquet",
-            "bytes": size,
-            "landing_files": len(store.landing_files(day)),
+            "rows": sum(rows.values()),
+            "rows_by_day": MetadataValue.json(rows),
+            "path": f"{store.url}/flows/date={days[0]}/part-0.parquet"
+            if len(days) == 1
+            else f"{store.url}/flows/date={{{days[0]}..{days[-1]}}}/",
+            "bytes": sum(store.fs.size(store.cold_file(d)) for d in days),
+            "landing_files": sum(len(store.landing_files(d)) for d in days),
+            "days_rebuilt_together": len(days),
         }
     )
 

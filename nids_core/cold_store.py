@@ -231,21 +231,30 @@ class ColdStore:
         return self._day_files("landing", day)
 
     def rewrite_cold_day(self, day: date | str) -> int:
-        """Rebuild one cold partition whole from the landing zone; returns its row count.
+        """Rebuild one cold partition whole from the landing zone; returns its row count."""
+        return self.rewrite_cold_days([str(day)])[str(day)]
 
-        Rows are deduplicated on uid (lowest Kafka provenance wins) and sorted by (ts, uid),
-        so the same landing data always gives a byte-identical file.
+    def rewrite_cold_days(self, days: Sequence[date | str]) -> dict[str, int]:
+        """Rebuild cold partitions whole from the landing zone; returns rows per day.
+
+        Rows are deduplicated on uid across all the days rebuilt together: the copy with the
+        lowest Kafka provenance wins (as in the hot table) and stays on its own day, so a
+        flow delivered twice with timestamps on two days is stored once. Each day is sorted
+        by (ts, uid), so the same landing data always gives byte-identical files.
         """
-        day = str(day)
-        files = self.landing_files(day)
-        frames = [self._read_parquet(f) for f in files]
+        days = sorted({str(d) for d in days})
+        frames = [self._read_parquet(f) for d in days for f in self.landing_files(d)]
         if frames:
             flows = dedupe_batch(pl.concat(frames).select(list(LANDING_SCHEMA)))
         else:
             flows = pl.DataFrame(schema=LANDING_SCHEMA)
-        flows = flows.sort(["ts", "uid"])
-        self._put(self.cold_file(day), parquet_bytes(flows))
-        return flows.height
+        day_of = pl.col("ts").dt.date().cast(pl.String)
+        rows = {}
+        for day in days:
+            part = flows.filter(day_of == day).sort(["ts", "uid"])
+            self._put(self.cold_file(day), parquet_bytes(part))
+            rows[day] = part.height
+        return rows
 
     def read_cold_day(self, day: date | str) -> pl.DataFrame:
         path = self.cold_file(str(day))

@@ -16,8 +16,10 @@ class PartitionLag:
 
     @property
     def lag(self) -> int:
-        # Nothing committed yet: everything still in the log is unconsumed.
-        start = self.committed if self.committed is not None else self.low
+        # Nothing committed yet, or an offset beyond the log's end (the topic was recreated):
+        # everything still in the log is unconsumed.
+        valid = self.committed is not None and self.committed <= self.high
+        start = self.committed if valid else self.low
         return max(0, self.high - start)
 
 

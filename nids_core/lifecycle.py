@@ -41,6 +41,41 @@ def _missing_from_cold(store: ColdStore, day: str, uids: pl.Series) -> int:
     return int((~uids.is_in(cold.implode())).sum())
 
 
+IMPLAUSIBLE_REASON = "ts outside the plausible window (found in the hot table)"
+
+
+def quarantine_implausible(
+    con: duckdb.DuckDBPyConnection, earliest: datetime, latest: datetime
+) -> int:
+    """Move hot flows whose `ts` lies outside [earliest, latest] (stored before ingest
+    quarantined such records) to `quarantine`, with their predictions removed, in one
+    transaction. Such a row never ages past the retention cutoff and has no cold partition;
+    left in place, it would stay in the hot table for good. The row itself is kept, as JSON,
+    in the quarantine's `raw` column."""
+    where = "ts < $earliest OR ts > $latest"
+    params = {"earliest": earliest, "latest": latest}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _implausible AS SELECT * FROM flows WHERE {where}",
+            params,
+        )
+        moved = con.execute(
+            'INSERT INTO quarantine (topic, "partition", "offset", raw, error, quarantined_at) '
+            'SELECT topic, "partition", "offset", '
+            "CAST(to_json(i) AS VARCHAR)::BLOB, $reason, now() FROM _implausible i",
+            {"reason": IMPLAUSIBLE_REASON},
+        ).fetchone()[0]
+        con.execute("DELETE FROM predictions WHERE uid IN (SELECT uid FROM _implausible)")
+        con.execute("DELETE FROM flows WHERE uid IN (SELECT uid FROM _implausible)")
+        con.execute("DROP TABLE _implausible")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(moved)
+
+
 def expire_hot_data(
     con: duckdb.DuckDBPyConnection, store: ColdStore, cutoff: datetime, rebuild: bool = True
 ) -> list[DayExpiry]:

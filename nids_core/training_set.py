@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from nids_core.cold_store import ColdStore
+from nids_core.hot_store import dedupe_batch
 from nids_core.splits import SPLITS, time_split
 
 TRAINING_SET_PATH = "training/training_set.parquet"
@@ -45,7 +46,8 @@ def build_training_set(
     frames = [store.read_cold_day(d) for d in wanted]
     flows = pl.concat(frames) if frames else pl.DataFrame()
     if flows.height:
-        flows = flows.filter(pl.col("label").is_not_null())
+        # A flow stored on two days (rebuilt apart) is trained on once.
+        flows = dedupe_batch(flows).filter(pl.col("label").is_not_null())
     if flows.height == 0:
         raise ValueError(
             f"no labelled flows in cold partitions {first} .. {end} "

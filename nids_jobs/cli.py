@@ -81,6 +81,36 @@ def replay(paths, bootstrap, topic, client, rate, shift_to_now, repeat, limit) -
 
 
 @main.command()
+@click.option(
+    "--until-idle",
+    is_flag=True,
+    help="Keep going (retrying failed batches after their backoff) until the consumer group "
+    "has caught up on every partition; exit 0 then, 1 on --timeout.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="With --until-idle: give up after this many seconds (default: no limit).",
+)
+@click.option("--cold/--no-cold", default=True, show_default=True, help="Rebuild cold days.")
+@click.option("--score/--no-score", default=False, show_default=True, help="Also score.")
+def ingest(until_idle, timeout, cold, score) -> None:
+    """Drain the Kafka topic through the same sensor and ingest job the daemon runs, in this
+    process, against $DAGSTER_HOME (default: var/dagster, created with the embedded
+    default's instance settings). Without --until-idle, one pass; exits non-zero if a
+    batch failed."""
+    from nids_jobs.until_idle import ingest_until_idle
+
+    outcome = ingest_until_idle(
+        until_idle=until_idle, timeout_s=timeout, cold=cold, score=score, echo=click.echo
+    )
+    click.echo(outcome.summary)
+    if not outcome.ok:
+        raise SystemExit(1)
+
+
+@main.command()
 @click.option("--port", type=int, default=9092, show_default=True)
 @click.option("--topic", default="zeek.conn", show_default=True)
 @click.option("--partitions", type=int, default=1, show_default=True)

@@ -6,14 +6,6 @@ from pathlib import Path
 
 import click
 
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1
-"""
-
 
 def _data_files() -> tuple[Path, list[Path]]:
     """The data directory's captures; downloaded into ./data when there are none."""
@@ -53,7 +45,9 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
     home.mkdir(parents=True, exist_ok=True)
     dagster_home = home / "dagster"
     dagster_home.mkdir(exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    from nids_jobs.instance import EMBEDDED_DAGSTER_YAML
+
+    (dagster_home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
     data, files = _data_files()
     click.echo(f"data directory: {data} ({len(files)} files)")
 

@@ -11,7 +11,8 @@ from dagster import (
     op,
 )
 
-from nids_core.lifecycle import expire_hot_data
+from nids_core.lifecycle import expire_hot_data, quarantine_implausible
+from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
@@ -22,14 +23,23 @@ def expire_hot_flows(
     hot_store: HotStoreResource,
     cold_store: ColdStoreResource,
     serving: ServingSettingsResource,
+    plausible_time: PlausibleTimeResource,
 ) -> None:
     """Delete hot flows (and their predictions) older than NIDS_HOT_RETENTION_HOURS, per
     UTC day, only when the day's cold partition holds all of them (rebuilt from the landing
-    zone first if it does not); predictions are merged into the cold store first."""
+    zone first if it does not); predictions are merged into the cold store first. Flows
+    whose ts lies outside the plausible window (stored by earlier versions) are moved to
+    `quarantine` instead: they would never expire."""
     cutoff = datetime.now(UTC) - timedelta(hours=serving.hot_retention_hours)
     store = cold_store.store()
+    earliest, latest = plausible_time.window().bounds()
     with hot_store.connect() as con:
+        moved = quarantine_implausible(con, earliest, latest)
         results = expire_hot_data(con, store, cutoff)
+    if moved:
+        context.log.warning(
+            f"moved {moved} hot flows with a ts outside the plausible window to quarantine"
+        )
     if not results:
         context.log.info(f"no hot flows older than {cutoff.isoformat()}")
     for r in results:

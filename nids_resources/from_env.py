@@ -33,7 +33,7 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("NIDS_KAFKA_SASL_USERNAME", "", "SASL user name"),
     ("NIDS_KAFKA_SASL_PASSWORD", "", "SASL password (secret)"),
     ("NIDS_KAFKA_SSL_CAFILE", "", "CA bundle for SSL"),
-    ("NIDS_KAFKA_SENSOR_INTERVAL_S", "5", "Seconds between Kafka sensor ticks"),
+    ("NIDS_KAFKA_SENSOR_INTERVAL_S", "2", "Seconds between Kafka sensor ticks"),
     ("NIDS_TS_EARLIEST", "1990-01-01", "Flows with an earlier ts are quarantined"),
     (
         "NIDS_TS_MAX_AHEAD_HOURS",
@@ -85,7 +85,7 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("NIDS_LAG_WARN_RECORDS", "100000", "Consumer lag per partition that warns"),
     ("NIDS_LAG_FAIL_RECORDS", "1000000", "Consumer lag per partition that fails"),
     ("NIDS_LAG_SENSOR_INTERVAL_S", "60", "Seconds between consumer-lag observations"),
-    ("NIDS_SCORING_SENSOR_INTERVAL_S", "5", "Seconds between scoring sensor ticks"),
+    ("NIDS_SCORING_SENSOR_INTERVAL_S", "2", "Seconds between scoring sensor ticks"),
     ("NIDS_DEAD_RUN_SENSOR_INTERVAL_S", "15", "Seconds between checks for runs whose process died"),
     (
         "NIDS_DATA_DIR",

@@ -21,8 +21,9 @@ from nids_resources.settings import env_int
     minimum_interval_seconds=env_int("NIDS_COLD_SENSOR_INTERVAL_S", 60),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Reads new `flow_batch` materializations and requests a rebuild of each cold daily "
-        "partition they touched (one run per day and tick, keyed by the newest landing event)."
+        "Reads new `flow_batch` materializations and requests one rebuild of the cold daily "
+        "partitions they touched (the range from the first to the last touched day, keyed by "
+        "the newest landing event)."
     ),
 )
 def cold_flows_sensor(context: SensorEvaluationContext):
@@ -44,8 +45,20 @@ def cold_flows_sensor(context: SensorEvaluationContext):
     out_of_range = sorted(days - valid)
     if out_of_range:
         context.log.warning(f"landed days outside the cold partitions: {out_of_range}")
-    requests = [
-        RunRequest(run_key=f"cold:{day}:{newest}", partition_key=day)
-        for day in sorted(days & valid)
-    ]
-    return SensorResult(run_requests=requests, cursor=str(newest))
+    touched = sorted(days & valid)
+    if not touched:
+        return SensorResult(skip_reason=SkipReason("no landed days in range"), cursor=str(newest))
+    # One run for all touched days (the range between them), so duplicates across those
+    # days are resolved together; a single day is a plain partition run.
+    first, last = touched[0], touched[-1]
+    if first == last:
+        request = RunRequest(run_key=f"cold:{first}:{newest}", partition_key=first)
+    else:
+        request = RunRequest(
+            run_key=f"cold:{first}..{last}:{newest}",
+            tags={
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+            },
+        )
+    return SensorResult(run_requests=[request], cursor=str(newest))

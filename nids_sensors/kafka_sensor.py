@@ -61,7 +61,7 @@ def _run_status(context: SensorEvaluationContext, key: str) -> tuple[BatchStatus
 
 @sensor(
     job=ingest_job,
-    minimum_interval_seconds=env_int("NIDS_KAFKA_SENSOR_INTERVAL_S", 5),
+    minimum_interval_seconds=env_int("NIDS_KAFKA_SENSOR_INTERVAL_S", 2),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Finds partitions of the Zeek topic where consumer group `nids-etl` is behind the high "

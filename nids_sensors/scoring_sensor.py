@@ -101,7 +101,7 @@ def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> 
 
 @sensor(
     job=scoring_job,
-    minimum_interval_seconds=env_int("NIDS_SCORING_SENSOR_INTERVAL_S", 5),
+    minimum_interval_seconds=env_int("NIDS_SCORING_SENSOR_INTERVAL_S", 2),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Requests a scoring run (flow_predictions, alerts) whenever hot_flows has new batches "

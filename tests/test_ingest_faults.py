@@ -119,3 +119,33 @@ def test_a_failed_landing_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         store.write_frame("training/set.parquet", pl.DataFrame({"a": [1]}))
     assert list((tmp_path / "cold" / "training").iterdir()) == []
+
+
+def test_a_flow_delivered_again_with_a_ts_on_another_day_is_stored_once_in_cold(
+    broker, topic, tmp_path, instance, make_defs
+):
+    """The hot table keeps one row per uid (the first delivery); the cold store, rebuilt for
+    the days the batches touched, must agree instead of keeping the flow on both days."""
+    first = [_good(i) for i in range(5)]
+    moved = rec(uid="Cgood2", ts=GOOD["ts"] + 86_400)  # the same flow, a day later
+    produce(broker, topic, first)
+    defs = make_defs()
+    cursors: dict = {}
+    assert drain(defs, instance, cursors, serve=False).failed_runs == 0
+    produce(broker, topic, [moved, _good(9)])
+    result = drain(defs, instance, cursors, serve=False)
+    assert result.failed_runs == 0 and result.cold_runs == 1
+    store = defs.resources["cold_store"].store()
+    days = store.cold_days()
+    assert len(days) == 2
+    cold = pl.concat([store.read_cold_day(d) for d in days])
+    assert cold.height == cold["uid"].n_unique() == 6
+    kept = cold.filter(pl.col("uid") == "Cgood2")
+    assert kept["offset"].to_list() == [2]  # the first delivery's copy, on its own day
+    assert hot_counts(tmp_path)[:2] == (6, 6)
+    # Rebuilding the same range again gives the same files.
+    from tests.ingest_helpers import file_digests
+
+    before = file_digests(tmp_path / "cold" / "flows")
+    assert store.rewrite_cold_days(days) == {days[0]: 6, days[1]: 0}
+    assert file_digests(tmp_path / "cold" / "flows") == before

@@ -329,3 +329,40 @@ def test_cold_predictions_rescore_a_day_with_a_chosen_version(
     assert set(files[0]["model_version"]) == {v1}
     assert files[0].equals(files[1])
     assert store.read_predictions(day) is None  # nothing was served for this topic yet
+
+
+def test_a_far_future_flow_stored_earlier_neither_pins_the_newest_window_nor_stays_hot(
+    broker, topic, tmp_path, instance
+):
+    """Rows stored before ingest quarantined implausible timestamps: one flow in 2286 must
+    not stand for "the newest window" of the attack-rate check, and the lifecycle moves it to
+    quarantine (it would never expire and has no cold partition)."""
+    from nids_core.alerts import latest_attack_rate
+    from nids_core.hot_store import ensure_schema, upsert_flows
+    from nids_core.lifecycle import IMPLAUSIBLE_REASON
+    from tests.conftest import FIXTURES
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    flows = read_zeek_file(FIXTURES / "conn.log").flows.head(4)
+    flows = flows.with_columns(
+        pl.Series("ts", [now, now, now, datetime(2286, 11, 20, tzinfo=UTC)]),
+        pl.lit("zeek.conn").alias("topic"),
+        pl.lit(0, dtype=pl.Int32).alias("partition"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("offset"),
+    )
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    ensure_schema(con)
+    upsert_flows(con, flows)
+    for uid, score in zip(flows["uid"], [0.1, 0.2, 0.95, 1.0], strict=True):
+        label = "malicious" if score >= 0.9 else "benign"
+        con.execute("INSERT INTO predictions VALUES (?, ?, ?, '1', now())", [uid, score, label])
+    window, scored, attacks = latest_attack_rate(con, 0.9, 15)
+    assert (scored, attacks) == (3, 1) and window.startswith(str(now.year))
+    con.close()
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    assert defs.resolve_job_def("hot_lifecycle_job").execute_in_process(instance=instance).success
+    assert _hot(tmp_path, "SELECT count(*) FROM flows") == [(3,)]
+    assert _hot(tmp_path, "SELECT count(*) FROM predictions") == [(3,)]
+    quarantined = _hot(tmp_path, "SELECT error, CAST(raw AS VARCHAR) FROM quarantine")
+    assert len(quarantined) == 1 and quarantined[0][0] == IMPLAUSIBLE_REASON
+    assert flows["uid"][3] in quarantined[0][1] and "2286" in quarantined[0][1]

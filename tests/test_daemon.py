@@ -1,0 +1,211 @@
+"""Under the real Dagster daemon (`dagster-daemon run` on a temporary embedded-default
+instance, as users run it): a stream that never stops is scored while it runs, and a run
+whose process is lost with its code server (a lost pod, the OOM killer) does not stop the
+partition."""
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import duckdb
+import mlflow
+import polars as pl
+import psutil
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from nids_core.kafka_log import KafkaSettings, open_client, open_producer
+from nids_core.local_broker import create_topic, start_broker
+from nids_core.model_cache import record_artifact_checksum
+from nids_core.model_registry import ModelRegistry
+from nids_core.model_run import train_evaluate_log
+from nids_core.replay import to_zeek_json
+from nids_core.splits import time_split
+from nids_core.training import TrainConfig
+from nids_core.zeek_files import read_zeek_file
+from nids_jobs.local_daemon import embedded_env, start_daemon, stop_daemon
+from nids_sensors.dead_runs import WORKER_TAG
+from tests.conftest import iot23
+
+pytestmark = pytest.mark.slow
+
+RATE = 150  # flows per second
+STREAM_S = 120
+MAX_LATENCY_S = 60
+TRAIN_ON = ("CTU-Malware-Capture-8-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
+STREAM_FROM = ("CTU-Malware-Capture-20-1-labeled.csv.gz", "CTU-Honeypot-Capture-5-1-labeled.csv.gz")
+
+
+def _champion(home) -> None:
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    (home / "mlflow").mkdir(parents=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("daemon", artifact_location=(home / "mlflow" / "art").as_uri())
+    mlflow.set_experiment("daemon")
+    flows = time_split(pl.concat([read_zeek_file(iot23(n)).flows for n in TRAIN_ON]))
+    with mlflow.start_run():
+        run = train_evaluate_log(
+            flows,
+            TrainConfig(max_epochs=30, patience=6, hidden=32),
+            registered_model_name="nids-gnn",
+        )
+    registry = ModelRegistry(uri, "nids-gnn")
+    registry.mark_gate(run.model_version, True)
+    record_artifact_checksum(registry, run.model_version)
+    registry.promote(run.model_version)
+    mlflow.set_tracking_uri(None)
+
+
+def _produce_stream(bootstrap: str, flows: pl.DataFrame, sent: list, stop: threading.Event):
+    """RATE flows/s for STREAM_S seconds, each stamped with its send time."""
+    step = RATE // 10
+    with open_producer("confluent", KafkaSettings(bootstrap, "stream")) as producer:
+        t0 = time.time()
+        for i in range(0, RATE * STREAM_S, step):
+            if (delay := t0 + i / RATE - time.time()) > 0:
+                time.sleep(delay)
+            if stop.is_set():
+                return
+            now = time.time()
+            chunk = flows.slice(i % (flows.height - step), step).with_columns(
+                (pl.col("uid") + f"-s{i}").alias("uid"),
+                pl.lit(datetime.fromtimestamp(now, UTC)).alias("ts"),
+                pl.lit(None, dtype=pl.String).alias("label"),
+            )
+            producer.send_many("zeek.conn", [(None, v) for v in to_zeek_json(chunk)])
+            producer.flush()
+            sent.append((chunk["uid"].to_list(), now))
+
+
+def _predictions_total(instance: DagsterInstance) -> int:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("flow_predictions")), limit=1, ascending=False
+    ).records
+    if not records:
+        return 0
+    return int(records[0].asset_materialization.metadata["predictions_total"].value)
+
+
+def _read(home, sql: str, attempts: int = 100):
+    """A read-only query; waits while a run holds DuckDB's write lock."""
+    for _ in range(attempts):
+        try:
+            con = duckdb.connect(str(home / "nids.duckdb"), read_only=True)
+        except duckdb.IOException:
+            time.sleep(0.3)
+            continue
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+    raise TimeoutError("DuckDB stayed locked")
+
+
+def _committed(bootstrap: str) -> int | None:
+    with open_client("kafka-python", KafkaSettings(bootstrap, "nids-etl")) as client:
+        return client.committed("zeek.conn", [0])[0]
+
+
+def test_stream_is_scored_while_it_runs_and_a_lost_worker_does_not_stop_the_partition(
+    tmp_path,
+):
+    home = tmp_path
+    _champion(home)
+    flows = pl.concat([read_zeek_file(iot23(n)).flows for n in STREAM_FROM])
+    with start_broker(log_path=home / "broker.log") as broker:
+        create_topic(broker.bootstrap_servers, "zeek.conn", 1)
+        env = embedded_env(home, broker.bootstrap_servers)
+        daemon = start_daemon(env, home / "daemon.log")
+        instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
+        try:
+            # ---------------------------------------------- a stream that does not stop
+            sent: list = []
+            stop = threading.Event()
+            producer = threading.Thread(
+                target=_produce_stream, args=(broker.bootstrap_servers, flows, sent, stop)
+            )
+            producer.start()
+            seen: list[tuple[float, int]] = []
+            while producer.is_alive():
+                time.sleep(10)
+                seen.append((time.time(), _predictions_total(instance)))
+            producer.join()
+            stream_end = time.time()
+            total = sum(len(uids) for uids, _ in sent)
+            assert total == RATE * STREAM_S
+            deadline = time.time() + MAX_LATENCY_S + 30
+            while _predictions_total(instance) < total and time.time() < deadline:
+                time.sleep(3)
+
+            # Predictions grew while the stream ran, not only after it stopped.
+            during = [n for t, n in seen if t < stream_end]
+            assert during[len(during) // 2] > 0, seen
+            assert during[-1] > during[len(during) // 2], seen
+            assert during[-1] >= total * 0.5, seen
+            sent_at = pl.DataFrame(
+                {
+                    "uid": [u for uids, _ in sent for u in uids],
+                    "sent_at": [t for uids, t in sent for _ in uids],
+                }
+            )
+            predicted = pl.DataFrame(
+                _read(home, "SELECT uid, epoch_us(predicted_at) / 1e6 FROM predictions"),
+                schema=["uid", "predicted_at"],
+                orient="row",
+            )
+            joined = sent_at.join(predicted, on="uid", how="left")
+            assert joined["predicted_at"].null_count() == 0
+            latency = joined["predicted_at"] - joined["sent_at"]
+            print(
+                f"daemon stream: {total} flows at {RATE}/s; produce->prediction p50 "
+                f"{latency.median():.1f} s, p95 {latency.quantile(0.95):.1f} s, "
+                f"max {latency.max():.1f} s"
+            )
+            assert latency.max() <= MAX_LATENCY_S
+
+            # ---------------------------------------------- a lost worker mid-batch
+            burst = pl.concat(
+                flows.with_columns((pl.col("uid") + f"-burst{i}").alias("uid")) for i in range(6)
+            ).with_columns(pl.lit(datetime.now(UTC)).alias("ts"))
+            with open_producer("confluent", KafkaSettings(broker.bootstrap_servers, "b")) as p:
+                p.send_many("zeek.conn", [(None, v) for v in to_zeek_json(burst)])
+            victim = None
+            deadline = time.time() + 60
+            while victim is None and time.time() < deadline:
+                for record in instance.get_run_records(
+                    RunsFilter(job_name="ingest_job", statuses=[DagsterRunStatus.STARTED])
+                ):
+                    if record.dagster_run.tags.get(WORKER_TAG):
+                        victim = record.dagster_run
+                time.sleep(0.05)
+            assert victim is not None, "no ingest run started for the burst"
+            worker_pid = int(victim.tags[WORKER_TAG].split("/")[-2])
+            assert psutil.pid_exists(worker_pid)
+            # The pod is lost: the daemon, its code server and the run's process, at once.
+            stop_daemon(daemon, kill=True)
+            assert not psutil.pid_exists(worker_pid) or (
+                psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
+            )
+            assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.STARTED
+            # It comes back (as a restarted pod would), and the partition recovers by itself.
+            daemon = start_daemon(env, home / "daemon.log")
+            expected = total + burst.height
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                if _committed(broker.bootstrap_servers) == expected:
+                    break
+                time.sleep(2)
+            assert _committed(broker.bootstrap_servers) == expected
+            dead = instance.get_run_by_id(victim.run_id)
+            assert dead.status == DagsterRunStatus.FAILURE
+            reason = [
+                e.message
+                for e in instance.all_logs(victim.run_id)
+                if "worker process" in (e.message or "")
+            ]
+            assert reason and "is gone" in reason[0]
+        finally:
+            stop_daemon(daemon)
+        assert _read(home, "SELECT count(*), count(DISTINCT uid) FROM flows") == [
+            (expected, expected)
+        ]

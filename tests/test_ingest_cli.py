@@ -1,0 +1,73 @@
+"""`nids ingest --until-idle`, the daemon's ingest loop in one process: it drains the topic
+and exits 0 once caught up, and a run left "started" by an ingest process that was killed
+mid-batch is failed and its batch taken up by the next one."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from nids_core.kafka_log import KafkaSettings, open_client
+from nids_jobs.local_daemon import embedded_env
+from nids_sensors.dead_runs import WORKER_TAG
+from tests.conftest import iot23
+from tests.ingest_helpers import replay
+
+NIDS = str(Path(sys.executable).parent / "nids")
+
+
+@pytest.mark.slow
+def test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one(broker, topic, tmp_path):
+    stats = replay(broker, topic, [iot23("CTU-Malware-Capture-34-1.conn.log.labeled.gz")], repeat=4)
+    env = embedded_env(tmp_path, broker.bootstrap_servers, NIDS_KAFKA_TOPIC=topic)
+    first = subprocess.Popen(
+        [NIDS, "ingest", "--until-idle", "--no-cold"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    victim = None
+    deadline = time.time() + 120
+    while victim is None and time.time() < deadline and first.poll() is None:
+        time.sleep(0.05)
+        try:
+            instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
+        except Exception:  # not created yet
+            continue
+        for record in instance.get_run_records(
+            RunsFilter(job_name="ingest_job", statuses=[DagsterRunStatus.STARTED])
+        ):
+            if record.dagster_run.tags.get(WORKER_TAG, "").split("/")[-2:-1] == [str(first.pid)]:
+                victim = record.dagster_run
+    assert victim is not None, first.communicate()[0].decode()[-2000:]
+    first.send_signal(signal.SIGKILL)  # mid-batch: the run's process is gone
+    first.wait(30)
+    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.STARTED
+
+    second = subprocess.run(
+        [NIDS, "ingest", "--until-idle", "--timeout", "180"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "caught up: lag 0 on every partition" in second.stdout
+    dead = instance.get_run_by_id(victim.run_id)
+    assert dead.status == DagsterRunStatus.FAILURE
+    assert any("is gone" in (e.message or "") for e in instance.all_logs(victim.run_id))
+    with open_client("kafka-python", KafkaSettings(broker.bootstrap_servers, "nids-etl")) as c:
+        assert c.committed(topic, [0])[0] == stats.sent
+    con = duckdb.connect(env["NIDS_DUCKDB_PATH"], read_only=True)
+    try:
+        stored, uids, quarantined = con.execute(
+            "SELECT count(*), count(DISTINCT uid), (SELECT count(*) FROM quarantine) FROM flows"
+        ).fetchone()
+    finally:
+        con.close()
+    assert stored == uids and stored + quarantined == stats.sent

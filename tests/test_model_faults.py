@@ -1,0 +1,257 @@
+"""The model lifecycle under faults, on real MLflow stores (SQLite, as the embedded default
+uses) and real model files: the gate holds on every path that moves `champion`, the model
+cache is keyed and verified before anything is unpickled, downloads never fall back to a
+process-default registry, and a broken champion does not block its replacement."""
+
+import json
+import pickle
+import shutil
+import stat
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterInstance,
+    SensorResult,
+    build_sensor_context,
+    materialize,
+)
+
+from nids_assets.model import gnn_model
+from nids_core import model_cache
+from nids_core.model_cache import (
+    ArtifactMismatch,
+    champion_scorer,
+    load_version,
+    record_artifact_checksum,
+)
+from nids_core.model_registry import GATE_OVERRIDE_TAG, GateNotPassed, ModelRegistry
+from nids_core.model_run import train_evaluate_log
+from nids_core.splits import time_split
+from nids_core.training import TrainConfig
+from nids_core.training_set import TRAINING_SET_PATH
+from nids_core.zeek_files import read_zeek_file
+from nids_jobs.cli import main as cli
+from nids_jobs.definitions import build_definitions
+from tests.conftest import iot23, make_resources
+
+TINY = TrainConfig(max_epochs=15, patience=5, hidden=16)
+CAPTURES = ("CTU-Malware-Capture-20-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
+
+
+@pytest.fixture(scope="module")
+def flows():
+    return time_split(pl.concat([read_zeek_file(iot23(n)).flows for n in CAPTURES]))
+
+
+def _store(root: Path, name: str) -> str:
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment(name, artifact_location=(root / "artifacts").as_uri())
+    return uri
+
+
+def _train(uri: str, name: str, flows: pl.DataFrame, seed: int, passed: bool) -> str:
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(name)
+    with mlflow.start_run():
+        run = train_evaluate_log(
+            flows, TrainConfig(**{**TINY.__dict__, "seed": seed}), registered_model_name=name
+        )
+    registry = ModelRegistry(uri, name)
+    registry.mark_gate(run.model_version, passed)
+    record_artifact_checksum(registry, run.model_version)
+    mlflow.set_tracking_uri(None)
+    return run.model_version
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory, flows):
+    """Registry A: version 1 passed the gate and is champion, version 2 failed it.
+    Registry B (another MLflow store): its own version 1 of a model with the same name."""
+    root = tmp_path_factory.mktemp("registries")
+    a = _store(root / "a", "nids-gnn")
+    assert _train(a, "nids-gnn", flows, seed=0, passed=True) == "1"
+    assert _train(a, "nids-gnn", flows, seed=1, passed=False) == "2"
+    ModelRegistry(a, "nids-gnn").promote("1")
+    b = _store(root / "b", "nids-gnn")
+    assert _train(b, "nids-gnn", flows, seed=7, passed=True) == "1"
+    return ModelRegistry(a, "nids-gnn"), ModelRegistry(b, "nids-gnn")
+
+
+def _local(uri: str) -> Path:
+    from urllib.parse import urlparse
+
+    return Path(urlparse(uri).path)
+
+
+def _weights(scorer) -> list:
+    return [p.detach().numpy().round(6).tolist() for p in scorer.network.parameters()][:1]
+
+
+def test_rollback_to_a_gate_failed_version_is_refused_unless_explicitly_overridden(
+    registries, monkeypatch, tmp_path
+):
+    a, _ = registries
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", a.tracking_uri)
+    monkeypatch.setenv("NIDS_MODEL_NAME", a.model_name)
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["model", "rollback", "--to", "2"])
+    assert refused.exit_code == 1
+    assert "version 2 has not passed the promotion gate" in refused.output
+    assert str(a.version_by_alias("champion").version) == "1"
+    unexplained = runner.invoke(cli, ["model", "rollback", "--to", "2", "--force"])
+    assert (
+        unexplained.exit_code == 2 and "needs who (--by) and why (--reason)" in unexplained.output
+    )
+    assert str(a.version_by_alias("champion").version) == "1"
+    try:
+        forced = runner.invoke(
+            cli,
+            ["model", "rollback", "--to", "2", "--force", "--by", "alice", "--reason", "INC-42"],
+        )
+        assert forced.exit_code == 0, forced.output
+        assert "gate overridden by alice: INC-42" in forced.output
+        override = json.loads(a.get_version("2").tags[GATE_OVERRIDE_TAG])
+        assert (override["by"], override["reason"]) == ("alice", "INC-42")
+        status = runner.invoke(cli, ["model", "status"])
+        assert (
+            "champion: nids-gnn version 2" in status.output and "gate overridden" in status.output
+        )
+        version, _ = champion_scorer(a, tmp_path / "cache")  # served, under the override
+    finally:
+        a.client.set_registered_model_alias(a.model_name, "champion", "1")
+        a.client.delete_model_version_tag(a.model_name, "2", GATE_OVERRIDE_TAG)
+    assert version == "2"
+
+
+def test_a_champion_moved_by_hand_to_a_failed_version_is_not_served(
+    registries, broker, topic, tmp_path
+):
+    a, _ = registries
+    a.client.set_registered_model_alias(a.model_name, "champion", "2")  # e.g. in the MLflow UI
+    try:
+        with pytest.raises(GateNotPassed, match="points at version 2, whose promotion gate is"):
+            champion_scorer(a, tmp_path / "cache")
+        defs = build_definitions(
+            make_resources(
+                broker, topic, tmp_path, tracking_uri=a.tracking_uri, model_name=a.model_name
+            )
+        )
+        with (
+            DagsterInstance.ephemeral() as instance,
+            build_sensor_context(
+                instance=instance, resources=defs.resources, definitions=defs
+            ) as ctx,
+        ):
+            result = defs.resolve_sensor_def("scoring_sensor")(ctx)
+        assert isinstance(result, SensorResult) and not result.run_requests
+        assert "whose promotion gate is 'failed'" in result.skip_reason.skip_message
+    finally:
+        a.client.set_registered_model_alias(a.model_name, "champion", "1")
+
+
+def test_the_cache_never_serves_another_registrys_version_under_the_same_label(
+    registries, tmp_path
+):
+    a, b = registries
+    cache = tmp_path / "cache"
+    model_cache._MEMORY.clear()
+    from_a, from_b = load_version(a, "1", cache), load_version(b, "1", cache)
+    assert _weights(from_a) != _weights(from_b)
+    model_cache._MEMORY.clear()  # a new process: only the disk cache is left
+    assert _weights(load_version(b, "1", cache)) == _weights(from_b)
+    assert _weights(load_version(a, "1", cache)) == _weights(from_a)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+
+
+class _Planted:
+    """A pickle that, if ever loaded, leaves a file behind."""
+
+    marker: Path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "the planted pickle ran"))
+
+
+def _plant(path: Path, marker: Path) -> None:
+    planted = _Planted()
+    planted.marker = marker
+    path.write_bytes(pickle.dumps(planted))
+
+
+def test_a_pickle_planted_in_the_cache_is_never_unpickled(registries, tmp_path):
+    a, _ = registries
+    cache = tmp_path / "cache"
+    model_cache._MEMORY.clear()
+    genuine = _weights(load_version(a, "1", cache))
+    (model_file,) = cache.rglob("model.pth")
+    marker = tmp_path / "pwned"
+    _plant(model_file, marker)
+    model_cache._MEMORY.clear()
+    reloaded = load_version(a, "1", cache)  # the checksum fails: downloaded again instead
+    assert not marker.exists()
+    assert _weights(reloaded) == genuine
+
+
+def test_a_tampered_artifact_in_the_registry_is_refused_before_loading(registries, tmp_path):
+    a, _ = registries
+    source = _local(a.client.get_model_version_download_uri(a.model_name, "1"))
+    (model_file,) = source.rglob("model.pth")
+    original = model_file.read_bytes()
+    marker = tmp_path / "pwned"
+    _plant(model_file, marker)
+    model_cache._MEMORY.clear()
+    try:
+        with pytest.raises(ArtifactMismatch, match="do not match the checksum recorded"):
+            load_version(a, "1", tmp_path / "fresh-cache")
+        assert not marker.exists()
+    finally:
+        model_file.write_bytes(original)
+
+
+def test_downloads_resolve_through_the_explicit_registry_not_the_process_default(
+    registries, tmp_path, monkeypatch
+):
+    a, _ = registries
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    model_cache._MEMORY.clear()
+    load_version(a, "1", tmp_path / "cache")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no ./mlflow.db, ./mlruns
+
+
+@pytest.mark.slow
+def test_a_broken_champion_does_not_block_training_a_challenger(flows, tmp_path, broker, topic):
+    uri = _store(tmp_path / "registry", "nids-gnn")
+    champion = _train(uri, "nids-gnn", flows, seed=0, passed=True)
+    registry = ModelRegistry(uri, "nids-gnn")
+    registry.promote(champion)
+    shutil.rmtree(_local(registry.client.get_model_version_download_uri("nids-gnn", champion)))
+    resources = make_resources(
+        broker,
+        topic,
+        tmp_path,
+        tracking_uri=uri,
+        model_settings={"max_epochs": 15, "patience": 5, "hidden": 16, "loco_evaluation": False},
+        serving={"model_cache_dir": str(tmp_path / "cache")},
+    )
+    resources["cold_store"].store().write_frame(TRAINING_SET_PATH, flows)
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([gnn_model], resources=resources, instance=instance)
+        assert result.success
+        check = instance.get_latest_asset_check_evaluation_record(
+            AssetCheckKey(AssetKey("gnn_model"), "gate_not_worse_than_champion")
+        )
+    detail = check.event.dagster_event.event_specific_data.metadata["detail"].value
+    assert f"champion version {champion} could not be loaded" in detail
+    assert str(registry.version_by_alias("challenger").version) == "2"
