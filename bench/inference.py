@@ -4,12 +4,12 @@
     least 200,000 flows (uids made unique, each pass moved later in time so passes do not
     share graph windows) in a hot DuckDB table, scored by `score_unscored` with a model
     trained here on the same captures.
-(b) End-to-end latency at a steady rate: a producer thread sends the captures' flows at
+(b) End-to-end latency at a steady rate, the way users run it: under the real Dagster
+    daemon (`dagster-daemon run` on an embedded-default home: queued runs, each launched in
+    its own process, sensors at their default intervals), the bundled broker and a local
+    MLflow store holding the champion. A producer thread sends the captures' flows at
     --rate flows/s (default 1,000) for --seconds (default 120) with their timestamps set to
-    the send time; the sensors are ticked at their default intervals (Kafka sensor every
-    5 s, serving automation every 30 s) and their runs executed in this process, one at a
-    time, against a real Dagster instance, the bundled broker and a local MLflow store.
-    Latency = predicted_at - send time, for every flow sent.
+    the send time. Latency = predicted_at - send time, for every flow sent.
 The last line is the contract: `inference: <N> flows/s, e2e p50 <A> s, p95 <B> s`.
 """
 
@@ -30,12 +30,13 @@ import duckdb
 import mlflow
 import numpy as np
 import polars as pl
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance
 
 from nids_core.data_dir import find_data_dir, iot23_files
 from nids_core.hot_store import ensure_schema, upsert_flows
 from nids_core.kafka_log import KafkaSettings, open_producer
 from nids_core.local_broker import create_topic, start_broker
+from nids_core.model_cache import record_artifact_checksum
 from nids_core.model_registry import ModelRegistry
 from nids_core.model_run import train_evaluate_log
 from nids_core.replay import to_zeek_json
@@ -43,19 +44,7 @@ from nids_core.scoring import score_unscored
 from nids_core.splits import time_split
 from nids_core.training import TrainConfig
 from nids_core.zeek_files import read_zeek_file
-from nids_jobs.definitions import build_definitions
-from nids_jobs.driver import _tick, execute_request, run_automation
-from nids_resources.kafka import KafkaResource
-from nids_resources.mlflow import (
-    MlflowTrackingResource,
-    ModelRegistryResource,
-    ModelSettingsResource,
-)
-from nids_resources.serving import ServingSettingsResource
-from nids_resources.stores import ColdStoreResource, HotStoreResource
-
-KAFKA_SENSOR_INTERVAL_S = 5  # the sensors' defaults (NIDS_KAFKA_SENSOR_INTERVAL_S)
-AUTOMATION_INTERVAL_S = 30  # (NIDS_AUTOMATION_INTERVAL_S)
+from nids_jobs.local_daemon import embedded_env, start_daemon, stop_daemon
 
 
 def peak_rss_mib() -> float:
@@ -81,7 +70,10 @@ def train_champion(flows: pl.DataFrame, tracking_uri: str, work: Path) -> ModelR
         )
     registry = ModelRegistry(tracking_uri, "nids-gnn")
     registry.mark_gate(run.model_version, True)
+    record_artifact_checksum(registry, run.model_version)
     registry.set_challenger(run.model_version)
+    registry.promote(run.model_version)
+    mlflow.set_tracking_uri(None)
     return registry
 
 
@@ -138,36 +130,30 @@ def producer_thread(bootstrap, topic, flows, rate, seconds, sent_log, stop):
         producer.flush()
 
 
-def end_to_end(flows, registry, work, rate, seconds):
-    home = work / "dagster_home"
-    home.mkdir()
+def _read_hot(path: Path, sql: str) -> list:
+    """A read-only query; waits while a run holds DuckDB's write lock."""
+    for _ in range(200):
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException:
+            time.sleep(0.2)
+            continue
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+    raise TimeoutError(f"{path} stayed locked")
+
+
+def end_to_end(flows, work, rate, seconds):
+    home = work / "stack"
     with start_broker() as broker:
         topic = "zeek.conn"
         create_topic(broker.bootstrap_servers, topic, 1)
-        defs = build_definitions(
-            {
-                "kafka": KafkaResource(bootstrap_servers=broker.bootstrap_servers, topic=topic),
-                "hot_store": HotStoreResource(database=str(work / "hot.duckdb")),
-                "cold_store": ColdStoreResource(url=str(work / "cold")),
-                "mlflow_tracking": MlflowTrackingResource(
-                    mlflow_tracking_uri=registry.tracking_uri
-                ),
-                "model_registry": ModelRegistryResource(tracking_uri=registry.tracking_uri),
-                "model_settings": ModelSettingsResource(),
-                "serving": ServingSettingsResource(model_cache_dir=str(work / "cache")),
-            }
-        )
-        overrides = {
-            "concurrency": {"pools": {"default_limit": 1}},
-            "telemetry": {"enabled": False},
-        }
-        with DagsterInstance.local_temp(tempdir=str(home), overrides=overrides) as instance:
-            promoted = defs.resolve_job_def("training_job").execute_in_process(
-                instance=instance, asset_selection=[AssetKey("champion_model")]
-            )
-            assert promoted.success
-            cursors: dict = {}
-            run_automation(defs, instance, cursors)  # first evaluation sets the cursor
+        env = embedded_env(home, broker.bootstrap_servers, NIDS_KAFKA_TOPIC=topic)
+        daemon = start_daemon(env, work / "daemon.log")
+        hot = Path(env["NIDS_DUCKDB_PATH"])
+        try:
             sent_log: list = []
             stop = threading.Event()
             producer = threading.Thread(
@@ -175,46 +161,36 @@ def end_to_end(flows, registry, work, rate, seconds):
                 args=(broker.bootstrap_servers, topic, flows, rate, seconds, sent_log, stop),
             )
             producer.start()
-            next_ingest = next_automation = time.monotonic()
-            deadline = time.monotonic() + seconds + 180
-            runs = {"ingest": 0, "scoring": 0, "failed": 0}
-            while time.monotonic() < deadline:
-                now = time.monotonic()
-                if now >= next_ingest:
-                    next_ingest = now + KAFKA_SENSOR_INTERVAL_S
-                    requests, _, cursors["kafka_ingest_sensor"] = _tick(
-                        defs, instance, "kafka_ingest_sensor", cursors
-                    )
-                    for req in requests:
-                        ok = execute_request(defs, instance, "ingest_job", req, "WARNING")
-                        runs["ingest"] += 1
-                        runs["failed"] += 0 if ok else 1
-                if now >= next_automation:
-                    next_automation = now + AUTOMATION_INTERVAL_S
-                    n, failed = run_automation(defs, instance, cursors, "WARNING")
-                    runs["scoring"] += n
-                    runs["failed"] += failed
-                if not producer.is_alive():
-                    sent = sum(len(u) for u, _ in sent_log)
-                    con = duckdb.connect(str(work / "hot.duckdb"), read_only=True)
-                    scored = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
-                    con.close()
-                    if scored >= sent:
-                        break
-                time.sleep(0.2)
-            stop.set()
             producer.join()
+            sent = sum(len(u) for u, _ in sent_log)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if (
+                    hot.exists()
+                    and _read_hot(hot, "SELECT count(*) FROM predictions")[0][0] >= sent
+                ):
+                    break
+                time.sleep(2)
+        finally:
+            stop_daemon(daemon)
+        with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            records = instance.get_run_records(limit=10_000)
+        runs = {
+            "ingest": sum(r.dagster_run.job_name == "ingest_job" for r in records),
+            "scoring": sum(r.dagster_run.job_name == "scoring_job" for r in records),
+            "failed": sum(r.dagster_run.status.value == "FAILURE" for r in records),
+        }
         sent_at = pl.DataFrame(
             {
                 "uid": [u for uids, _ in sent_log for u in uids],
                 "sent_at": [t for uids, t in sent_log for _ in uids],
             }
         )
-        con = duckdb.connect(str(work / "hot.duckdb"), read_only=True)
-        predicted = con.execute(
-            "SELECT uid, epoch_us(predicted_at) / 1e6 AS predicted_at FROM predictions"
-        ).pl()
-        con.close()
+        predicted = pl.DataFrame(
+            _read_hot(hot, "SELECT uid, epoch_us(predicted_at) / 1e6 FROM predictions"),
+            schema=["uid", "predicted_at"],
+            orient="row",
+        )
     joined = sent_at.join(predicted, on="uid", how="left")
     missing = joined["predicted_at"].null_count()
     latency = (joined["predicted_at"] - joined["sent_at"]).drop_nulls().to_numpy()
@@ -230,13 +206,16 @@ def main() -> None:
     try:
         flows = load_flows()
         t0 = time.perf_counter()
-        registry = train_champion(flows, f"sqlite:///{work / 'mlflow.db'}", work)
+        (work / "stack" / "mlflow").mkdir(parents=True)
+        registry = train_champion(
+            flows, f"sqlite:///{work / 'stack' / 'mlflow' / 'mlflow.db'}", work
+        )
         print(f"trained and registered a champion in {time.perf_counter() - t0:.1f} s")
         n, secs = throughput(flows, registry, work)
         rate = n / secs
         print(f"(a) scored {n} flows (graph construction included) in {secs:.2f} s = {rate:,.0f}/s")
         print(f"    peak RSS so far: {peak_rss_mib():,.0f} MiB")
-        sent, missing, latency, runs = end_to_end(flows, registry, work, args.rate, args.seconds)
+        sent, missing, latency, runs = end_to_end(flows, work, args.rate, args.seconds)
         p50, p95, p99 = np.percentile(latency, [50, 95, 99])
         print(
             f"(b) {sent} flows sent at {args.rate}/s for {args.seconds} s; "
@@ -255,8 +234,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import logging
-
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    logging.getLogger("dagster.automation_condition_tester").setLevel(logging.WARNING)
     main()

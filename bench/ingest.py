@@ -33,6 +33,7 @@ from nids_resources.mlflow import (
     ModelRegistryResource,
     ModelSettingsResource,
 )
+from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
@@ -129,6 +130,7 @@ def main() -> None:
                 ),
                 "model_settings": ModelSettingsResource(),
                 "serving": ServingSettingsResource(),
+                "plausible_time": PlausibleTimeResource(),
             }
         )
         overrides = {

@@ -27,16 +27,15 @@ from nids_resources.stores import ColdStoreResource, HotStoreResource
     group_name="cold_storage",
     kinds={"parquet", "s3"},
     retry_policy=RetryPolicy(max_retries=2, delay=5),
-    # A backfill over a range runs once for the whole range, so duplicates across its days
-    # are seen together.
+    # A backfill over a range runs once for the whole range (one process, one listing).
     backfill_policy=BackfillPolicy.single_run(),
 )
 def cold_flows(context: AssetExecutionContext, cold_store: ColdStoreResource) -> MaterializeResult:
     """Cold flows of one UTC day at `<cold>/flows/date=YYYY-MM-DD/part-0.parquet`, rebuilt whole
-    and atomically from that day's landing files: deduplicated on uid (across all the days
-    one run rebuilds: a flow delivered twice with timestamps on two days is kept once, on the
-    day of its first delivery), sorted by (ts, uid), so backfilling any range any number of
-    times gives identical files."""
+    and atomically from that day's landing files: deduplicated on uid (also against the day
+    before and after: a flow delivered again with a timestamp on a neighbouring day is kept
+    once, the first delivery's copy), sorted by (ts, uid), so backfilling any range any
+    number of times, in any grouping, gives identical files."""
     store = cold_store.store()
     days = list(context.partition_keys)
     rows = store.rewrite_cold_days(days)

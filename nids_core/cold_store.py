@@ -26,7 +26,7 @@ import uuid
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import fsspec
 import polars as pl
@@ -35,6 +35,18 @@ from nids_core.hot_store import dedupe_batch
 from nids_core.schema import FLOW_SCHEMA, PROVENANCE_SCHEMA
 
 LANDING_SCHEMA = {**FLOW_SCHEMA, **PROVENANCE_SCHEMA}
+_PROVENANCE_KEY = ("uid", "topic", "partition", "offset")
+
+
+def _lower_provenance(suffix: str) -> pl.Expr:
+    """The other copy's (topic, partition, offset) sorts before this row's."""
+    t, p, o = (pl.col(f"{c}{suffix}") for c in ("topic", "partition", "offset"))
+    return (t < pl.col("topic")) | (
+        (t == pl.col("topic"))
+        & ((p < pl.col("partition")) | ((p == pl.col("partition")) & (o < pl.col("offset"))))
+    )
+
+
 QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
 
 
@@ -237,23 +249,43 @@ class ColdStore:
     def rewrite_cold_days(self, days: Sequence[date | str]) -> dict[str, int]:
         """Rebuild cold partitions whole from the landing zone; returns rows per day.
 
-        Rows are deduplicated on uid across all the days rebuilt together: the copy with the
-        lowest Kafka provenance wins (as in the hot table) and stays on its own day, so a
-        flow delivered twice with timestamps on two days is stored once. Each day is sorted
-        by (ts, uid), so the same landing data always gives byte-identical files.
+        Rows are deduplicated on uid, the copy with the lowest Kafka provenance winning (as
+        in the hot table), within the day and against the day before and after it: a flow
+        delivered again with a `ts` on a neighbouring day is stored once, on the day of its
+        winning copy. Each day's content depends only on the landing files of those three
+        days, never on which days are rebuilt together, and is sorted by (ts, uid), so the
+        same landing data always gives byte-identical files.
         """
-        days = sorted({str(d) for d in days})
-        frames = [self._read_parquet(f) for d in days for f in self.landing_files(d)]
-        if frames:
-            flows = dedupe_batch(pl.concat(frames).select(list(LANDING_SCHEMA)))
-        else:
-            flows = pl.DataFrame(schema=LANDING_SCHEMA)
-        day_of = pl.col("ts").dt.date().cast(pl.String)
+        keys = list(_PROVENANCE_KEY)
+        uid_cache: dict[str, pl.DataFrame] = {}
+
+        def landed(day: str, columns: list[str] | None = None) -> pl.DataFrame:
+            frames = [self._read_parquet(f, columns) for f in self.landing_files(day)]
+            schema = {k: v for k, v in LANDING_SCHEMA.items() if columns is None or k in columns}
+            return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+        def uids(day: str) -> pl.DataFrame:
+            if day not in uid_cache:
+                uid_cache[day] = landed(day, keys)
+            return uid_cache[day]
+
         rows = {}
-        for day in days:
-            part = flows.filter(day_of == day).sort(["ts", "uid"])
-            self._put(self.cold_file(day), parquet_bytes(part))
-            rows[day] = part.height
+        for day in sorted({str(d) for d in days}):
+            flows = dedupe_batch(landed(day).select(list(LANDING_SCHEMA)))
+            d = date.fromisoformat(day)
+            neighbours = [str(d - timedelta(days=1)), str(d + timedelta(days=1))]
+            others = pl.concat([uids(n) for n in neighbours])
+            if others.height and flows.height:
+                # Copies on a neighbouring day with a lower provenance win over ours.
+                lower = (
+                    flows.select(keys)
+                    .join(others, on="uid", suffix="_o")
+                    .filter(_lower_provenance("_o"))
+                )
+                flows = flows.join(lower.select("uid").unique(), on="uid", how="anti")
+            flows = flows.sort(["ts", "uid"])
+            self._put(self.cold_file(day), parquet_bytes(flows))
+            rows[day] = flows.height
         return rows
 
     def read_cold_day(self, day: date | str) -> pl.DataFrame:

@@ -83,8 +83,13 @@ def score_unscored(
         params,
     )
     unscored = con.execute("SELECT count(*) FROM _unscored").fetchone()[0]
+    unreadable = con.execute(
+        "SELECT count(*) FROM flows f ANTI JOIN predictions p ON p.uid = f.uid "
+        f"WHERE NOT ({scorable_sql()})",
+        params,
+    ).fetchone()[0]
     if unscored == 0:
-        return ScoreCounts(0, 0, 0, 0, 0, time.perf_counter() - t0)
+        return ScoreCounts(0, 0, 0, 0, 0, time.perf_counter() - t0, unscorable=int(unreadable))
     cols = ", ".join(f"f.{c}" for c in FLOW_COLUMNS)
     context = con.execute(
         f"SELECT {cols}, (u.uid IS NOT NULL) AS _target FROM flows f "
@@ -117,5 +122,5 @@ def score_unscored(
         int(inserted),
         attacks,
         time.perf_counter() - t0,
-        unscorable=int(target.sum()) - out.height,
+        unscorable=int(unreadable) + int(target.sum()) - out.height,
     )

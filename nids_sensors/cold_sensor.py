@@ -1,5 +1,7 @@
 """Cold-store sensor: days touched by newly landed batches get their cold partition rebuilt."""
 
+from datetime import date, timedelta
+
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -21,9 +23,9 @@ from nids_resources.settings import env_int
     minimum_interval_seconds=env_int("NIDS_COLD_SENSOR_INTERVAL_S", 60),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Reads new `flow_batch` materializations and requests one rebuild of the cold daily "
-        "partitions they touched (the range from the first to the last touched day, keyed by "
-        "the newest landing event)."
+        "Reads new `flow_batch` materializations and requests a rebuild of the cold daily "
+        "partitions they touched (one run per stretch of consecutive days, keyed by the newest "
+        "landing event)."
     ),
 )
 def cold_flows_sensor(context: SensorEvaluationContext):
@@ -48,17 +50,30 @@ def cold_flows_sensor(context: SensorEvaluationContext):
     touched = sorted(days & valid)
     if not touched:
         return SensorResult(skip_reason=SkipReason("no landed days in range"), cursor=str(newest))
-    # One run for all touched days (the range between them), so duplicates across those
-    # days are resolved together; a single day is a plain partition run.
-    first, last = touched[0], touched[-1]
+    requests = [_rebuild_request(first, last, newest) for first, last in _contiguous(touched)]
+    return SensorResult(run_requests=requests, cursor=str(newest))
+
+
+def _contiguous(days: list[str]) -> list[tuple[str, str]]:
+    """Sorted ISO days grouped into runs of consecutive days: [(first, last), ...]."""
+    groups: list[list[date]] = []
+    for d in (date.fromisoformat(x) for x in days):
+        if groups and d - groups[-1][-1] == timedelta(days=1):
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    return [(g[0].isoformat(), g[-1].isoformat()) for g in groups]
+
+
+def _rebuild_request(first: str, last: str, newest: int) -> RunRequest:
+    """One run per stretch of consecutive days (a partition range), a plain partition run
+    for a single day."""
     if first == last:
-        request = RunRequest(run_key=f"cold:{first}:{newest}", partition_key=first)
-    else:
-        request = RunRequest(
-            run_key=f"cold:{first}..{last}:{newest}",
-            tags={
-                "dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last,
-            },
-        )
-    return SensorResult(run_requests=[request], cursor=str(newest))
+        return RunRequest(run_key=f"cold:{first}:{newest}", partition_key=first)
+    return RunRequest(
+        run_key=f"cold:{first}..{last}:{newest}",
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
+    )

@@ -3,7 +3,7 @@
 Eager automation waits until no upstream run is in progress; with a Zeek feed that never
 stops, one ingest run is always in flight, so it never fired. This sensor instead requests
 one scoring run (flow_predictions, then alerts) whenever `hot_flows` has materialized since
-the last successful scoring run, or the champion moved, and no scoring run is in flight.
+the last successful scoring run and no scoring run is in flight.
 The champion is read from the MLflow registry, not from Dagster's record of
 `champion_model`, so a fresh Dagster instance pointed at a registry with a champion scores
 from its first batch; without a servable champion the sensor says why and requests nothing.
@@ -104,9 +104,9 @@ def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> 
     minimum_interval_seconds=env_int("NIDS_SCORING_SENSOR_INTERVAL_S", 2),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Requests a scoring run (flow_predictions, alerts) whenever hot_flows has new batches "
-        "or the registry's champion moved, while ingest runs keep going; one scoring run at a "
-        "time; a failed one is retried with backoff. Needs a servable `champion` in MLflow."
+        "Requests a scoring run (flow_predictions, alerts) whenever hot_flows has new batches, "
+        "while ingest runs keep going; one scoring run at a time; a failed one is retried with "
+        "backoff. Needs a servable `champion` in the MLflow registry."
     ),
 )
 def scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegistryResource):
@@ -120,6 +120,13 @@ def scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegist
         wait = wait or f"scoring run {in_flight[0].dagster_run.run_id} in flight"
     if wait:
         return SensorResult(skip_reason=SkipReason(wait), cursor=cursor.dump())
+    newest = _newest_hot_flows(context)
+    if newest <= cursor.covered and cursor.run_key is None:
+        # Checked before asking the registry: an idle tick costs one event-log query.
+        return SensorResult(
+            skip_reason=SkipReason("no new hot flows since the last scoring run"),
+            cursor=cursor.dump(),
+        )
     from mlflow.exceptions import MlflowException
 
     from nids_core.model_registry import GateNotPassed, NoChampion
@@ -131,12 +138,6 @@ def scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegist
     except (MlflowException, OSError) as exc:
         return SensorResult(
             skip_reason=SkipReason(f"model registry unreachable: {str(exc)[:300]}"),
-            cursor=cursor.dump(),
-        )
-    newest = _newest_hot_flows(context)
-    if newest <= cursor.covered and champion == cursor.champion and cursor.run_key is None:
-        return SensorResult(
-            skip_reason=SkipReason(f"no new hot flows to score (champion v{champion})"),
             cursor=cursor.dump(),
         )
     cursor.attempt += 1

@@ -195,6 +195,7 @@ def test_sensor_requests_exact_capped_ranges_then_skips(broker, topic, tmp_path,
                 "nids/partition": "0",
                 "nids/offset_range": "0-20",
                 "nids/attempt": "1",
+                "nids/generation": "0",
             },
         )
     ]

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from dagster import (
     AssetCheckKey,
     AssetKey,
+    AssetMaterialization,
     DagsterInstance,
     SensorResult,
     build_sensor_context,
@@ -144,13 +145,13 @@ def test_a_champion_moved_by_hand_to_a_failed_version_is_not_served(
                 broker, topic, tmp_path, tracking_uri=a.tracking_uri, model_name=a.model_name
             )
         )
-        with (
-            DagsterInstance.ephemeral() as instance,
-            build_sensor_context(
+        with DagsterInstance.ephemeral() as instance:
+            # A batch has arrived since the last scoring run: the sensor asks the registry.
+            instance.report_runless_asset_event(AssetMaterialization("hot_flows"))
+            with build_sensor_context(
                 instance=instance, resources=defs.resources, definitions=defs
-            ) as ctx,
-        ):
-            result = defs.resolve_sensor_def("scoring_sensor")(ctx)
+            ) as ctx:
+                result = defs.resolve_sensor_def("scoring_sensor")(ctx)
         assert isinstance(result, SensorResult) and not result.run_requests
         assert "whose promotion gate is 'failed'" in result.skip_reason.skip_message
     finally:

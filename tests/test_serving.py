@@ -366,3 +366,39 @@ def test_a_far_future_flow_stored_earlier_neither_pins_the_newest_window_nor_sta
     quarantined = _hot(tmp_path, "SELECT error, CAST(raw AS VARCHAR) FROM quarantine")
     assert len(quarantined) == 1 and quarantined[0][0] == IMPLAUSIBLE_REASON
     assert flows["uid"][3] in quarantined[0][1] and "2286" in quarantined[0][1]
+
+
+def test_a_score_that_is_not_a_number_is_never_a_verdict(champion, tmp_path):
+    """A flow stored with a NaN duration by an earlier version (ingest now quarantines it)
+    is neither scored nor used as context; a NaN from the model is never a verdict."""
+    import numpy as np
+
+    from nids_core.hot_store import ensure_schema, upsert_flows
+    from nids_core.model_cache import load_version
+    from nids_core.scoring import predictions_frame, score_unscored
+    from tests.conftest import FIXTURES
+
+    registry, v1, _ = champion
+    scorer = load_version(registry, v1, tmp_path / "cache")
+    frame = predictions_frame(pl.Series(["a", "b", "c"]), np.array([0.95, np.nan, 0.1]), 0.5, v1)
+    assert frame["uid"].to_list() == ["a", "c"]
+    now = datetime.now(UTC)
+    flows = (
+        read_zeek_file(FIXTURES / "conn.log")
+        .flows.head(5)
+        .with_columns(
+            pl.lit(now).alias("ts"),
+            pl.Series("duration", [1.0, float("nan"), 2.0, None, 0.5]),
+            pl.lit("zeek.conn").alias("topic"),
+            pl.lit(0, dtype=pl.Int32).alias("partition"),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("offset"),
+        )
+    )
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    ensure_schema(con)
+    upsert_flows(con, flows)
+    counts = score_unscored(con, scorer, v1)
+    predicted = {u for (u,) in con.execute("SELECT uid FROM predictions").fetchall()}
+    con.close()
+    assert counts.inserted == 4 and counts.unscorable == 1
+    assert flows["uid"][1] not in predicted and len(predicted) == 4
