@@ -15,6 +15,8 @@ def main() -> None:
 
     # dagster-mlflow is marked beta; its warning says nothing a user of `nids` can act on.
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+    # Model files are a few MB: MLflow's per-file download progress bars are only noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @main.command()
