@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,13 +33,13 @@ import polars as pl
 from dagster import DagsterInstance
 
 from nids_core.data_dir import find_data_dir, iot23_files
-from nids_core.hot_store import ensure_schema, upsert_flows
+from nids_core.hot_store import ensure_schema, read_only_query, upsert_flows
 from nids_core.kafka_log import KafkaSettings, open_producer
 from nids_core.local_broker import create_topic, start_broker
 from nids_core.model_cache import record_artifact_checksum
 from nids_core.model_registry import ModelRegistry
 from nids_core.model_run import train_evaluate_log
-from nids_core.replay import to_zeek_json
+from nids_core.replay import stream_live
 from nids_core.scoring import score_unscored
 from nids_core.splits import time_split
 from nids_core.training import TrainConfig
@@ -110,39 +110,16 @@ def throughput(flows: pl.DataFrame, registry: ModelRegistry, work: Path) -> tupl
 
 
 def producer_thread(bootstrap, topic, flows, rate, seconds, sent_log, stop):
-    total = int(rate * seconds)
-    data = repeated(flows, total).head(total)
     with open_producer("confluent", KafkaSettings(bootstrap, "bench-producer")) as producer:
-        step = max(1, rate // 20)
-        t0 = time.time()
-        for i in range(0, total, step):
-            due = t0 + i / rate
-            if (delay := due - time.time()) > 0:
-                time.sleep(delay)
-            if stop.is_set():
-                break
-            now = time.time()
-            chunk = data.slice(i, step).with_columns(
-                pl.lit(datetime.fromtimestamp(now, UTC)).alias("ts")
-            )
-            producer.send_many(topic, [(None, v) for v in to_zeek_json(chunk)])
-            sent_log.append((chunk["uid"].to_list(), now))
-        producer.flush()
-
-
-def _read_hot(path: Path, sql: str) -> list:
-    """A read-only query; waits while a run holds DuckDB's write lock."""
-    for _ in range(200):
-        try:
-            con = duckdb.connect(str(path), read_only=True)
-        except duckdb.IOException:
-            time.sleep(0.2)
-            continue
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-    raise TimeoutError(f"{path} stayed locked")
+        stream_live(
+            producer,
+            topic,
+            flows,
+            rate,
+            seconds,
+            lambda uids, t: sent_log.append((uids, t)),
+            stop.is_set,
+        )
 
 
 def end_to_end(flows, work, rate, seconds):
@@ -167,7 +144,7 @@ def end_to_end(flows, work, rate, seconds):
             while time.monotonic() < deadline:
                 if (
                     hot.exists()
-                    and _read_hot(hot, "SELECT count(*) FROM predictions")[0][0] >= sent
+                    and read_only_query(hot, "SELECT count(*) FROM predictions")[0][0] >= sent
                 ):
                     break
                 time.sleep(2)
@@ -187,7 +164,7 @@ def end_to_end(flows, work, rate, seconds):
             }
         )
         predicted = pl.DataFrame(
-            _read_hot(hot, "SELECT uid, epoch_us(predicted_at) / 1e6 FROM predictions"),
+            read_only_query(hot, "SELECT uid, epoch_us(predicted_at) / 1e6 FROM predictions"),
             schema=["uid", "predicted_at"],
             orient="row",
         )

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
+from nids_core.hot_store import transaction
+
 ALERTS_DDL = """
 CREATE TABLE IF NOT EXISTS alerts (
     window_start TIMESTAMPTZ NOT NULL,
@@ -49,8 +51,7 @@ def refresh_alerts(
     a `ts` after `latest` (beyond the plausible window) make no alert window."""
     width = f"INTERVAL {int(window_minutes)} MINUTE"
     latest = latest or _default_latest()
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(
             f"DELETE FROM alerts WHERE window_start >= "
             f"(SELECT time_bucket({width}, min(ts)) FROM flows)"
@@ -80,10 +81,6 @@ def refresh_alerts(
             """,
             {"min": min_score, "latest": latest},
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     alerts, hosts, windows = con.execute(
         "SELECT count(*), count(DISTINCT orig_h), count(DISTINCT window_start) FROM alerts"
     ).fetchone()

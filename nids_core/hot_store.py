@@ -13,7 +13,10 @@ DuckDB's file lock, so no two upserts overlap.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -86,6 +89,38 @@ def _q(col: str) -> str:
     return _QUOTED.get(col, col)
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN … COMMIT, or ROLLBACK on any error (and re-raise)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def read_only_query(path: str | Path, sql: str, wait_s: float = 60.0) -> list[tuple]:
+    """Rows of a query on the hot store opened read-only, waiting while a writer (a run in
+    another process) holds DuckDB's file lock."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the hot tables if they do not exist."""
     from nids_core.alerts import ALERTS_DDL
@@ -104,15 +139,10 @@ def _drop_quarantine_offset_key(con: duckdb.DuckDBPyConnection) -> None:
     ).fetchone()[0]
     if not keyed:
         return
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("CREATE TABLE _quarantine_rekeyed AS SELECT * FROM quarantine")
         con.execute("DROP TABLE quarantine")
         con.execute("ALTER TABLE _quarantine_rekeyed RENAME TO quarantine")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,13 @@ import duckdb
 import polars as pl
 
 from nids_core.cold_store import BatchManifest, ColdStore, records_digest
-from nids_core.hot_store import UpsertCounts, ensure_schema, insert_quarantine, upsert_flows
+from nids_core.hot_store import (
+    UpsertCounts,
+    ensure_schema,
+    insert_quarantine,
+    transaction,
+    upsert_flows,
+)
 from nids_core.kafka_log import FlowLogClient
 from nids_core.plausibility import PlausibleTime
 from nids_core.zeek_json import DEFAULT_MAX_MESSAGE_BYTES, parse_json_records
@@ -92,12 +98,7 @@ def load_batch_into_hot(
     t0 = time.perf_counter()
     flows, rejects = store.read_batch(manifest)
     ensure_schema(con)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         counts = upsert_flows(con, flows)
         quarantined_new = insert_quarantine(con, rejects)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return HotLoad(counts, quarantined_new, time.perf_counter() - t0, flows["uid"], rejects)

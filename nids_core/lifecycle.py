@@ -16,6 +16,7 @@ import duckdb
 import polars as pl
 
 from nids_core.cold_store import ColdStore
+from nids_core.hot_store import transaction
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,7 @@ def quarantine_implausible(
     in the quarantine's `raw` column."""
     where = "ts < $earliest OR ts > $latest"
     params = {"earliest": earliest, "latest": latest}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _implausible AS SELECT * FROM flows WHERE {where}",
             params,
@@ -69,10 +69,6 @@ def quarantine_implausible(
         con.execute("DELETE FROM predictions WHERE uid IN (SELECT uid FROM _implausible)")
         con.execute("DELETE FROM flows WHERE uid IN (SELECT uid FROM _implausible)")
         con.execute("DROP TABLE _implausible")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return int(moved)
 
 
@@ -114,8 +110,7 @@ def expire_hot_data(
             [cutoff, day_value],
         ).pl()
         exported = store.merge_predictions(day, predictions) if predictions.height else 0
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _expired AS SELECT uid FROM flows WHERE {in_day}",
                 [cutoff, day_value],
@@ -127,10 +122,6 @@ def expire_hot_data(
                 "DELETE FROM flows WHERE uid IN (SELECT uid FROM _expired)"
             ).fetchone()[0]
             con.execute("DROP TABLE _expired")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         results.append(
             DayExpiry(day, int(count), rebuilt, int(deleted_f), int(deleted_p), exported, None)
         )

@@ -109,3 +109,42 @@ def replay_files(
     producer.flush()
     stats.seconds = time.monotonic() - t0
     return stats
+
+
+def stream_live(
+    producer: FlowLogProducer,
+    topic: str,
+    flows: pl.DataFrame,
+    rate: float,
+    seconds: float,
+    on_sent: Callable[[list[str], float], None],
+    stop: Callable[[], bool] = lambda: False,
+    strip_labels: bool = False,
+) -> int:
+    """Send `rate` flows per second for `seconds`, cycling through `flows`, each stamped with
+    the time it is sent (as a live sensor would) and given a unique uid; `on_sent(uids, t)`
+    is called for every chunk once it is delivered. Returns the number of flows sent."""
+    total = int(rate * seconds)
+    step = max(1, int(rate / 10))
+    if flows.height <= step:
+        raise ValueError(f"need more than {step} flows to stream at {rate}/s")
+    t0 = time.time()
+    for i in range(0, total, step):
+        if (delay := t0 + i / rate - time.time()) > 0:
+            time.sleep(delay)
+        if stop():
+            return i
+        now = time.time()
+        chunk = flows.slice(i % (flows.height - step), min(step, total - i)).with_columns(
+            (pl.col("uid") + f"-s{i}").alias("uid"),
+            pl.lit(datetime.fromtimestamp(now, UTC)).alias("ts"),
+        )
+        if strip_labels:
+            chunk = chunk.with_columns(
+                pl.lit(None, dtype=pl.String).alias("label"),
+                pl.lit(None, dtype=pl.String).alias("detailed_label"),
+            )
+        producer.send_many(topic, [(None, v) for v in to_zeek_json(chunk)])
+        producer.flush()
+        on_sent(chunk["uid"].to_list(), now)
+    return total

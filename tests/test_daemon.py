@@ -7,25 +7,22 @@ import threading
 import time
 from datetime import UTC, datetime
 
-import duckdb
-import mlflow
 import polars as pl
 import psutil
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from nids_core.hot_store import read_only_query
 from nids_core.kafka_log import KafkaSettings, open_client, open_producer
 from nids_core.local_broker import create_topic, start_broker
-from nids_core.model_cache import record_artifact_checksum
 from nids_core.model_registry import ModelRegistry
-from nids_core.model_run import train_evaluate_log
-from nids_core.replay import to_zeek_json
-from nids_core.splits import time_split
+from nids_core.replay import stream_live, to_zeek_json
 from nids_core.training import TrainConfig
 from nids_core.zeek_files import read_zeek_file
 from nids_jobs.local_daemon import embedded_env, start_daemon, stop_daemon
 from nids_sensors.dead_runs import WORKER_TAG
 from tests.conftest import iot23
+from tests.model_helpers import capture_flows, register_trained, sqlite_store
 
 pytestmark = pytest.mark.slow
 
@@ -37,44 +34,26 @@ STREAM_FROM = ("CTU-Malware-Capture-20-1-labeled.csv.gz", "CTU-Honeypot-Capture-
 
 
 def _champion(home) -> None:
-    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    (home / "mlflow").mkdir(parents=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("daemon", artifact_location=(home / "mlflow" / "art").as_uri())
-    mlflow.set_experiment("daemon")
-    flows = time_split(pl.concat([read_zeek_file(iot23(n)).flows for n in TRAIN_ON]))
-    with mlflow.start_run():
-        run = train_evaluate_log(
-            flows,
-            TrainConfig(max_epochs=30, patience=6, hidden=32),
-            registered_model_name="nids-gnn",
-        )
-    registry = ModelRegistry(uri, "nids-gnn")
-    registry.mark_gate(run.model_version, True)
-    record_artifact_checksum(registry, run.model_version)
-    registry.promote(run.model_version)
-    mlflow.set_tracking_uri(None)
+    """A champion in the embedded default's MLflow store: a registry is all scoring needs."""
+    uri = sqlite_store(home / "mlflow", "nids-gnn")
+    config = TrainConfig(max_epochs=30, patience=6, hidden=32)
+    version = register_trained(uri, "nids-gnn", capture_flows(*TRAIN_ON), config)
+    ModelRegistry(uri, "nids-gnn").promote(version)
 
 
 def _produce_stream(bootstrap: str, flows: pl.DataFrame, sent: list, stop: threading.Event):
-    """RATE flows/s for STREAM_S seconds, each stamped with its send time."""
-    step = RATE // 10
+    """RATE flows/s for STREAM_S seconds, each stamped with its send time, labels removed."""
     with open_producer("confluent", KafkaSettings(bootstrap, "stream")) as producer:
-        t0 = time.time()
-        for i in range(0, RATE * STREAM_S, step):
-            if (delay := t0 + i / RATE - time.time()) > 0:
-                time.sleep(delay)
-            if stop.is_set():
-                return
-            now = time.time()
-            chunk = flows.slice(i % (flows.height - step), step).with_columns(
-                (pl.col("uid") + f"-s{i}").alias("uid"),
-                pl.lit(datetime.fromtimestamp(now, UTC)).alias("ts"),
-                pl.lit(None, dtype=pl.String).alias("label"),
-            )
-            producer.send_many("zeek.conn", [(None, v) for v in to_zeek_json(chunk)])
-            producer.flush()
-            sent.append((chunk["uid"].to_list(), now))
+        stream_live(
+            producer,
+            "zeek.conn",
+            flows,
+            RATE,
+            STREAM_S,
+            lambda uids, t: sent.append((uids, t)),
+            stop.is_set,
+            strip_labels=True,
+        )
 
 
 def _predictions_total(instance: DagsterInstance) -> int:
@@ -86,19 +65,8 @@ def _predictions_total(instance: DagsterInstance) -> int:
     return int(records[0].asset_materialization.metadata["predictions_total"].value)
 
 
-def _read(home, sql: str, attempts: int = 100):
-    """A read-only query; waits while a run holds DuckDB's write lock."""
-    for _ in range(attempts):
-        try:
-            con = duckdb.connect(str(home / "nids.duckdb"), read_only=True)
-        except duckdb.IOException:
-            time.sleep(0.3)
-            continue
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-    raise TimeoutError("DuckDB stayed locked")
+def _read(home, sql: str):
+    return read_only_query(home / "nids.duckdb", sql)
 
 
 def _committed(bootstrap: str) -> int | None:

@@ -29,17 +29,14 @@ from nids_core.model_cache import (
     ArtifactMismatch,
     champion_scorer,
     load_version,
-    record_artifact_checksum,
 )
 from nids_core.model_registry import GATE_OVERRIDE_TAG, GateNotPassed, ModelRegistry
-from nids_core.model_run import train_evaluate_log
-from nids_core.splits import time_split
 from nids_core.training import TrainConfig
 from nids_core.training_set import TRAINING_SET_PATH
-from nids_core.zeek_files import read_zeek_file
 from nids_jobs.cli import main as cli
 from nids_jobs.definitions import build_definitions
-from tests.conftest import iot23, make_resources
+from tests.conftest import make_resources
+from tests.model_helpers import capture_flows, register_trained, sqlite_store
 
 TINY = TrainConfig(max_epochs=15, patience=5, hidden=16)
 CAPTURES = ("CTU-Malware-Capture-20-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
@@ -47,29 +44,17 @@ CAPTURES = ("CTU-Malware-Capture-20-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1
 
 @pytest.fixture(scope="module")
 def flows():
-    return time_split(pl.concat([read_zeek_file(iot23(n)).flows for n in CAPTURES]))
+    return capture_flows(*CAPTURES)
 
 
 def _store(root: Path, name: str) -> str:
-    root.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment(name, artifact_location=(root / "artifacts").as_uri())
-    return uri
+    return sqlite_store(root, name)
 
 
 def _train(uri: str, name: str, flows: pl.DataFrame, seed: int, passed: bool) -> str:
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(name)
-    with mlflow.start_run():
-        run = train_evaluate_log(
-            flows, TrainConfig(**{**TINY.__dict__, "seed": seed}), registered_model_name=name
-        )
-    registry = ModelRegistry(uri, name)
-    registry.mark_gate(run.model_version, passed)
-    record_artifact_checksum(registry, run.model_version)
-    mlflow.set_tracking_uri(None)
-    return run.model_version
+    return register_trained(
+        uri, name, flows, TrainConfig(**{**TINY.__dict__, "seed": seed}), passed
+    )
 
 
 @pytest.fixture(scope="module")

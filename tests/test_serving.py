@@ -9,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
 import duckdb
-import mlflow
 import polars as pl
 import pytest
 from dagster import AssetKey, SensorResult, build_sensor_context, materialize
@@ -19,10 +18,7 @@ from nids_core.kafka_log import KafkaSettings, open_client
 from nids_core.lag import measure_lag
 from nids_core.lifecycle import expire_hot_data
 from nids_core.local_broker import free_port
-from nids_core.model_cache import record_artifact_checksum
 from nids_core.model_registry import ModelRegistry
-from nids_core.model_run import train_evaluate_log
-from nids_core.splits import time_split
 from nids_core.training import TrainConfig
 from nids_core.webhook import WebhookError
 from nids_core.zeek_files import read_zeek_file
@@ -30,6 +26,7 @@ from nids_jobs.definitions import build_definitions
 from nids_jobs.driver import drain
 from tests.conftest import iot23, make_resources
 from tests.ingest_helpers import produce, replay
+from tests.model_helpers import capture_flows, register_trained
 
 TRAIN_ON = ("CTU-Malware-Capture-8-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
 STREAM = ("CTU-Malware-Capture-20-1-labeled.csv.gz",)  # 3,209 flows, 16 attacks
@@ -37,17 +34,8 @@ FAST = TrainConfig(max_epochs=40, patience=8, hidden=32)
 
 
 def _train_version(tracking_uri: str, name: str, seed: int) -> str:
-    flows = time_split(pl.concat([read_zeek_file(iot23(n)).flows for n in TRAIN_ON]))
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(name)
-    with mlflow.start_run():
-        run = train_evaluate_log(
-            flows, TrainConfig(**{**FAST.__dict__, "seed": seed}), registered_model_name=name
-        )
-    registry = ModelRegistry(tracking_uri, name)
-    registry.mark_gate(run.model_version, True)
-    record_artifact_checksum(registry, run.model_version)
-    return run.model_version
+    config = TrainConfig(**{**FAST.__dict__, "seed": seed})
+    return register_trained(tracking_uri, name, capture_flows(*TRAIN_ON), config)
 
 
 @pytest.fixture(scope="module")

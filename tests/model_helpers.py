@@ -1,0 +1,47 @@
+"""Helpers for tests that need registered model versions: train on real captures, register,
+record the gate result and the artifact checksum, as a training run does."""
+
+from pathlib import Path
+
+import mlflow
+import polars as pl
+
+from nids_core.model_cache import record_artifact_checksum
+from nids_core.model_registry import ModelRegistry
+from nids_core.model_run import train_evaluate_log
+from nids_core.splits import time_split
+from nids_core.training import TrainConfig
+from nids_core.zeek_files import read_zeek_file
+from tests.conftest import iot23
+
+
+def capture_flows(*names: str) -> pl.DataFrame:
+    """The captures' flows, time-split per capture."""
+    return time_split(pl.concat([read_zeek_file(iot23(n)).flows for n in names]))
+
+
+def sqlite_store(root: Path, experiment: str) -> str:
+    """A local MLflow store (the embedded default's kind) with one experiment."""
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
+    mlflow.set_tracking_uri(None)
+    return uri
+
+
+def register_trained(
+    uri: str, name: str, flows: pl.DataFrame, config: TrainConfig, passed: bool = True
+) -> str:
+    """Train, log and register a version of `name`; returns the version."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(name)
+    try:
+        with mlflow.start_run():
+            run = train_evaluate_log(flows, config, registered_model_name=name)
+    finally:
+        mlflow.set_tracking_uri(None)
+    registry = ModelRegistry(uri, name)
+    registry.mark_gate(run.model_version, passed)
+    record_artifact_checksum(registry, run.model_version)
+    return str(run.model_version)
