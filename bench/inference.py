@@ -44,7 +44,13 @@ from nids_core.scoring import score_unscored
 from nids_core.splits import time_split
 from nids_core.training import TrainConfig
 from nids_core.zeek_files import read_zeek_file
-from nids_jobs.local_daemon import embedded_env, start_daemon, stop_daemon
+from nids_jobs.local_daemon import (
+    embedded_env,
+    prediction_latency,
+    start_daemon,
+    stop_daemon,
+    wait_until_idle,
+)
 
 
 def peak_rss_mib() -> float:
@@ -148,30 +154,24 @@ def end_to_end(flows, work, rate, seconds):
                 ):
                     break
                 time.sleep(2)
+            wait_until_idle(env["DAGSTER_HOME"], timeout_s=120)  # not killed by the shutdown
         finally:
             stop_daemon(daemon)
         with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             records = instance.get_run_records(limit=10_000)
+            for r in records:
+                if r.dagster_run.status.value == "FAILURE":
+                    failure = instance.all_logs(r.dagster_run.run_id)[-1].message or ""
+                    print(f"    failed run: {r.dagster_run.job_name}: {failure[:200]}")
         runs = {
             "ingest": sum(r.dagster_run.job_name == "ingest_job" for r in records),
             "scoring": sum(r.dagster_run.job_name == "scoring_job" for r in records),
             "failed": sum(r.dagster_run.status.value == "FAILURE" for r in records),
         }
-        sent_at = pl.DataFrame(
-            {
-                "uid": [u for uids, _ in sent_log for u in uids],
-                "sent_at": [t for uids, t in sent_log for _ in uids],
-            }
-        )
-        predicted = pl.DataFrame(
-            read_only_query(hot, "SELECT uid, epoch_us(predicted_at) / 1e6 FROM predictions"),
-            schema=["uid", "predicted_at"],
-            orient="row",
-        )
-    joined = sent_at.join(predicted, on="uid", how="left")
+        joined = prediction_latency(sent_log, hot)
     missing = joined["predicted_at"].null_count()
     latency = (joined["predicted_at"] - joined["sent_at"]).drop_nulls().to_numpy()
-    return sent_at.height, missing, latency, runs
+    return joined.height, missing, latency, runs
 
 
 def main() -> None:

@@ -70,3 +70,45 @@ def stop_daemon(process: subprocess.Popen, kill: bool = False, timeout_s: float 
         process.wait(timeout_s)
     except ProcessLookupError:
         pass
+
+
+def wait_until_idle(dagster_home: str, timeout_s: float = 120.0, quiet_s: float = 10.0) -> bool:
+    """Wait until no run has been queued or in progress for `quiet_s` seconds (sensors may
+    still request one after the last batch); False on timeout."""
+    import time
+
+    from dagster import DagsterInstance, RunsFilter
+
+    from nids_sensors.dead_runs import IN_FLIGHT_STATUSES as busy
+
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    with DagsterInstance.from_config(dagster_home) as instance:
+        while time.monotonic() < deadline:
+            if instance.get_run_records(RunsFilter(statuses=busy), limit=1):
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return True
+            time.sleep(1)
+    return False
+
+
+def prediction_latency(sent: list[tuple[list[str], float]], hot_store: Path):
+    """Per flow sent: uid, sent_at and predicted_at (epoch seconds; null when it has no
+    prediction), from `(uids, send time)` chunks and the hot store's predictions."""
+    import polars as pl
+
+    from nids_core.hot_store import read_only_query
+
+    sent_at = pl.DataFrame(
+        {
+            "uid": [u for uids, _ in sent for u in uids],
+            "sent_at": [t for uids, t in sent for _ in uids],
+        }
+    )
+    predicted = pl.DataFrame(
+        read_only_query(hot_store, "SELECT uid, epoch_us(predicted_at) / 1e6 FROM predictions"),
+        schema=["uid", "predicted_at"],
+        orient="row",
+    )
+    return sent_at.join(predicted, on="uid", how="left")

@@ -20,16 +20,8 @@ from nids_core.kafka_log import KafkaUnavailable, TopicNotFound
 from nids_jobs.jobs import ingest_job
 from nids_resources.kafka import KafkaResource
 from nids_resources.settings import env_int
-from nids_sensors.dead_runs import reap_dead_runs
+from nids_sensors.dead_runs import IN_FLIGHT_STATUSES, reap_dead_runs
 
-_IN_FLIGHT = {
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-    DagsterRunStatus.MANAGED,
-}
 _FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
@@ -51,7 +43,7 @@ def _run_status(context: SensorEvaluationContext, key: str) -> tuple[BatchStatus
         return BatchStatus.UNKNOWN, None
     record = records[0]
     status = record.dagster_run.status
-    if status in _IN_FLIGHT:
+    if status in IN_FLIGHT_STATUSES:
         return BatchStatus.IN_FLIGHT, None
     ended = record.end_time
     if status in _FAILED:

@@ -34,15 +34,8 @@ from nids_core.batch_planning import retry_delay_s
 from nids_jobs.jobs import scoring_job
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.settings import env_int
-from nids_sensors.dead_runs import reap_dead_runs
+from nids_sensors.dead_runs import IN_FLIGHT_STATUSES, reap_dead_runs
 
-_IN_PROGRESS = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
 _UNSEEN_GRACE_S = 60.0
 
 
@@ -90,7 +83,7 @@ def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> 
             cursor.champion = cursor.wanted_champion
             cursor.run_key, cursor.attempt = None, 0
             return None
-        if run.status in _IN_PROGRESS:
+        if run.status in IN_FLIGHT_STATUSES:
             return f"scoring run {run.run_id} in flight"
         ended_at = records[0].end_time or now
     delay = retry_delay_s(cursor.attempt)
@@ -113,7 +106,7 @@ def scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegist
     reap_dead_runs(context.instance, job_names=[scoring_job.name])
     cursor = ScoringCursor.load(context.cursor)
     in_flight = context.instance.get_run_records(
-        filters=RunsFilter(job_name=scoring_job.name, statuses=_IN_PROGRESS), limit=1
+        filters=RunsFilter(job_name=scoring_job.name, statuses=IN_FLIGHT_STATUSES), limit=1
     )
     wait = _settle_pending(context, cursor)
     if in_flight:

@@ -19,7 +19,12 @@ from nids_core.model_registry import ModelRegistry
 from nids_core.replay import stream_live, to_zeek_json
 from nids_core.training import TrainConfig
 from nids_core.zeek_files import read_zeek_file
-from nids_jobs.local_daemon import embedded_env, start_daemon, stop_daemon
+from nids_jobs.local_daemon import (
+    embedded_env,
+    prediction_latency,
+    start_daemon,
+    stop_daemon,
+)
 from nids_sensors.dead_runs import WORKER_TAG
 from tests.conftest import iot23
 from tests.model_helpers import capture_flows, register_trained, sqlite_store
@@ -110,18 +115,7 @@ def test_stream_is_scored_while_it_runs_and_a_lost_worker_does_not_stop_the_part
             assert during[len(during) // 2] > 0, seen
             assert during[-1] > during[len(during) // 2], seen
             assert during[-1] >= total * 0.5, seen
-            sent_at = pl.DataFrame(
-                {
-                    "uid": [u for uids, _ in sent for u in uids],
-                    "sent_at": [t for uids, t in sent for _ in uids],
-                }
-            )
-            predicted = pl.DataFrame(
-                _read(home, "SELECT uid, epoch_us(predicted_at) / 1e6 FROM predictions"),
-                schema=["uid", "predicted_at"],
-                orient="row",
-            )
-            joined = sent_at.join(predicted, on="uid", how="left")
+            joined = prediction_latency(sent, home / "nids.duckdb")
             assert joined["predicted_at"].null_count() == 0
             latency = joined["predicted_at"] - joined["sent_at"]
             print(

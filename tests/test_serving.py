@@ -326,21 +326,11 @@ def test_a_far_future_flow_stored_earlier_neither_pins_the_newest_window_nor_sta
     not stand for "the newest window" of the attack-rate check, and the lifecycle moves it to
     quarantine (it would never expire and has no cold partition)."""
     from nids_core.alerts import latest_attack_rate
-    from nids_core.hot_store import ensure_schema, upsert_flows
     from nids_core.lifecycle import IMPLAUSIBLE_REASON
-    from tests.conftest import FIXTURES
 
     now = datetime.now(UTC).replace(microsecond=0)
-    flows = read_zeek_file(FIXTURES / "conn.log").flows.head(4)
-    flows = flows.with_columns(
-        pl.Series("ts", [now, now, now, datetime(2286, 11, 20, tzinfo=UTC)]),
-        pl.lit("zeek.conn").alias("topic"),
-        pl.lit(0, dtype=pl.Int32).alias("partition"),
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("offset"),
-    )
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
-    ensure_schema(con)
-    upsert_flows(con, flows)
+    flows = _stored_flows(con, pl.Series("ts", [now, now, now, datetime(2286, 11, 20, tzinfo=UTC)]))
     for uid, score in zip(flows["uid"], [0.1, 0.2, 0.95, 1.0], strict=True):
         label = "malicious" if score >= 0.9 else "benign"
         con.execute("INSERT INTO predictions VALUES (?, ?, ?, '1', now())", [uid, score, label])
@@ -361,32 +351,45 @@ def test_a_score_that_is_not_a_number_is_never_a_verdict(champion, tmp_path):
     is neither scored nor used as context; a NaN from the model is never a verdict."""
     import numpy as np
 
-    from nids_core.hot_store import ensure_schema, upsert_flows
     from nids_core.model_cache import load_version
     from nids_core.scoring import predictions_frame, score_unscored
-    from tests.conftest import FIXTURES
 
     registry, v1, _ = champion
     scorer = load_version(registry, v1, tmp_path / "cache")
     frame = predictions_frame(pl.Series(["a", "b", "c"]), np.array([0.95, np.nan, 0.1]), 0.5, v1)
     assert frame["uid"].to_list() == ["a", "c"]
-    now = datetime.now(UTC)
-    flows = (
-        read_zeek_file(FIXTURES / "conn.log")
-        .flows.head(5)
-        .with_columns(
-            pl.lit(now).alias("ts"),
-            pl.Series("duration", [1.0, float("nan"), 2.0, None, 0.5]),
-            pl.lit("zeek.conn").alias("topic"),
-            pl.lit(0, dtype=pl.Int32).alias("partition"),
-            pl.int_range(pl.len(), dtype=pl.Int64).alias("offset"),
-        )
-    )
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
-    ensure_schema(con)
-    upsert_flows(con, flows)
+    flows = _stored_flows(
+        con,
+        pl.lit(datetime.now(UTC)).alias("ts"),
+        pl.Series("duration", [1.0, float("nan"), 2.0, None, 0.5]),
+    )
     counts = score_unscored(con, scorer, v1)
     predicted = {u for (u,) in con.execute("SELECT uid FROM predictions").fetchall()}
     con.close()
     assert counts.inserted == 4 and counts.unscorable == 1
     assert flows["uid"][1] not in predicted and len(predicted) == 4
+
+
+def _stored_flows(con, ts: pl.Expr | pl.Series, *columns) -> pl.DataFrame:
+    """Real flows (the zat sample), one per `ts` value (five for a literal), with the given
+    columns replaced, written straight into the hot table, as an earlier version could have
+    stored them."""
+    from nids_core.hot_store import ensure_schema, upsert_flows
+    from tests.conftest import FIXTURES
+
+    rows = ts.len() if isinstance(ts, pl.Series) else 5
+    flows = (
+        read_zeek_file(FIXTURES / "conn.log")
+        .flows.head(rows)
+        .with_columns(
+            ts,
+            *columns,
+            pl.lit("zeek.conn").alias("topic"),
+            pl.lit(0, dtype=pl.Int32).alias("partition"),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("offset"),
+        )
+    )
+    ensure_schema(con)
+    upsert_flows(con, flows)
+    return flows
