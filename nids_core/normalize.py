@@ -185,7 +185,7 @@ def normalize(
     for c in _TEXT_COLUMNS:
         # A JSON array or object where Zeek writes a string (read back as its JSON text).
         errors.append(
-            pl.when(pl.col(c).str.contains(r"^[\[{]")).then(
+            pl.when(pl.col(c).str.starts_with("[") | pl.col(c).str.starts_with("{")).then(
                 pl.format(
                     "wrong type for {}: {}", pl.lit(CANONICAL_TO_ZEEK[c]), s(c).str.slice(0, 40)
                 )

@@ -161,7 +161,10 @@ def _duplicate_key_rejects(
         return {}
     doc = document if document is not None else b"\n".join(values)
     keys = doc.count(b'":')
-    accounted = _keys_accounted_total(frame) + doc.count(b'":null')
+    accounted = _keys_accounted_total(frame)
+    if keys == accounted:  # Zeek itself leaves unset fields out
+        return {}
+    accounted += doc.count(b'":null')  # explicit nulls, as some producers write them
     if keys == accounted:
         return {}
     learnt = [b'"%s":' % k for k in _unknown_scalar_keys(values[0])]
@@ -212,7 +215,9 @@ def _as_ndjson(values: Sequence[bytes | None], max_message_bytes: int) -> bytes 
     if min(lengths) == 0 or max(lengths) > max_message_bytes:
         return None
     joined = b"\n".join(values)  # type: ignore[arg-type]
-    if joined.count(b"\n") != len(values) - 1 or b"\r" in joined or _BOM in joined:
+    # The reader rejects a byte-order mark on any line (then the batch is read record by
+    # record, and the BOM gets its own reason); no need to search the document for one.
+    if joined.count(b"\n") != len(values) - 1 or b"\r" in joined:
         return None
     return joined
 
@@ -240,12 +245,11 @@ def _finish(
         pl.lit(None, dtype=pl.Binary).alias("raw"),
     )
     parsed = normalize(_unwrap(frame), plausible, now)
-    by_position = {p: i for i, p in enumerate(positions)}
-    later = parsed.rejects.with_columns(
-        pl.Series(
-            "raw", [values[by_position[p]] for p in parsed.rejects["position"]], dtype=pl.Binary
-        )
-    )
+    later = parsed.rejects
+    if later.height:  # attach the raw bytes of the (few) rejected records
+        by_position = {p: i for i, p in enumerate(positions)}
+        raw = [values[by_position[p]] for p in later["position"]]
+        later = later.with_columns(pl.Series("raw", raw, dtype=pl.Binary))
     found = pl.DataFrame(
         {
             "position": [positions[i] for i in duplicates],
