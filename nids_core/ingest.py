@@ -64,7 +64,7 @@ def land_batch(
     flows = parsed.flows.with_columns(*provenance, pl.col("position").alias("offset"))
     rejects = parsed.rejects.with_columns(*provenance, pl.col("position").alias("offset"))
     t2 = time.perf_counter()
-    digest = records_digest(records.offsets, records.values)
+    digest = records_digest(flows, rejects)
     manifest = store.write_batch(topic, partition, start, end, len(records), flows, rejects, digest)
     t3 = time.perf_counter()
     reasons = (
