@@ -168,7 +168,7 @@ def main() -> None:
         f"outside the batch work: {fixed:.2f} s per run (Dagster run and step machinery, "
         "sensor tick, Kafka client setup, DuckDB checkpoint and checks)"
     )
-    print(f"cold partitions rebuilt from landing: {cold.cold_runs} days in {cold_s:.2f} s")
+    print(f"cold partitions rebuilt from landing: {cold.cold_runs} runs in {cold_s:.2f} s")
     print(f"peak RSS: {peak_rss_mib():,.0f} MiB")
     shutil.rmtree(work, ignore_errors=True)
     print(f"ingest[{args.client}]: {rate:,.0f} flows/s, {rate / raw_rate:.2f}x raw consume")
