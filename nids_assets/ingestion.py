@@ -153,7 +153,7 @@ def hot_flows(
         checks = [
             hot_flows_accounting(con, manifest, load.uids, load.rejects, c.inserted, duplicates),
             hot_flows_schema(con),
-            hot_flows_value_ranges(con, load.uids, plausible_time.window()),
+            hot_flows_value_ranges(con, manifest, load.uids, plausible_time.window()),
         ]
     context.log.info(
         f"{manifest.name}: {c.inserted} inserted, {duplicates} duplicates, "

@@ -168,17 +168,30 @@ RANGE_RULES = {
 
 
 def hot_flows_value_ranges(
-    con: duckdb.DuckDBPyConnection, batch_uids: pl.Series, plausible: PlausibleTime
+    con: duckdb.DuckDBPyConnection,
+    manifest: BatchManifest,
+    batch_uids: pl.Series,
+    plausible: PlausibleTime,
 ) -> AssetCheckResult:
-    """Count rule violations among the stored rows of the batch (by uid), in one scan. Ingest
+    """Count rule violations among the stored rows of the batch, in one scan: rows whose
+    provenance lies in the batch's range (which prunes the scan) and whose uid is the
+    batch's (after offset reuse the range may also hold an earlier record). Ingest
     quarantines all of these, so any count is an error."""
     earliest, latest = plausible.bounds()
     sums = ", ".join(f"count(*) FILTER (WHERE {rule})" for rule in RANGE_RULES.values())
     con.register("_uids", batch_uids.unique().to_frame("uid").to_arrow())
     try:
         row = con.execute(
-            f"SELECT {sums} FROM flows WHERE uid IN (SELECT uid FROM _uids)",
-            {"earliest": earliest, "latest": latest},
+            f'SELECT {sums} FROM flows WHERE topic = $topic AND "partition" = $partition '
+            'AND "offset" >= $start AND "offset" < $end AND uid IN (SELECT uid FROM _uids)',
+            {
+                "earliest": earliest,
+                "latest": latest,
+                "topic": manifest.topic,
+                "partition": manifest.partition,
+                "start": manifest.start,
+                "end": manifest.end,
+            },
         ).fetchone()
     finally:
         con.unregister("_uids")

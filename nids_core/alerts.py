@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import duckdb
 
 from nids_core.hot_store import transaction
+from nids_core.plausibility import PlausibleTime
 
 ALERTS_DDL = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -29,10 +30,6 @@ CREATE TABLE IF NOT EXISTS alerts (
 """
 
 
-def _default_latest() -> datetime:
-    return datetime.now(UTC) + timedelta(days=1)
-
-
 @dataclass(frozen=True)
 class AlertRefresh:
     windows: int
@@ -50,7 +47,7 @@ def refresh_alerts(
     (older alerts, whose flows have left the hot table, are kept as they were). Flows with
     a `ts` after `latest` (beyond the plausible window) make no alert window."""
     width = f"INTERVAL {int(window_minutes)} MINUTE"
-    latest = latest or _default_latest()
+    latest = latest or PlausibleTime().latest()
     with transaction(con):
         con.execute(
             f"DELETE FROM alerts WHERE window_start >= "
@@ -104,7 +101,7 @@ def latest_attack_rate(
         WHERE f.ts <= ?
         GROUP BY 1 ORDER BY 1 DESC LIMIT 1
         """,
-        [min_score, latest or _default_latest()],
+        [min_score, latest or PlausibleTime().latest()],
     ).fetchone()
     if row is None:
         return None, 0, 0

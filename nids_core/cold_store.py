@@ -38,15 +38,6 @@ LANDING_SCHEMA = {**FLOW_SCHEMA, **PROVENANCE_SCHEMA}
 _PROVENANCE_KEY = ("uid", "topic", "partition", "offset")
 
 
-def _lower_provenance(suffix: str) -> pl.Expr:
-    """The other copy's (topic, partition, offset) sorts before this row's."""
-    t, p, o = (pl.col(f"{c}{suffix}") for c in ("topic", "partition", "offset"))
-    return (t < pl.col("topic")) | (
-        (t == pl.col("topic"))
-        & ((p < pl.col("partition")) | ((p == pl.col("partition")) & (o < pl.col("offset"))))
-    )
-
-
 QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
 
 
@@ -280,13 +271,10 @@ class ColdStore:
             neighbours = [str(d - timedelta(days=1)), str(d + timedelta(days=1))]
             others = pl.concat([uids(n) for n in neighbours])
             if others.height and flows.height:
-                # Copies on a neighbouring day with a lower provenance win over ours.
-                lower = (
-                    flows.select(keys)
-                    .join(others, on="uid", suffix="_o")
-                    .filter(_lower_provenance("_o"))
-                )
-                flows = flows.join(lower.select("uid").unique(), on="uid", how="anti")
+                # The same rule as within the day: of all copies of a uid on the three days,
+                # the lowest provenance wins; ours stay only where they are the winner.
+                winners = dedupe_batch(pl.concat([flows.select(keys), others]))
+                flows = flows.join(winners, on=keys, how="semi")
             flows = flows.sort(["ts", "uid"])
             self._put(self.cold_file(day), parquet_bytes(flows))
             rows[day] = flows.height

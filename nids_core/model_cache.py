@@ -88,7 +88,6 @@ def _download_and_load(
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=local.parent))
     try:
         downloaded = registry.download(version, tmp / "model")
-        digest = artifact_digest(downloaded)
         if expected is None:
             # Registered before checksums were recorded: trust only a fresh download from
             # the registry, never a cached copy.
@@ -99,6 +98,7 @@ def _download_and_load(
                 CHECKSUM_TAG,
             )
             return load_scorer(downloaded)
+        digest = artifact_digest(downloaded)
         if digest != expected:
             raise ArtifactMismatch(
                 f"{registry.model_name} version {version} at {registry.tracking_uri}: its files "

@@ -29,7 +29,3 @@ class PlausibleTime:
 
     def latest(self, now: datetime | None = None) -> datetime:
         return self.bounds(now)[1]
-
-    def describe(self, now: datetime | None = None) -> str:
-        low, high = self.bounds(now)
-        return f"[{low:%Y-%m-%d}, now + {self.max_ahead.total_seconds() / 3600:g} h = {high:%Y-%m-%dT%H:%M:%SZ}]"

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import duckdb
 import numpy as np
 import polars as pl
 
 from nids_core.gnn import FlowScorer
+from nids_core.plausibility import PlausibleTime
 from nids_core.schema import FLOW_COLUMNS
 
 
@@ -71,23 +72,25 @@ def score_unscored(
     """Score flows that have no prediction (oldest first, at most `max_flows`); flows with
     a `ts` after `latest` (default: a day from now) are not scored."""
     t0 = time.perf_counter()
-    params = {"latest": latest or datetime.now(UTC) + timedelta(days=1)}
+    params = {"latest": latest or PlausibleTime().latest()}
     window_us = int(scorer.window.total_seconds() * 1_000_000) if scorer.window else None
     bucket = bucket_sql(window_us, "f.ts")
     limit = f"LIMIT {int(max_flows)}" if max_flows else ""
+    # One pass over the flows without a prediction: the readable ones (oldest first, at
+    # most `max_flows`) are scored, the others only counted.
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _unscored AS "
-        f"SELECT f.uid, {bucket} AS bucket FROM flows f "
-        f"ANTI JOIN predictions p ON p.uid = f.uid WHERE {scorable_sql()} "
-        f"ORDER BY f.ts, f.uid {limit}",
+        "CREATE OR REPLACE TEMP TABLE _pending AS "
+        f"SELECT f.uid, f.ts, {bucket} AS bucket, {scorable_sql()} AS readable FROM flows f "
+        "ANTI JOIN predictions p ON p.uid = f.uid",
         params,
     )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unscored AS SELECT uid, bucket FROM _pending "
+        f"WHERE readable ORDER BY ts, uid {limit}"
+    )
     unscored = con.execute("SELECT count(*) FROM _unscored").fetchone()[0]
-    unreadable = con.execute(
-        "SELECT count(*) FROM flows f ANTI JOIN predictions p ON p.uid = f.uid "
-        f"WHERE NOT ({scorable_sql()})",
-        params,
-    ).fetchone()[0]
+    unreadable = con.execute("SELECT count(*) FROM _pending WHERE NOT readable").fetchone()[0]
+    con.execute("DROP TABLE _pending")
     if unscored == 0:
         return ScoreCounts(0, 0, 0, 0, 0, time.perf_counter() - t0, unscorable=int(unreadable))
     cols = ", ".join(f"f.{c}" for c in FLOW_COLUMNS)

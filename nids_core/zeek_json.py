@@ -230,30 +230,32 @@ def _finish(
     plausible: PlausibleTime | None,
     now: datetime | None,
     document: bytes | None = None,
+    arrived: Sequence[bytes | None] | None = None,
 ) -> ParseResult:
     """Row i of `frame` was read from `values[i]` (at `positions[i]`): drop rows with
     duplicate keys, unwrap, normalize. Rejects (with `early`, found before reading) carry
-    the raw bytes."""
+    the bytes as they arrived (`arrived[i]`, default `values[i]`)."""
+    arrived = values if arrived is None else arrived
     duplicates = _duplicate_key_rejects(values, frame, document)
+    row_positions = positions
     if duplicates:
         keep = [i for i in range(len(values)) if i not in duplicates]
         frame = frame[keep]
-    else:
-        keep = list(range(len(values)))
+        row_positions = [positions[i] for i in keep]
     frame = frame.with_columns(
-        pl.Series("position", [positions[i] for i in keep], dtype=pl.Int64),
+        pl.Series("position", row_positions, dtype=pl.Int64),
         pl.lit(None, dtype=pl.Binary).alias("raw"),
     )
     parsed = normalize(_unwrap(frame), plausible, now)
     later = parsed.rejects
     if later.height:  # attach the raw bytes of the (few) rejected records
         by_position = {p: i for i, p in enumerate(positions)}
-        raw = [values[by_position[p]] for p in later["position"]]
+        raw = [arrived[by_position[p]] for p in later["position"]]
         later = later.with_columns(pl.Series("raw", raw, dtype=pl.Binary))
     found = pl.DataFrame(
         {
             "position": [positions[i] for i in duplicates],
-            "raw": [values[i] for i in duplicates],
+            "raw": [arrived[i] for i in duplicates],
             "error": list(duplicates.values()),
         },
         schema=REJECT_SCHEMA,
@@ -331,20 +333,15 @@ def _parse_records(
         },
         schema=REJECT_SCHEMA,
     )
-    result = _finish(
+    # Rejects keep the bytes as they arrived, not a compacted pretty-printed form.
+    return _finish(
         [compacted[i] for i in read_idx],
         [positions[i] for i in read_idx],
         frame,
         early,
         plausible,
         now,
-    )
-    # Rejects keep the bytes as they arrived, not a compacted pretty-printed form.
-    original = dict(zip(positions, values, strict=True))
-    raw = [original[p] for p in result.rejects["position"]]
-    return ParseResult(
-        flows=result.flows,
-        rejects=result.rejects.with_columns(pl.Series("raw", raw, dtype=pl.Binary)),
+        arrived=[values[i] for i in read_idx],
     )
 
 

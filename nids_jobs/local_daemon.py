@@ -79,7 +79,7 @@ def wait_until_idle(dagster_home: str, timeout_s: float = 120.0, quiet_s: float 
 
     from dagster import DagsterInstance, RunsFilter
 
-    from nids_sensors.dead_runs import IN_FLIGHT_STATUSES as busy
+    from nids_sensors.run_state import IN_FLIGHT_STATUSES as busy
 
     deadline = time.monotonic() + timeout_s
     quiet_since = time.monotonic()

@@ -30,15 +30,6 @@ from nids_resources.settings import env_int
 
 WORKER_TAG = "nids/worker"
 _ACTIVE = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
-# A run requested and not ended yet (queued, launching, running, cancelling).
-IN_FLIGHT_STATUSES = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-    DagsterRunStatus.MANAGED,
-]
 
 
 def _boot_id() -> str:

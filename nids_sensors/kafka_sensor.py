@@ -4,10 +4,8 @@ import json
 import time
 
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
-    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -15,14 +13,13 @@ from dagster import (
 )
 
 from nids_assets.ingestion import batch_run_config
-from nids_core.batch_planning import BatchStatus, InFlightBatch, plan_batches, run_key
+from nids_core.batch_planning import InFlightBatch, plan_batches, run_key
 from nids_core.kafka_log import KafkaUnavailable, TopicNotFound
 from nids_jobs.jobs import ingest_job
 from nids_resources.kafka import KafkaResource
 from nids_resources.settings import env_int
-from nids_sensors.dead_runs import IN_FLIGHT_STATUSES, reap_dead_runs
-
-_FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+from nids_sensors.dead_runs import reap_dead_runs
+from nids_sensors.run_state import run_status
 
 
 def _load_cursor(raw: str | None) -> dict[int, InFlightBatch]:
@@ -33,22 +30,6 @@ def _load_cursor(raw: str | None) -> dict[int, InFlightBatch]:
 
 def _dump_cursor(cursor: dict[int, InFlightBatch]) -> str:
     return json.dumps({str(p): b.to_json() for p, b in sorted(cursor.items())}, sort_keys=True)
-
-
-def _run_status(context: SensorEvaluationContext, key: str) -> tuple[BatchStatus, float | None]:
-    records = context.instance.get_run_records(
-        filters=RunsFilter(tags={"dagster/run_key": key}), limit=1
-    )
-    if not records:
-        return BatchStatus.UNKNOWN, None
-    record = records[0]
-    status = record.dagster_run.status
-    if status in IN_FLIGHT_STATUSES:
-        return BatchStatus.IN_FLIGHT, None
-    ended = record.end_time
-    if status in _FAILED:
-        return BatchStatus.FAILED, ended
-    return BatchStatus.SUCCEEDED, ended
 
 
 @sensor(
@@ -76,7 +57,7 @@ def kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
     cursor = _load_cursor(context.cursor)
     # A run whose process died stays "started": fail it now, so its batch is retried.
     reap_dead_runs(context.instance, job_names=[ingest_job.name])
-    statuses = {p: _run_status(context, run_key(topic, p, b)) for p, b in cursor.items()}
+    statuses = {p: run_status(context.instance, run_key(topic, p, b)) for p, b in cursor.items()}
     plan = plan_batches(
         topic, committed, watermarks, cursor, statuses, kafka.max_batch_records, time.time()
     )

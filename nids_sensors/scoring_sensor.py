@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
-    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
@@ -30,22 +29,19 @@ from dagster import (
     sensor,
 )
 
-from nids_core.batch_planning import retry_delay_s
+from nids_core.batch_planning import UNSEEN_RUN_GRACE_S, BatchStatus, retry_delay_s
 from nids_jobs.jobs import scoring_job
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.settings import env_int
-from nids_sensors.dead_runs import IN_FLIGHT_STATUSES, reap_dead_runs
-
-_UNSEEN_GRACE_S = 60.0
+from nids_sensors.dead_runs import reap_dead_runs
+from nids_sensors.run_state import IN_FLIGHT_STATUSES, run_status
 
 
 @dataclass
 class ScoringCursor:
     covered: int = 0  # newest hot_flows storage id a successful scoring run has covered
-    champion: str | None = None  # champion version of that run
     run_key: str | None = None  # the scoring run requested last, until it ended well
-    upto: int = 0
-    wanted_champion: str | None = None
+    upto: int = 0  # the newest hot_flows storage id when it was requested
     attempt: int = 0
     requested_at: float = 0.0
 
@@ -68,27 +64,20 @@ def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> 
     """Fold the outcome of the last requested run into the cursor; a reason to wait, if any."""
     if cursor.run_key is None:
         return None
-    records = context.instance.get_run_records(
-        filters=RunsFilter(tags={"dagster/run_key": cursor.run_key}), limit=1
-    )
+    status, ended_at = run_status(context.instance, cursor.run_key)
     now = time.time()
-    if not records:
-        if now - cursor.requested_at < _UNSEEN_GRACE_S:
-            return f"scoring run {cursor.run_key} requested, not started yet"
-        ended_at = cursor.requested_at
-    else:
-        run = records[0].dagster_run
-        if run.status == DagsterRunStatus.SUCCESS:
-            cursor.covered = max(cursor.covered, cursor.upto)
-            cursor.champion = cursor.wanted_champion
-            cursor.run_key, cursor.attempt = None, 0
-            return None
-        if run.status in IN_FLIGHT_STATUSES:
-            return f"scoring run {run.run_id} in flight"
-        ended_at = records[0].end_time or now
+    if status is BatchStatus.SUCCEEDED:
+        cursor.covered = max(cursor.covered, cursor.upto)
+        cursor.run_key, cursor.attempt = None, 0
+        return None
+    if status is BatchStatus.IN_FLIGHT:
+        return f"scoring run {cursor.run_key} in flight"
+    if status is BatchStatus.UNKNOWN and now - cursor.requested_at < UNSEEN_RUN_GRACE_S:
+        return f"scoring run {cursor.run_key} requested, not started yet"
+    since = now - (ended_at or cursor.requested_at)
     delay = retry_delay_s(cursor.attempt)
-    if now - ended_at < delay:
-        return f"scoring run {cursor.run_key} failed; retry in {delay - (now - ended_at):.0f} s"
+    if since < delay:
+        return f"scoring run {cursor.run_key} failed; retry in {delay - since:.0f} s"
     return None
 
 
@@ -134,7 +123,7 @@ def scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegist
             cursor=cursor.dump(),
         )
     cursor.attempt += 1
-    cursor.upto, cursor.wanted_champion, cursor.requested_at = newest, champion, time.time()
+    cursor.upto, cursor.requested_at = newest, time.time()
     cursor.run_key = f"score:{newest}:v{champion}" + (
         f"#{cursor.attempt}" if cursor.attempt > 1 else ""
     )
