@@ -71,3 +71,21 @@ def test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one(broker, 
     finally:
         con.close()
     assert stored == uids and stored + quarantined == stats.sent
+
+
+def test_until_idle_gives_up_at_its_timeout_and_says_why_when_kafka_is_down(tmp_path):
+    from nids_core.local_broker import start_broker
+
+    down = start_broker()
+    down.stop()
+    env = embedded_env(tmp_path, down.bootstrap_servers, NIDS_KAFKA_TOPIC="zeek.conn")
+    result = subprocess.run(
+        [NIDS, "ingest", "--until-idle", "--timeout", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert f"Kafka unreachable at {down.bootstrap_servers}" in result.stdout
+    assert "timed out after 3 s" in result.stdout

@@ -166,3 +166,23 @@ def test_a_flow_delivered_again_with_a_ts_on_another_day_is_stored_once_in_cold(
     # Whatever the grouping: the later day rebuilt alone still defers to its neighbour.
     assert store.rewrite_cold_day(days[1]) == 0
     assert file_digests(tmp_path / "cold" / "flows") == before
+
+
+def test_a_committed_offset_beyond_the_log_end_is_reset_and_nothing_is_skipped(
+    broker, topic, tmp_path, instance, make_defs
+):
+    """A recreated topic, with the group's offsets kept from the old one: the committed
+    offset points past the new log's end. Kafka consumers reset it; so does ingestion, and
+    every record of the new log is ingested rather than waited past."""
+    from nids_core.kafka_log import KafkaSettings, open_client
+
+    values = [_good(i) for i in range(30)]
+    produce(broker, topic, values)
+    with open_client(
+        "kafka-python", KafkaSettings(broker.bootstrap_servers, f"nids-etl-{topic}")
+    ) as c:
+        c.commit(topic, 0, 1000)
+    result = drain(make_defs(), instance, {}, cold=False, serve=False)
+    assert result.failed_runs == 0 and result.ingest_runs == 1
+    assert hot_counts(tmp_path) == (30, 30, 0)
+    assert committed(broker, topic) == 30  # moved back onto the new log

@@ -241,3 +241,23 @@ def test_a_broken_champion_does_not_block_training_a_challenger(flows, tmp_path,
     detail = check.event.dagster_event.event_specific_data.metadata["detail"].value
     assert f"champion version {champion} could not be loaded" in detail
     assert str(registry.version_by_alias("challenger").version) == "2"
+
+
+def test_an_unreachable_registry_makes_the_scoring_sensor_wait_and_say_so(
+    broker, topic, tmp_path, monkeypatch
+):
+    from nids_core.local_broker import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    dead = f"http://127.0.0.1:{free_port()}"
+    defs = build_definitions(make_resources(broker, topic, tmp_path, tracking_uri=dead))
+    with DagsterInstance.ephemeral() as instance:
+        instance.report_runless_asset_event(AssetMaterialization("hot_flows"))
+        with build_sensor_context(
+            instance=instance, resources=defs.resources, definitions=defs
+        ) as ctx:
+            result = defs.resolve_sensor_def("scoring_sensor")(ctx)
+    assert isinstance(result, SensorResult) and not result.run_requests
+    assert result.skip_reason.skip_message.startswith("model registry unreachable")
+    assert '"covered": 0' in result.cursor  # nothing counted as scored: the batch waits
