@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from nids_core.hot_store import read_only_query
 from nids_core.kafka_log import KafkaSettings, open_client
 from nids_jobs.local_daemon import embedded_env
 from nids_sensors.dead_runs import WORKER_TAG
@@ -49,13 +49,7 @@ def test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one(broker, 
     first.wait(30)
     assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.STARTED
 
-    second = subprocess.run(
-        [NIDS, "ingest", "--until-idle", "--timeout", "180"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    second = _nids(env, "ingest", "--until-idle", "--timeout", "180")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "caught up: lag 0 on every partition" in second.stdout
     dead = instance.get_run_by_id(victim.run_id)
@@ -63,13 +57,10 @@ def test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one(broker, 
     assert any("is gone" in (e.message or "") for e in instance.all_logs(victim.run_id))
     with open_client("kafka-python", KafkaSettings(broker.bootstrap_servers, "nids-etl")) as c:
         assert c.committed(topic, [0])[0] == stats.sent
-    con = duckdb.connect(env["NIDS_DUCKDB_PATH"], read_only=True)
-    try:
-        stored, uids, quarantined = con.execute(
-            "SELECT count(*), count(DISTINCT uid), (SELECT count(*) FROM quarantine) FROM flows"
-        ).fetchone()
-    finally:
-        con.close()
+    ((stored, uids, quarantined),) = read_only_query(
+        env["NIDS_DUCKDB_PATH"],
+        "SELECT count(*), count(DISTINCT uid), (SELECT count(*) FROM quarantine) FROM flows",
+    )
     assert stored == uids and stored + quarantined == stats.sent
 
 
@@ -79,13 +70,11 @@ def test_until_idle_gives_up_at_its_timeout_and_says_why_when_kafka_is_down(tmp_
     down = start_broker()
     down.stop()
     env = embedded_env(tmp_path, down.bootstrap_servers, NIDS_KAFKA_TOPIC="zeek.conn")
-    result = subprocess.run(
-        [NIDS, "ingest", "--until-idle", "--timeout", "3"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _nids(env, "ingest", "--until-idle", "--timeout", "3")
     assert result.returncode == 1
     assert f"Kafka unreachable at {down.bootstrap_servers}" in result.stdout
     assert "timed out after 3 s" in result.stdout
+
+
+def _nids(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([NIDS, *args], env=env, capture_output=True, text=True, timeout=300)

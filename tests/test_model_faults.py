@@ -130,13 +130,7 @@ def test_a_champion_moved_by_hand_to_a_failed_version_is_not_served(
                 broker, topic, tmp_path, tracking_uri=a.tracking_uri, model_name=a.model_name
             )
         )
-        with DagsterInstance.ephemeral() as instance:
-            # A batch has arrived since the last scoring run: the sensor asks the registry.
-            instance.report_runless_asset_event(AssetMaterialization("hot_flows"))
-            with build_sensor_context(
-                instance=instance, resources=defs.resources, definitions=defs
-            ) as ctx:
-                result = defs.resolve_sensor_def("scoring_sensor")(ctx)
+        result = _scoring_tick_after_a_batch(defs)
         assert isinstance(result, SensorResult) and not result.run_requests
         assert "whose promotion gate is 'failed'" in result.skip_reason.skip_message
     finally:
@@ -252,12 +246,18 @@ def test_an_unreachable_registry_makes_the_scoring_sensor_wait_and_say_so(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     dead = f"http://127.0.0.1:{free_port()}"
     defs = build_definitions(make_resources(broker, topic, tmp_path, tracking_uri=dead))
+    result = _scoring_tick_after_a_batch(defs)
+    assert isinstance(result, SensorResult) and not result.run_requests
+    assert result.skip_reason.skip_message.startswith("model registry unreachable")
+    assert '"covered": 0' in result.cursor  # nothing counted as scored: the batch waits
+
+
+def _scoring_tick_after_a_batch(defs):
+    """One scoring-sensor tick on a fresh instance where a batch has just reached the hot
+    table, so the sensor has something to score and asks the registry."""
     with DagsterInstance.ephemeral() as instance:
         instance.report_runless_asset_event(AssetMaterialization("hot_flows"))
         with build_sensor_context(
             instance=instance, resources=defs.resources, definitions=defs
         ) as ctx:
-            result = defs.resolve_sensor_def("scoring_sensor")(ctx)
-    assert isinstance(result, SensorResult) and not result.run_requests
-    assert result.skip_reason.skip_message.startswith("model registry unreachable")
-    assert '"covered": 0' in result.cursor  # nothing counted as scored: the batch waits
+            return defs.resolve_sensor_def("scoring_sensor")(ctx)
