@@ -15,14 +15,23 @@ from dagster import (
 from pydantic import Field
 
 from nids_assets.cold import cold_flows
+from nids_assets.reference import flow_labels, reference_flows
+from nids_core.analyst_labels import read_labels, resolve_labels
 from nids_core.gate import evaluate_gate
 from nids_core.model_names import CHALLENGER, CHAMPION
-from nids_core.training_set import TRAINING_SET_PATH, build_training_set
+from nids_core.reference_corpus import corpus_digest, load_reference_corpus
+from nids_core.training_set import (
+    TRAINING_SET_PATH,
+    build_training_set,
+    read_cold_window,
+    window_days,
+)
 from nids_resources.mlflow import (
     MlflowTrackingResource,
     ModelRegistryResource,
     ModelSettingsResource,
 )
+from nids_resources.reference import ReferenceCorpusResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource
 
@@ -75,7 +84,7 @@ class TrainingSetConfig(Config):
 
 
 @asset(
-    deps=[cold_flows],
+    deps=[reference_flows, flow_labels, cold_flows],
     group_name=MODEL_GROUP,
     kinds={"parquet", "polars"},
 )
@@ -83,17 +92,26 @@ def training_set(
     context: AssetExecutionContext,
     config: TrainingSetConfig,
     cold_store: ColdStoreResource,
+    reference_corpus: ReferenceCorpusResource,
     model_settings: ModelSettingsResource,
 ) -> MaterializeResult:
-    """Labelled flows of the last N daily cold partitions (NIDS_TRAINING_DAYS, default 21),
-    split by time within each capture into train / validation / test (never random rows),
-    written to `training/training_set.parquet` in the cold store."""
+    """The labelled reference corpus (every capture at its current content) plus the live
+    flows analysts labelled in the last N daily cold partitions (NIDS_TRAINING_DAYS, default
+    21; the newest label per uid, an analyst's label winning over the corpus). Live flows
+    without an analyst's label never enter. Split by time within each network into train /
+    validation / test (never random rows), written to `training/training_set.parquet`."""
     end = date.fromisoformat(config.end_date) if config.end_date else datetime.now(UTC).date()
     store = cold_store.store()
+    versions = reference_corpus.versions()
+    reference = load_reference_corpus(store, versions)
+    days = window_days(store, model_settings.training_days, end)
+    live = read_cold_window(store, days)
+    labels = resolve_labels(read_labels(store), live)
     frame, summary = build_training_set(
-        store,
-        model_settings.training_days,
-        end,
+        reference,
+        live,
+        labels,
+        days,
         model_settings.validation_fraction,
         model_settings.test_fraction,
     )
@@ -104,6 +122,7 @@ def training_set(
             **summary.as_metadata(),
             "rows": frame.height,
             "attack_share": round(float((frame["label"] == "malicious").mean()), 4),
+            "reference_corpus": corpus_digest(versions),
             "path": path,
         }
     )

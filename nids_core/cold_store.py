@@ -280,10 +280,10 @@ class ColdStore:
             rows[day] = flows.height
         return rows
 
-    def read_cold_day(self, day: date | str) -> pl.DataFrame:
+    def read_cold_day(self, day: date | str, columns: list[str] | None = None) -> pl.DataFrame:
         path = self.cold_file(str(day))
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
-        return self._read_parquet(path)
+        return self._read_parquet(path, columns)
 
     def predictions_file(self, day: str, model_version: str | None = None) -> str:
         kind = "predictions" if model_version is None else f"rescored/version={model_version}"
@@ -322,6 +322,20 @@ class ColdStore:
         path = self._path(relative_path)
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
         return self._read_parquet(path)
+
+    def exists(self, relative_path: str) -> bool:
+        path = self._path(relative_path)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self.fs.exists(path)
+
+    def list_frames(self, relative_dir: str) -> list[str]:
+        """The Parquet files directly under a folder (relative paths, sorted); [] if none."""
+        base = self._path(relative_dir)
+        self.fs.invalidate_cache(base)
+        if not self.fs.exists(base):
+            return []
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
+        return sorted(f"{relative_dir}/{n}" for n in names if n.endswith(".parquet"))
 
     def cold_day_exists(self, day: date | str) -> bool:
         path = self.cold_file(str(day))

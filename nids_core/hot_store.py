@@ -101,7 +101,9 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
 
 
-def read_only_query(path: str | Path, sql: str, wait_s: float = 60.0) -> list[tuple]:
+def read_only_query(
+    path: str | Path, sql: str, wait_s: float = 60.0, params: list | None = None
+) -> list[tuple]:
     """Rows of a query on the hot store opened read-only, waiting while a writer (a run in
     another process) holds DuckDB's file lock."""
     import time
@@ -116,7 +118,7 @@ def read_only_query(path: str | Path, sql: str, wait_s: float = 60.0) -> list[tu
             time.sleep(0.2)
             continue
         try:
-            return con.execute(sql).fetchall()
+            return con.execute(sql, params).fetchall()
         finally:
             con.close()
 

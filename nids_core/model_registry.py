@@ -135,6 +135,29 @@ class ModelRegistry:
             )
         )
 
+    def download_run_artifact(
+        self, version: str | int, artifact_path: str, dst: str | Path
+    ) -> Path:
+        """Download a file logged with the run that produced a version."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        mv = self.get_version(version)
+        try:
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=mv.run_id,
+                    artifact_path=artifact_path,
+                    dst_path=str(dst),
+                    tracking_uri=self.tracking_uri,
+                )
+            )
+        except (MlflowException, OSError) as exc:
+            raise LookupError(
+                f"{self.model_name} version {version} (run {mv.run_id}) has no artifact "
+                f"{artifact_path}: {str(exc)[:200]}"
+            ) from exc
+
     def record_checksum(self, version: str | int, digest: str) -> None:
         self.client.set_model_version_tag(self.model_name, str(version), CHECKSUM_TAG, digest)
 

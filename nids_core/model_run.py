@@ -13,6 +13,7 @@ import mlflow
 import polars as pl
 
 from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
+from nids_core.cold_store import parquet_bytes
 from nids_core.features import attack_labels
 from nids_core.gnn import FlowScorer
 from nids_core.metrics import evaluate, evaluate_by_capture
@@ -20,6 +21,7 @@ from nids_core.model_artifacts import log_scorer
 from nids_core.report_plots import confusion_matrix_png, pr_curve_png
 from nids_core.training import TrainConfig, TrainResult, train_gnn
 
+TRAINING_ROWS_ARTIFACT = "training/train_validation_rows.parquet"
 METRIC_KEYS = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
 
 
@@ -132,6 +134,9 @@ def train_evaluate_log(
     )
     curves = {name: score for name, (score, _) in scores.items()}
     _log_bytes(pr_curve_png(y_test, curves, "precision-recall, test split"), "pr_curve.png")
+    # The rows the model learnt from travel with it, so `nids model evaluate --baseline` can
+    # fit the flow-only baseline on exactly the same rows later.
+    _log_bytes(parquet_bytes(pl.concat([train, validation])), TRAINING_ROWS_ARTIFACT)
     info = log_scorer(scorer, registered_model_name)
     version = str(info.registered_model_version) if info.registered_model_version else None
     mlflow.set_tag("mlflow.note.content", model_card(gnn, base, champ, report))
@@ -141,13 +146,15 @@ def train_evaluate_log(
 
 
 def _log_bytes(data: bytes, name: str) -> None:
+    """Log bytes as artifact `name` (`evaluation/<name>` when it has no folder)."""
     import tempfile
     from pathlib import Path
 
+    folder, _, file = name.rpartition("/")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
+        path = Path(tmp) / file
         path.write_bytes(data)
-        mlflow.log_artifact(str(path), artifact_path="evaluation")
+        mlflow.log_artifact(str(path), artifact_path=folder or "evaluation")
 
 
 def model_card(gnn: dict, base: dict, champion: dict | None, report: dict) -> str:

@@ -17,10 +17,19 @@ from nids_core.zeek_files import read_zeek_file
 _CHUNK = 5_000
 
 
+# What a live Zeek sensor does not know: the labels of a labelled capture and its name.
+WITHHELD_COLUMNS = ("label", "detailed_label", "capture")
+
+
 def to_zeek_json(
-    flows: pl.DataFrame, shift_seconds: float = 0.0, uid_suffix: str = ""
+    flows: pl.DataFrame,
+    shift_seconds: float = 0.0,
+    uid_suffix: str = "",
+    strip_labels: bool = False,
 ) -> list[bytes]:
-    """Canonical flows as Zeek JSON lines (Zeek's field names, `ts` in epoch seconds)."""
+    """Canonical flows as Zeek JSON lines (Zeek's field names, `ts` in epoch seconds);
+    `strip_labels` leaves out the label, detailed label and capture fields, as a live
+    sensor would send them."""
     epoch = pl.col("ts").dt.epoch("us").cast(pl.Float64) / 1e6 + shift_seconds
     out = flows.select(
         [
@@ -28,6 +37,7 @@ def to_zeek_json(
                 epoch if c == "ts" else (pl.col("uid") + uid_suffix if c == "uid" else pl.col(c))
             ).alias(CANONICAL_TO_ZEEK[c])
             for c in FLOW_COLUMNS
+            if not (strip_labels and c in WITHHELD_COLUMNS)
         ]
     )
     text = out.write_ndjson()
@@ -69,11 +79,13 @@ def replay_files(
     repeat: int = 1,
     limit: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    strip_labels: bool = False,
 ) -> ReplayStats:
     """Send every valid flow of the files to `topic`, ordered by time within each file.
 
     shift_to_now: move each capture's timestamps so its last flow happens now.
     repeat > 1: send the files again with the uids made unique (`<uid>-r<n>`), for load tests.
+    strip_labels: send them as a live sensor would, without labels or capture names.
     """
     stats = ReplayStats()
     t0 = time.monotonic()
@@ -92,7 +104,7 @@ def replay_files(
         if shift_to_now:
             shift = datetime.now(UTC).timestamp() - flows["ts"].max().timestamp()
         for r in range(repeat):
-            lines = to_zeek_json(flows, shift, f"-r{r}" if r else "")
+            lines = to_zeek_json(flows, shift, f"-r{r}" if r else "", strip_labels)
             uids = flows["uid"] if not r else flows["uid"] + f"-r{r}"
             keys = [u.encode() for u in uids]
             offset = 0
@@ -139,12 +151,9 @@ def stream_live(
             (pl.col("uid") + f"-s{i}").alias("uid"),
             pl.lit(datetime.fromtimestamp(now, UTC)).alias("ts"),
         )
-        if strip_labels:
-            chunk = chunk.with_columns(
-                pl.lit(None, dtype=pl.String).alias("label"),
-                pl.lit(None, dtype=pl.String).alias("detailed_label"),
-            )
-        producer.send_many(topic, [(None, v) for v in to_zeek_json(chunk)])
+        producer.send_many(
+            topic, [(None, v) for v in to_zeek_json(chunk, strip_labels=strip_labels)]
+        )
         producer.flush()
         on_sent(chunk["uid"].to_list(), now)
     return total

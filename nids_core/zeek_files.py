@@ -10,17 +10,36 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import zlib
 from enum import StrEnum
 from pathlib import Path
 
 import polars as pl
 
 from nids_core.normalize import ParseResult, normalize
+from nids_core.schema import CANONICAL_TO_ZEEK, REQUIRED_COLUMNS
 from nids_core.zeek_json import parse_json_records
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _IOT23_QUIRK = b"   "
 _CAPTURE_SUFFIXES = re.compile(r"(\.gz|\.csv|\.log|\.labeled|-labeled|\.conn|\.json)+$")
+
+
+# A conn log's header names these; another Zeek log (dns, http, ...) or any other table does not.
+CONN_HEADER_FIELDS: tuple[str, ...] = (
+    *(CANONICAL_TO_ZEEK[c] for c in REQUIRED_COLUMNS),
+    "conn_state",
+)
+
+
+class NotZeekConnLog(ValueError):
+    """A file that cannot be read as a Zeek conn log at all (not one bad row: the file)."""
+
+
+def _require_conn_fields(fields: list[str]) -> None:
+    missing = [f for f in CONN_HEADER_FIELDS if f not in fields]
+    if missing:
+        raise NotZeekConnLog(f"not a Zeek conn log: no {', '.join(missing)} column")
 
 
 class ZeekFormat(StrEnum):
@@ -29,12 +48,14 @@ class ZeekFormat(StrEnum):
     CSV = "csv"
 
 
+def gunzip(data: bytes) -> bytes:
+    """The content, gunzipped when it is gzip (detected by magic bytes, not name)."""
+    return gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data
+
+
 def read_bytes(path: str | Path) -> bytes:
-    """The file's content, gunzipped when it is gzip (detected by magic bytes, not name)."""
-    data = Path(path).read_bytes()
-    if data[:2] == _GZIP_MAGIC:
-        data = gzip.decompress(data)
-    return data
+    """The file's content, gunzipped when it is gzip."""
+    return gunzip(Path(path).read_bytes())
 
 
 def detect_format(data: bytes) -> ZeekFormat:
@@ -82,6 +103,10 @@ def parse_tsv(data: bytes) -> ParseResult:
         fields_line = fields_line.replace(_IOT23_QUIRK, b"\t")
         data = data.replace(_IOT23_QUIRK, b"\t")
     fields = fields_line.decode().split("\t")
+    path = header.get(b"path", b"conn").decode()
+    if path != "conn":
+        raise NotZeekConnLog(f"a Zeek {path} log, not a conn log")
+    _require_conn_fields(fields)
     unset = header.get(b"unset_field", b"-").decode()
     empty = header.get(b"empty_field", b"(empty)").decode()
     frame = pl.read_csv(
@@ -105,6 +130,7 @@ def parse_tsv(data: bytes) -> ParseResult:
 def parse_csv(data: bytes) -> ParseResult:
     """CSV with Zeek's column names (`id.orig_h`, ...); empty cells are unset."""
     frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
+    _require_conn_fields(frame.columns)
     return normalize(_with_provenance(frame, 2))
 
 
@@ -115,19 +141,46 @@ def parse_json_lines(data: bytes) -> ParseResult:
     return parse_json_records([v for _, v in keep], [n for n, _ in keep])
 
 
+_PARSERS = {
+    ZeekFormat.TSV: parse_tsv,
+    ZeekFormat.JSON: parse_json_lines,
+    ZeekFormat.CSV: parse_csv,
+}
+
+
+def parse_zeek_bytes(data: bytes, capture: str) -> ParseResult:
+    """Read a Zeek conn log's content (already gunzipped) into canonical flows and rejects;
+    `capture` fills the `capture` column where the records carry none.
+
+    Raises NotZeekConnLog when the content is not a conn log at all: another kind of table,
+    another Zeek log, or not one readable conn record in it.
+    """
+    try:
+        parsed = _PARSERS[detect_format(data)](data)
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+        raise NotZeekConnLog(f"cannot be read as a Zeek conn log: {exc}") from exc
+    if parsed.flows.height == 0 and parsed.rejects.height:
+        reason = parsed.rejects["error"].mode().sort()[0]
+        raise NotZeekConnLog(
+            f"not one readable Zeek conn record in {parsed.rejects.height} rows "
+            f"(most common reason: {reason})"
+        )
+    flows = parsed.flows.with_columns(pl.col("capture").fill_null(capture))
+    return ParseResult(flows=flows, rejects=parsed.rejects)
+
+
 def read_zeek_file(path: str | Path, capture: str | None = None) -> ParseResult:
     """Read any supported Zeek conn log into canonical flows and rejects.
 
     `capture` (default: derived from the file name) fills the `capture` column where the
-    records carry none, so captures stay apart when several are merged.
+    records carry none, so captures stay apart when several are merged. Raises
+    NotZeekConnLog, naming the file, when it is not a conn log.
     """
-    data = read_bytes(path)
-    fmt = detect_format(data)
-    parsed = {
-        ZeekFormat.TSV: parse_tsv,
-        ZeekFormat.JSON: parse_json_lines,
-        ZeekFormat.CSV: parse_csv,
-    }[fmt](data)
-    name = capture if capture is not None else capture_name(path)
-    flows = parsed.flows.with_columns(pl.col("capture").fill_null(name))
-    return ParseResult(flows=flows, rejects=parsed.rejects)
+    try:
+        data = read_bytes(path)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise NotZeekConnLog(f"{path}: a broken gzip file: {exc}") from exc
+    try:
+        return parse_zeek_bytes(data, capture if capture is not None else capture_name(path))
+    except NotZeekConnLog as exc:
+        raise NotZeekConnLog(f"{path}: {exc}") from exc

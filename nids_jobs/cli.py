@@ -44,7 +44,14 @@ def main() -> None:
     help="Send the files N times, uids made unique.",
 )
 @click.option("--limit", type=int, default=None, help="Stop after this many flows.")
-def replay(paths, bootstrap, topic, client, rate, shift_to_now, repeat, limit) -> None:
+@click.option(
+    "--strip-labels",
+    is_flag=True,
+    help="Send flows as a live sensor would: without label, detailed-label or capture.",
+)
+def replay(
+    paths, bootstrap, topic, client, rate, shift_to_now, repeat, limit, strip_labels
+) -> None:
     """Produce the flows of Zeek conn logs (TSV, JSON or CSV; plain or gzip) to Kafka as Zeek
     JSON. Without PATHS, replays the IoT-23 captures of the data directory."""
     from tqdm import tqdm
@@ -73,6 +80,7 @@ def replay(paths, bootstrap, topic, client, rate, shift_to_now, repeat, limit) -
             repeat=repeat,
             limit=limit,
             on_progress=bar.update,
+            strip_labels=strip_labels,
         )
     click.echo(
         f"replayed {stats.sent} flows from {stats.files} files to {topic} in {stats.seconds:.1f} s "
@@ -110,6 +118,62 @@ def ingest(until_idle, timeout, cold, score) -> None:
     click.echo(outcome.summary)
     if not outcome.ok:
         raise SystemExit(1)
+
+
+@main.command()
+@click.argument("verdict", required=False)
+@click.option("--uid", "uids", multiple=True, help="A flow's Zeek uid (repeatable).")
+@click.option("--host", default=None, help="An IP address: its flows, at either end ...")
+@click.option("--from", "start", default=None, help="... from this time (ISO 8601 or epoch) ...")
+@click.option("--to", "end", default=None, help="... to this time (inclusive).")
+@click.option("--by", default=None, help="Who labels (required).")
+@click.option("--why", default=None, help="Why: the evidence (required).")
+@click.option(
+    "--csv",
+    "csv_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Labels from a CSV file instead: columns verdict, uid, host, from, to, and "
+    "optionally by and why (else --by/--why).",
+)
+def label(verdict, uids, host, start, end, by, why, csv_file) -> None:
+    """Label live flows malicious or benign for training: by uid (`--uid U ...`) or by host
+    and time range (`--host IP --from T --to T`), or many at once from --csv. Every label
+    must name a stored flow; labels are kept with their history (a later label wins) and
+    change only the next training set."""
+    from nids_core.analyst_labels import LabelEntry, LabelError, entries_from_csv, parse_time
+    from nids_jobs.labelling import record_labels
+    from nids_resources.from_env import cold_store_from_env, hot_store_from_env
+
+    try:
+        if csv_file is not None:
+            if verdict or uids or host or start or end:
+                raise click.UsageError("--csv takes the verdicts and flows from the file")
+            entries = entries_from_csv(csv_file, by, why)
+        else:
+            if verdict is None:
+                raise click.UsageError("give a VERDICT (malicious or benign) or --csv FILE")
+            common = {"verdict": verdict.lower(), "by": by or "", "why": why or ""}
+            if uids and (host or start or end):
+                raise click.UsageError("name flows by --uid or by --host/--from/--to, not both")
+            if uids:
+                entries = [LabelEntry(uid=u, **common) for u in uids]
+            else:
+                entries = [
+                    LabelEntry(
+                        host=host,
+                        start=parse_time(start) if start else None,
+                        end=parse_time(end) if end else None,
+                        **common,
+                    )
+                ]
+        path, named = record_labels(
+            entries, cold_store_from_env().store(), hot_store_from_env().database
+        )
+    except LabelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"recorded {len(entries)} label(s) naming {named} flow(s) in {path}")
+    click.echo("they enter the next training run (training_job); flow_labels shows the counts")
 
 
 @main.command()
@@ -229,6 +293,42 @@ def model_rollback(to_version, force, by, reason) -> None:
     click.echo(f"champion of {registry.model_name}: version {done.previous} -> {done.version}")
     if override:
         click.echo(f"gate overridden by {override.by}: {override.reason} (recorded on the version)")
+
+
+@model.command("evaluate")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--model",
+    "which",
+    default="champion",
+    show_default=True,
+    help="`champion`, `challenger` or a version number.",
+)
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="Also the flow-only baseline, fitted on the rows that model was trained on.",
+)
+def model_evaluate(files, which, baseline) -> None:
+    """Score your own labelled Zeek conn logs (TSV, JSON or CSV; plain or gzip), one network
+    per file, with a registered model: per file flows, labelled flows, attacks, macro F1,
+    attack recall and benign FPR; then mean and worst file. Rows without a label are
+    skipped; a file that is not a conn log is reported and the others still evaluated
+    (exit status 1 then)."""
+    from nids_jobs.evaluation import evaluate_registered
+
+    registry = _registry()
+    try:
+        results, summary = evaluate_registered(
+            registry, which, list(files), baseline, echo=click.echo
+        )
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(summary)
+    if any(r.error for r in results):
+        raise SystemExit(1)
 
 
 @main.command()

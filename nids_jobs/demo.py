@@ -68,7 +68,7 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
         from nids_core.kafka_log import KafkaSettings, open_producer
         from nids_core.replay import replay_files
         from nids_jobs.definitions import build_definitions
-        from nids_jobs.driver import drain
+        from nids_jobs.driver import drain, drive_reference, run_scoring
 
         topic = os.environ.get("NIDS_KAFKA_TOPIC", "zeek.conn")
         create_topic(broker.bootstrap_servers, topic, partitions)
@@ -81,14 +81,21 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
             open_producer("confluent", KafkaSettings(broker.bootstrap_servers, "nids-demo")) as p,
             tqdm(unit=" flows", desc="replay") as bar,
         ):
-            stats = replay_files(files, p, topic, shift_to_now=True, on_progress=bar.update)
-        click.echo(f"replayed {stats.sent} flows ({stats.rejected} unreadable rows skipped)")
+            stats = replay_files(
+                files, p, topic, shift_to_now=True, on_progress=bar.update, strip_labels=True
+            )
+        click.echo(
+            f"replayed {stats.sent} flows with their labels removed, as a live sensor sends "
+            f"them ({stats.rejected} unreadable rows skipped)"
+        )
 
         defs = build_definitions()
         instance = DagsterInstance.get()
 
         def progress(req, ok):
-            click.echo(f"  ingest run {req.run_key}: {'ok' if ok else 'FAILED'}")
+            click.echo(
+                f"  {req.job_name or 'ingest_job'} run {req.run_key}: {'ok' if ok else 'FAILED'}"
+            )
 
         cursors: dict = {}
         result = drain(defs, instance, cursors, on_run=progress, log_level="WARNING")
@@ -97,18 +104,18 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
             f"{result.failed_runs} runs failed; see `dagster dev` for their logs"
         )
     _report(defs, result, time.monotonic() - t0)
-    click.echo("training the GNN (training_set -> gnn_model -> gate -> champion_model) ...")
-    training = defs.resolve_job_def("training_job").execute_in_process(
-        instance=instance,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        raise_on_error=False,
+    click.echo(
+        "no flow is labelled, so the champion comes from the reference corpus: "
+        "reading its captures, then training (training_set -> gnn_model -> gate -> champion) ..."
     )
-    _model_report(instance, defs, training.success)
-    from nids_jobs.driver import run_scoring
-
-    click.echo("scoring the hot table with the champion and refreshing alerts ...")
+    runs, failed, skip = drive_reference(
+        defs, instance, cursors, log_level="WARNING", on_run=progress
+    )
+    _model_report(instance, defs, failed == 0, skip)
+    click.echo("scoring the live flows with the champion and refreshing alerts ...")
     runs, failed = run_scoring(defs, instance, cursors, log_level="WARNING")
     _serving_report(defs, runs, failed)
+    _withheld_report(defs)
     click.echo(f"demo finished in {time.monotonic() - t0:.0f} s")
     if ui:
         _serve_ui(home)
@@ -195,12 +202,20 @@ def _serving_report(defs, runs: int, failed: int) -> None:
         click.echo(f"  {host:>16s}  {n:6,}  {windows:4}  {score:.3f}")
 
 
-def _model_report(instance, defs, success: bool) -> None:
+def _model_report(instance, defs, success: bool, skip: str | None) -> None:
     from dagster import AssetKey
 
     event = instance.get_latest_materialization_event(AssetKey("gnn_model"))
     if event is None:
-        raise click.ClickException("training failed before a model was logged; see its run")
+        raise click.ClickException(
+            f"no model was trained ({skip or 'a run failed'}); see the runs in the Dagster UI"
+        )
+    ts = instance.get_latest_materialization_event(AssetKey("training_set"))
+    ts_md = {k: v.value for k, v in ts.asset_materialization.metadata.items()}
+    click.echo(
+        f"training set: {ts_md['reference_rows']:,} reference rows from {ts_md['captures']} "
+        f"captures, {ts_md['analyst_labelled_rows']:,} analyst-labelled live rows"
+    )
     md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
     keys = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
     click.echo(f"model {md['model_uri']} (MLflow run {md['mlflow_run_id']}); gate: {md['gate']}")
@@ -211,6 +226,58 @@ def _model_report(instance, defs, success: bool) -> None:
     click.echo(f"champion: version {champion.version if champion else 'none'}")
     if not success:
         click.echo("the training run did not promote (a gate check failed or a step failed)")
+
+
+def _withheld_report(defs) -> None:
+    """The live flows' predictions against the labels the replay withheld from them."""
+    import duckdb
+    import numpy as np
+    import polars as pl
+
+    from nids_core.metrics import evaluate
+    from nids_core.reference_corpus import load_reference_corpus
+    from nids_core.training_set import TRAINING_SET_PATH
+
+    store = defs.resources["cold_store"].store()
+    withheld = (
+        load_reference_corpus(store, defs.resources["reference_corpus"].versions())
+        .filter(pl.col("label").is_not_null())
+        .select("uid", "capture", pl.col("label").alias("withheld"))
+    )
+    split = store.read_frame(TRAINING_SET_PATH).select("uid", "split")
+    con = duckdb.connect(defs.resources["hot_store"].database, read_only=True)
+    try:
+        live = con.execute(
+            "SELECT f.uid, p.predicted_label FROM flows f LEFT JOIN predictions p USING (uid)"
+        ).pl()
+    finally:
+        con.close()
+    joined = live.join(withheld, on="uid", how="inner").join(split, on="uid", how="left")
+    scored = live["predicted_label"].is_not_null().sum()
+    click.echo(
+        f"live flows scored: {scored:,} of {live.height:,}; {joined.height:,} have a withheld label"
+    )
+
+    def row(name: str, frame: pl.DataFrame) -> str:
+        y = (frame["withheld"] == "malicious").cast(pl.Int64).to_numpy()
+        pred = (frame["predicted_label"] == "malicious").cast(pl.Float64).to_numpy()
+        m = evaluate(y, pred, 0.5)
+        cells = "  ".join(
+            "      -" if np.isnan(m[k]) else f"{m[k]:7.4f}"
+            for k in ("accuracy", "macro_f1", "attack_recall", "benign_fpr")
+        )
+        return f"  {name:34s} {frame.height:7,} {m['attacks']:7,}  {cells}"
+
+    click.echo("agreement with the withheld labels (predicted_label vs label):")
+    click.echo(
+        f"  {'flows':34s} {'count':>7s} {'attacks':>7s}  {'agree':>7s}  {'macro F1':>7s}  "
+        f"{'recall':>7s}  {'ben. FPR':>7s}"
+    )
+    joined = joined.filter(pl.col("predicted_label").is_not_null())
+    click.echo(row("all", joined))
+    click.echo(row("not trained on (test split)", joined.filter(pl.col("split") == "test")))
+    for capture in sorted(joined["capture"].unique().to_list()):
+        click.echo(row(capture, joined.filter(pl.col("capture") == capture)))
 
 
 def _report(defs, result, seconds: float) -> None:

@@ -9,8 +9,10 @@ the daemon would launch them.
 from dataclasses import dataclass, field
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     DagsterInstance,
     Definitions,
+    DeleteDynamicPartitionsRequest,
     RunRequest,
     SensorResult,
     SkipReason,
@@ -42,9 +44,20 @@ def _tick(defs: Definitions, instance: DagsterInstance, name: str, cursors: dict
     if isinstance(result, SkipReason):
         return [], result.skip_message, cursors.get(name)
     if isinstance(result, SensorResult):
+        _apply_partition_requests(instance, result)
         skip = result.skip_reason.skip_message if result.skip_reason else None
         return list(result.run_requests or []), skip, result.cursor
     return list(result or []), None, ctx.cursor
+
+
+def _apply_partition_requests(instance: DagsterInstance, result: SensorResult) -> None:
+    """What the daemon does with a sensor's dynamic-partition requests."""
+    for req in result.dynamic_partitions_requests or []:
+        if isinstance(req, AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+        elif isinstance(req, DeleteDynamicPartitionsRequest):
+            for key in req.partition_keys:
+                instance.delete_dynamic_partition(req.partitions_def_name, key)
 
 
 def execute_request(
@@ -91,6 +104,34 @@ def run_scoring(
         if failed:
             break
     return runs, failed
+
+
+def drive_reference(
+    defs: Definitions,
+    instance: DagsterInstance,
+    cursors: dict,
+    log_level: str | None = None,
+    max_rounds: int = 5,
+    on_run=None,
+) -> tuple[int, int, str | None]:
+    """Tick the reference-corpus sensor and run what it requests (reads of capture files,
+    then a first training when there is no champion) until it has nothing to request.
+    Returns (runs, failed runs, the sensor's last skip reason)."""
+    runs = failed = 0
+    skip = None
+    for _ in range(max_rounds):
+        requests, skip, cursors["reference_corpus_sensor"] = _tick(
+            defs, instance, "reference_corpus_sensor", cursors
+        )
+        if not requests:
+            break
+        for req in requests:
+            ok = execute_request(defs, instance, req.job_name or "", req, log_level)
+            runs += 1
+            failed += 0 if ok else 1
+            if on_run:
+                on_run(req, ok)
+    return runs, failed, skip
 
 
 def drain(

@@ -5,6 +5,7 @@ from dagster import AssetSelection, define_asset_job, in_process_executor
 from nids_assets.cold import cold_flows
 from nids_assets.ingestion import consumer_offsets, flow_batch, hot_flows
 from nids_assets.model import champion_model, gnn_model, training_set
+from nids_assets.reference import flow_labels, reference_flows
 from nids_assets.scoring import alerts, flow_predictions
 
 # In-process: a micro-batch is a few seconds of work, so a process per step would cost
@@ -30,9 +31,10 @@ cold_flows_job = define_asset_job(
 # champion_model. In-process: torch and the training set are loaded once.
 training_job = define_asset_job(
     "training_job",
-    selection=AssetSelection.assets(training_set, gnn_model, champion_model),
+    selection=AssetSelection.assets(flow_labels, training_set, gnn_model, champion_model),
     executor_def=in_process_executor,
-    description="Build the training set, train and gate the GNN, promote it if it passed.",
+    description="Resolve analysts' labels, build the training set from the reference corpus "
+    "and the labelled live flows, train and gate the GNN, promote it if it passed.",
     tags={"nids/kind": "training", "dagster/max_runtime": "21600"},
 )
 
@@ -43,4 +45,14 @@ scoring_job = define_asset_job(
     executor_def=in_process_executor,
     description="Score unscored hot flows with the champion and refresh the alerts table.",
     tags={"nids/kind": "scoring", "dagster/max_runtime": "1800"},
+)
+
+# One capture of the reference corpus per run (a partition), requested by the
+# reference_corpus_sensor when a file is added or changed.
+reference_job = define_asset_job(
+    "reference_job",
+    selection=AssetSelection.assets(reference_flows),
+    executor_def=in_process_executor,
+    description="Read one capture file of the reference corpus into the cold store.",
+    tags={"nids/kind": "reference", "dagster/max_runtime": "3600"},
 )

@@ -12,6 +12,7 @@ from nids_resources.mlflow import (
     ModelSettingsResource,
 )
 from nids_resources.plausibility import PlausibleTimeResource
+from nids_resources.reference import ReferenceCorpusResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.settings import SettingError, env, env_choice, env_float, env_int, secret
 from nids_resources.stores import ColdStoreResource, HotStoreResource
@@ -61,7 +62,18 @@ SETTINGS: list[tuple[str, str, str]] = [
     ),
     ("NIDS_MLFLOW_UI_URL", "http://127.0.0.1:5000", "MLflow UI address used in Dagster links"),
     ("NIDS_MODEL_NAME", "nids-gnn", "Registered model name"),
-    ("NIDS_TRAINING_DAYS", "21", "Cold days in the training set"),
+    (
+        "NIDS_REFERENCE_IOT23",
+        "true",
+        "Reference corpus includes the data directory's IoT-23 captures (true/false)",
+    ),
+    (
+        "NIDS_REFERENCE_URL",
+        "",
+        "Folder or s3://bucket/prefix of your own labelled Zeek conn logs (reference corpus)",
+    ),
+    ("NIDS_REFERENCE_SENSOR_INTERVAL_S", "60", "Seconds between reference-corpus checks"),
+    ("NIDS_TRAINING_DAYS", "21", "Cold days whose analyst-labelled flows are trained on"),
     ("NIDS_TRAINING_CRON", "0 3 * * *", "Daily training schedule (cron, UTC)"),
     ("NIDS_TRAIN_MAX_EPOCHS", "300", "Most training epochs"),
     ("NIDS_TRAIN_PATIENCE", "30", "Early-stopping patience in epochs"),
@@ -221,12 +233,39 @@ def plausible_time_from_env() -> PlausibleTimeResource:
     )
 
 
+def reference_corpus_from_env(cold_store: ColdStoreResource) -> ReferenceCorpusResource:
+    """The data directory's IoT-23 folder (unless NIDS_REFERENCE_IOT23=false; skipped when
+    there is no data directory) and NIDS_REFERENCE_URL, which must exist when it is local."""
+    from pathlib import Path
+
+    from nids_core.data_dir import IOT23_SUBDIR, DataDirNotFound, find_data_dir
+
+    locations = []
+    if env_choice("NIDS_REFERENCE_IOT23", "true", ("true", "false")) == "true":
+        try:
+            iot23 = find_data_dir() / IOT23_SUBDIR
+        except DataDirNotFound:
+            iot23 = None
+        if iot23 is not None and iot23.is_dir():
+            locations.append(str(iot23.resolve()))
+    url = _opt("NIDS_REFERENCE_URL")
+    if url:
+        if "://" in url and not url.startswith("s3://"):
+            raise SettingError(f"NIDS_REFERENCE_URL={url!r}: use a folder or s3://bucket/prefix")
+        if "://" not in url and not Path(url).is_dir():
+            raise SettingError(f"NIDS_REFERENCE_URL={url!r} is not a folder")
+        locations.append(url if "://" in url else str(Path(url).resolve()))
+    return ReferenceCorpusResource(locations=locations, cold_store=cold_store)
+
+
 def resources_from_env() -> dict:
     """All resources, keyed as the assets name them."""
+    cold_store = cold_store_from_env()
     return {
         "kafka": kafka_from_env(),
         "hot_store": hot_store_from_env(),
-        "cold_store": cold_store_from_env(),
+        "cold_store": cold_store,
+        "reference_corpus": reference_corpus_from_env(cold_store),
         "mlflow_tracking": mlflow_tracking_from_env(),
         "model_registry": model_registry_from_env(),
         "model_settings": model_settings_from_env(),

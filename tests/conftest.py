@@ -17,6 +17,7 @@ from nids_resources.mlflow import (
     ModelSettingsResource,
 )
 from nids_resources.plausibility import PlausibleTimeResource
+from nids_resources.reference import ReferenceCorpusResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
@@ -118,9 +119,14 @@ def make_resources(
     model_name="nids-gnn",
     model_settings=None,
     serving=None,
+    reference=None,
     **kafka_kw,
 ):
+    cold_store = ColdStoreResource(url=cold_url or str(tmp_path / "cold"))
     return {
+        "reference_corpus": ReferenceCorpusResource(
+            locations=[str(p) for p in reference or []], cold_store=cold_store
+        ),
         "serving": ServingSettingsResource(**(serving or {})),
         **model_resources(
             tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -137,7 +143,7 @@ def make_resources(
             **kafka_kw,
         ),
         "hot_store": HotStoreResource(database=str(tmp_path / "hot.duckdb")),
-        "cold_store": ColdStoreResource(url=cold_url or str(tmp_path / "cold")),
+        "cold_store": cold_store,
         "plausible_time": PlausibleTimeResource(),
     }
 

@@ -45,3 +45,14 @@ def register_trained(
     registry.mark_gate(run.model_version, passed)
     record_artifact_checksum(registry, run.model_version)
     return str(run.model_version)
+
+
+def read_reference_corpus(defs, instance) -> list[str]:
+    """Read every capture of the definitions' reference corpus into the cold store (what
+    the reference_corpus_sensor requests), without the first training it would request."""
+    captures = [f.capture for f in defs.resources["reference_corpus"].files()]
+    instance.add_dynamic_partitions("reference_captures", captures)
+    job = defs.resolve_job_def("reference_job")
+    for capture in captures:
+        assert job.execute_in_process(instance=instance, partition_key=capture).success
+    return captures

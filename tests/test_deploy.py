@@ -18,6 +18,7 @@ from nids_jobs.driver import drain
 from nids_resources.from_env import SETTINGS
 from tests.conftest import iot23, make_resources
 from tests.ingest_helpers import replay
+from tests.model_helpers import read_reference_corpus
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -122,7 +123,11 @@ def test_ingest_and_training_jobs_on_postgres(broker, topic, tmp_path, pg_databa
             topic,
             [iot23(n) for n in ("CTU-Malware-Capture-8-1-labeled.csv.gz",)],
             shift_to_now=True,
+            strip_labels=True,
         )
+        reference = tmp_path / "reference"
+        reference.mkdir()
+        shutil.copy(iot23("CTU-Malware-Capture-8-1-labeled.csv.gz"), reference)
         defs = build_definitions(
             make_resources(
                 broker,
@@ -130,10 +135,12 @@ def test_ingest_and_training_jobs_on_postgres(broker, topic, tmp_path, pg_databa
                 tmp_path,
                 tracking_uri=server.url,
                 model_settings={"max_epochs": 40, "patience": 8, "hidden": 32},
+                reference=[reference],
             )
         )
         stats = drain(defs, instance, {})
         assert stats.failed_runs == 0 and stats.ingest_runs == 1 and stats.cold_runs >= 1
+        read_reference_corpus(defs, instance)
         training = defs.resolve_job_def("training_job").execute_in_process(
             instance=instance, raise_on_error=False
         )
@@ -145,7 +152,7 @@ def test_ingest_and_training_jobs_on_postgres(broker, topic, tmp_path, pg_databa
     con = psycopg2.connect(dbname=pg_databases["dagster"], **PG)
     with con.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs")
-        assert cur.fetchone()[0] >= 3  # ingest, cold partition(s), training
+        assert cur.fetchone()[0] >= 4  # ingest, cold partition(s), reference read, training
     con.close()
     con = psycopg2.connect(dbname=pg_databases["mlflow"], **PG)
     with con.cursor() as cur:

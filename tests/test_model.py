@@ -1,5 +1,7 @@
 """The GNN on real IoT-23 flows: features, split, training, MLflow registry and the gate."""
 
+import shutil
+
 import mlflow
 import numpy as np
 import polars as pl
@@ -17,9 +19,8 @@ from nids_core.training import TrainConfig, train_gnn
 from nids_core.training_set import TRAINING_SET_PATH
 from nids_core.zeek_files import read_zeek_file
 from nids_jobs.definitions import build_definitions
-from nids_jobs.driver import drain
 from tests.conftest import iot23, make_resources
-from tests.ingest_helpers import replay
+from tests.model_helpers import read_reference_corpus
 
 CAPTURES = (
     "CTU-Malware-Capture-8-1-labeled.csv.gz",  # 10,403 flows, 8,222 attacks
@@ -162,10 +163,13 @@ def test_logged_model_loads_back_with_identical_predictions(split, mlflow_server
 
 @pytest.mark.slow
 def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, instance, mlflow_server):
-    """Real captures through Kafka, ingest and cold partitions, then the training job:
-    the first model promotes on absolute thresholds; a model trained on shuffled labels
-    fails the gate and the champion stays; a good retrain promotes; rollback restores."""
-    replay(broker, topic, [iot23(n) for n in CAPTURES], shift_to_now=True)
+    """Real captures as the reference corpus, then the training job: the first model
+    promotes on absolute thresholds; a model trained on shuffled labels fails the gate and
+    the champion stays; a good retrain promotes; rollback restores."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for n in CAPTURES:
+        shutil.copy(iot23(n), reference / n)
     name = f"gnn-{topic.rsplit('.', 1)[-1]}"
     defs = build_definitions(
         make_resources(
@@ -175,9 +179,10 @@ def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, insta
             tracking_uri=mlflow_server.url,
             model_name=name,
             model_settings={"max_epochs": 60, "patience": 10, "hidden": 32},
+            reference=[reference],
         )
     )
-    assert drain(defs, instance, {}).failed_runs == 0
+    read_reference_corpus(defs, instance)
     registry = ModelRegistry(mlflow_server.url, name)
     job = defs.resolve_job_def("training_job")
 

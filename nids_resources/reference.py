@@ -1,0 +1,42 @@
+"""The reference corpus resource: where the labelled captures of other networks are read."""
+
+from dagster import ConfigurableResource, ResourceDependency
+from pydantic import Field
+
+from nids_core.data_dir import content_sha256
+from nids_core.reference_corpus import (
+    ReferenceCorpusError,
+    ReferenceFile,
+    list_reference_files,
+    read_reference_file,
+)
+from nids_resources.stores import ColdStoreResource
+
+
+class ReferenceCorpusResource(ConfigurableResource):
+    """Labelled Zeek conn logs of other networks, one capture per file (TSV, JSON or CSV,
+    plain or gzip): the data directory's IoT-23 captures and the user's own folder or
+    `s3://bucket/prefix` (read with the cold store's S3 settings)."""
+
+    locations: list[str] = Field(
+        default_factory=list, description="Folders or s3:// prefixes holding capture files."
+    )
+    cold_store: ResourceDependency[ColdStoreResource]
+
+    def _options(self) -> dict:
+        return self.cold_store.storage_options()
+
+    def files(self) -> list[ReferenceFile]:
+        if not self.locations:
+            raise ReferenceCorpusError(
+                "no reference corpus: no data directory with IoT-23 captures was found and "
+                "NIDS_REFERENCE_URL is unset; run `nids data download` or set NIDS_REFERENCE_URL"
+            )
+        return list_reference_files(self.locations, self._options())
+
+    def read(self, ref: ReferenceFile) -> bytes:
+        return read_reference_file(ref, self._options())
+
+    def versions(self) -> dict[str, str]:
+        """{capture: SHA-256 of its content} for the files there now."""
+        return {f.capture: content_sha256(self.read(f)) for f in self.files()}
