@@ -158,7 +158,8 @@ def parse_zeek_bytes(data: bytes, capture: str) -> ParseResult:
     try:
         parsed = _PARSERS[detect_format(data)](data)
     except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
-        raise NotZeekConnLog(f"cannot be read as a Zeek conn log: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NotZeekConnLog(f"cannot be read as a Zeek conn log: {first_line}") from exc
     if parsed.flows.height == 0 and parsed.rejects.height:
         reason = parsed.rejects["error"].mode().sort()[0]
         raise NotZeekConnLog(

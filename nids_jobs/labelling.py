@@ -8,7 +8,14 @@ from pathlib import Path
 
 import polars as pl
 
-from nids_core.analyst_labels import LabelEntry, LabelError, unmatched, write_labels
+from nids_core.analyst_labels import (
+    LabelEntry,
+    LabelError,
+    matches,
+    to_frame,
+    unmatched,
+    write_labels,
+)
 from nids_core.cold_store import ColdStore
 from nids_core.hot_store import read_only_query
 
@@ -70,7 +77,5 @@ def record_labels(
             f"; and {len(missing) - 10} more" if len(missing) > 10 else ""
         )
         raise LabelError(f"no stored flow for: {shown} (nothing was written)")
-    from nids_core.analyst_labels import matches, to_frame
-
     named = matches(to_frame(entries, "check", datetime.now(UTC)), flows)["uid"].n_unique()
     return write_labels(store, entries, datetime.now(UTC)), named
