@@ -73,6 +73,7 @@ def train_champion(flows: pl.DataFrame, tracking_uri: str, work: Path) -> ModelR
             time_split(flows.filter(pl.col("label").is_not_null())),
             TrainConfig(),
             registered_model_name="nids-gnn",
+            lono=False,  # this bench measures serving, not generalisation
         )
     registry = ModelRegistry(tracking_uri, "nids-gnn")
     registry.mark_gate(run.model_version, True)

@@ -1,10 +1,18 @@
-"""Model quality on the real IoT-23 captures: the GNN beside a flow-only baseline.
+"""Model quality on the real IoT-23 captures: the served model and the graph model (GNN)
+alone beside a flow-only baseline.
 
 Time split per capture: the first 70% of each capture's flows by time train (60%) and
-validate (10%), the last 30% test. Prints a table per capture and overall for both models
-(macro F1, attack recall, benign FPR, PR-AUC, accuracy, training seconds), the training
-time per epoch for 50,000 flows on this machine's CPU, and ends with the contract line:
+validate (10%), the last 30% test. Prints a table per capture and overall for the three
+(macro F1, attack recall, benign FPR, PR-AUC, accuracy), the training time per epoch for
+50,000 flows on this machine's CPU, a `served:` line, and the contract line:
 `quality: gnn macro_f1=<x> benign_fpr=<y>; baseline macro_f1=<z> benign_fpr=<w>`.
+
+With `--lono`, then leave one network out (every capture with attacks held out in turn,
+each with every seed of `--seeds`, default 0,1,2): a row per network, seed and model, the
+mean per network, and the contract line
+`generalization: served lono_macro_f1=<x> worst=<w> seed_sd=<s>; baseline lono_macro_f1=<z> worst=<v>`
+(mean over networks and seeds; worst network by its mean over seeds; standard deviation
+over seeds of the mean over networks).
 """
 
 import argparse
@@ -22,10 +30,11 @@ import torch
 from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
 from nids_core.data_dir import find_data_dir, iot23_files
 from nids_core.features import attack_labels
-from nids_core.loco import leave_one_capture_out
+from nids_core.gnn import graph_model_parts
+from nids_core.lono import CANDIDATES, LonoResult, leave_one_network_out
 from nids_core.metrics import evaluate, evaluate_by_capture
 from nids_core.splits import time_split
-from nids_core.training import TrainConfig, train_gnn
+from nids_core.training import TrainConfig, train_gnn, train_served
 from nids_core.zeek_files import read_zeek_file
 
 COLUMNS = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
@@ -43,38 +52,39 @@ def fmt(v: float) -> str:
     return "   -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:6.4f}"
 
 
-def print_table(title: str, rows: list[tuple[str, dict, dict]], seconds: tuple[float, float]):
+def print_table(title: str, rows: list[tuple[str, dict]]):
     print(f"\n{title}")
     head = " ".join(f"{c:>13s}" for c in COLUMNS)
     print(f"{'capture':32s} {'flows':>6s} {'attacks':>7s} model    {head}")
-    for name, gnn, base in rows:
-        for label, m in (("gnn", gnn), ("baseline", base)):
+    for name, by_model in rows:
+        for label, m in by_model.items():
             cells = " ".join(f"{fmt(m[c]):>13s}" for c in COLUMNS)
             print(f"{name:32s} {m['flows']:6d} {m['attacks']:7d} {label:8s} {cells}")
-    print(f"training seconds: gnn {seconds[0]:.1f}, baseline {seconds[1]:.1f}")
 
 
-def per_capture(test: pl.DataFrame, gnn_score, base_score, threshold):
-    """(capture, gnn metrics, baseline metrics) rows, then the overall row."""
+def per_capture(test: pl.DataFrame, scores: dict) -> list[tuple[str, dict]]:
+    """(capture, {model: metrics}) rows, then the overall row."""
     y = attack_labels(test)
-    scores = {"gnn": (gnn_score, threshold), "baseline": (base_score, BASELINE_THRESHOLD)}
-    by_capture = evaluate_by_capture(test, y, scores)
-    rows = [(name, m["gnn"], m["baseline"]) for name, m in by_capture.items()]
+    rows = list(evaluate_by_capture(test, y, scores).items())
     overall = {model: evaluate(y, score, t) for model, (score, t) in scores.items()}
-    return [*rows, ("overall", overall["gnn"], overall["baseline"])]
+    return [*rows, ("overall", overall)]
 
 
 def fit_and_score(train, validation, test, config):
     t0 = time.perf_counter()
-    result = train_gnn(train, validation, config)
-    gnn_s = time.perf_counter() - t0
+    result = train_served(train, validation, config)
+    served_s = time.perf_counter() - t0
     scorer = result.scorer
-    gnn_score = scorer.score(test)
+    gnn_score, gnn_threshold = graph_model_parts(scorer)
     t0 = time.perf_counter()
     base = train_baseline(pl.concat([train, validation]), scorer.spec, config.seed)
     base_s = time.perf_counter() - t0
-    base_score = baseline_scores(base, test, scorer.spec)
-    return result, gnn_score, base_score, (gnn_s, base_s)
+    scores = {
+        "served": (scorer.score(test), scorer.threshold),
+        "gnn": (gnn_score(test), gnn_threshold),
+        "baseline": (baseline_scores(base, test, scorer.spec), BASELINE_THRESHOLD),
+    }
+    return result, scores, (served_s, base_s)
 
 
 def epoch_time_50k(flows: pl.DataFrame, config: TrainConfig) -> float:
@@ -90,24 +100,33 @@ def epoch_time_50k(flows: pl.DataFrame, config: TrainConfig) -> float:
     return result.seconds_per_epoch
 
 
-def loco(captures: pl.DataFrame, config: TrainConfig) -> tuple[float, float]:
-    """Leave one capture out (nids_core.loco): a row per held-out capture and model."""
-    print("\nleave-one-capture-out: train on the other captures, test on the held-out one")
+def lono(captures: pl.DataFrame, config: TrainConfig, seeds: list[int]) -> LonoResult:
+    """Leave one network out (nids_core.lono): a row per held-out network, seed and model."""
+    print(
+        f"\nleave-one-network-out: train on the other captures, test on the held-out one; "
+        f"seeds {seeds}"
+    )
     head = " ".join(f"{c:>13s}" for c in COLUMNS)
-    print(f"{'held-out capture':32s} {'flows':>6s} {'attacks':>7s} model    {head}")
+    print(f"{'held-out network':32s} {'seed':>4s} {'flows':>6s} {'attacks':>7s} model    {head}")
 
-    def show(held_out: str, metrics: dict) -> None:
+    def show(held_out: str, seed: int, metrics: dict) -> None:
         for label, m in metrics.items():
             cells = " ".join(f"{fmt(m[c]):>13s}" for c in COLUMNS)
             print(
-                f"{held_out:32s} {m['flows']:6d} {m['attacks']:7d} {label:8s} {cells}", flush=True
+                f"{held_out:32s} {seed:4d} {m['flows']:6d} {m['attacks']:7d} {label:8s} {cells}",
+                flush=True,
             )
 
-    result = leave_one_capture_out(captures, config, on_capture=show)
-    gnn_mean, base_mean = result.mean_macro_f1("gnn"), result.mean_macro_f1("baseline")
-    print(f"{'mean':32s} {'':6s} {'':7s} gnn      {gnn_mean:13.4f}")
-    print(f"{'mean':32s} {'':6s} {'':7s} baseline {base_mean:13.4f}")
-    return gnn_mean, base_mean
+    result = leave_one_network_out(captures, config, seeds, on_run=show)
+    print("\nmacro F1 per held-out network, mean over seeds:")
+    print(f"{'network':32s} " + " ".join(f"{c:>9s}" for c in CANDIDATES))
+    per = {c: result.per_network(c) for c in CANDIDATES}
+    for network in result.networks:
+        print(f"{network:32s} " + " ".join(f"{per[c][network]:9.4f}" for c in CANDIDATES))
+    for key in ("mean", "worst", "seed_sd"):
+        summary = {c: result.summary(c)[key] for c in CANDIDATES}
+        print(f"{key:32s} " + " ".join(f"{summary[c]:9.4f}" for c in CANDIDATES))
+    return result
 
 
 def main() -> None:
@@ -115,14 +134,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument(
-        "--loco",
+        "--lono",
         action="store_true",
-        help="also leave-one-capture-out (the last line then reports it)",
+        help="also leave-one-network-out with seeds (the last line then reports it)",
     )
+    ap.add_argument("--seeds", default="0,1,2", help="seeds per held-out network (--lono)")
+    ap.add_argument("--max-epochs", type=int, default=None, help="fewer epochs (quick runs)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = TrainConfig(seed=args.seed)
+    if args.max_epochs:
+        config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs)
     captures = load_captures()
     flows = time_split(captures)
     train, validation, test = (flows.filter(pl.col("split") == s) for s in SPLIT_NAMES)
@@ -130,28 +153,37 @@ def main() -> None:
         f"IoT-23: {flows.height} labelled flows in {flows['capture'].n_unique()} captures; "
         f"train {train.height}, validation {validation.height}, test {test.height} (by time)"
     )
-    result, gnn_score, base_score, seconds = fit_and_score(train, validation, test, config)
+    result, scores, seconds = fit_and_score(train, validation, test, config)
     print(
         f"gnn: best epoch {result.best_epoch} of {result.epochs_run}, "
-        f"{result.seconds_per_epoch * 1000:.0f} ms/epoch on {train.height} flows"
+        f"{result.seconds_per_epoch * 1000:.0f} ms/epoch on {train.height} flows; served "
+        f"threshold {result.scorer.threshold:.2f} (chosen on the validation rows)"
     )
-    rows = per_capture(test, gnn_score, base_score, config.threshold)
-    print_table("time split: last 30% of each capture", rows, seconds)
+    rows = per_capture(test, scores)
+    print_table("time split: last 30% of each capture", rows)
+    print(f"training seconds: served (gnn + trees) {seconds[0]:.1f}, baseline {seconds[1]:.1f}")
     per_epoch = epoch_time_50k(flows, config)
     print(
         f"\ntraining time per epoch, 50,000 flows, CPU ({torch.get_num_threads()} threads): "
         f"{per_epoch:.3f} s"
     )
-    gnn, base = rows[-1][1], rows[-1][2]
+    overall = rows[-1][1]
+    served, gnn, base = overall["served"], overall["gnn"], overall["baseline"]
+    print(f"served: macro_f1={served['macro_f1']:.4f} benign_fpr={served['benign_fpr']:.4f}")
     print(
         f"quality: gnn macro_f1={gnn['macro_f1']:.4f} benign_fpr={gnn['benign_fpr']:.4f}; "
         f"baseline macro_f1={base['macro_f1']:.4f} benign_fpr={base['benign_fpr']:.4f}"
     )
-    if args.loco:
-        gnn_loco, base_loco = loco(captures, config)
+    if args.lono:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if len(seeds) < 3:
+            sys.exit("--lono needs at least 3 seeds")
+        result = lono(captures, config, seeds)
+        s, b = result.summary("served"), result.summary("baseline")
         print(
-            f"generalization: gnn loco_macro_f1={gnn_loco:.4f}; "
-            f"baseline loco_macro_f1={base_loco:.4f}"
+            f"generalization: served lono_macro_f1={s['mean']:.4f} worst={s['worst']:.4f} "
+            f"seed_sd={s['seed_sd']:.4f}; baseline lono_macro_f1={b['mean']:.4f} "
+            f"worst={b['worst']:.4f}"
         )
 
 

@@ -1,4 +1,5 @@
-"""The promotion gate: absolute thresholds, and no regression against the champion."""
+"""The promotion gate: absolute thresholds on the time split, no regression against the
+champion, and on networks the model has never seen no worse than the flow-only baseline."""
 
 from __future__ import annotations
 
@@ -32,11 +33,13 @@ def evaluate_gate(
     champion: dict | None,
     thresholds: GateThresholds,
     champion_problem: str | None = None,
+    lono: dict | None = None,
 ) -> list[GateResult]:
     """One result per gate rule. `challenger` and `champion` are test-set metrics (see
     nids_core.metrics.evaluate) on the same test rows; `champion` is None before the first
     promotion, or when the champion could not be loaded (`champion_problem` says why), when
-    only the absolute thresholds apply."""
+    only the absolute thresholds apply. `lono` is nids_core.lono.LonoResult.as_dict(), None
+    when the training set cannot measure it."""
     acc, f1, fpr = challenger["accuracy"], challenger["macro_f1"], challenger["benign_fpr"]
     results = [
         GateResult(
@@ -86,4 +89,30 @@ def evaluate_gate(
                 f"drop {drop:.4f} <= {thresholds.max_macro_f1_drop}",
             )
         )
+    results.append(lono_rule(lono))
     return results
+
+
+def lono_rule(lono: dict | None) -> GateResult:
+    """The served model's leave-one-network-out macro F1 (mean over networks and seeds)
+    must not be below the flow-only baseline's on the same folds and seeds."""
+    if not lono:
+        return GateResult(
+            "lono_vs_baseline",
+            True,
+            math.nan,
+            math.nan,
+            "not measurable: the training set has fewer than two networks with attacks",
+        )
+    served, graph, base = (lono["summary"][c] for c in ("served", "gnn", "baseline"))
+    return GateResult(
+        "lono_vs_baseline",
+        _ok(served["mean"]) and served["mean"] >= base["mean"],
+        served["mean"],
+        base["mean"],
+        f"leave-one-network-out macro F1 over {len(lono['networks'])} networks: served "
+        f"{served['mean']:.4f} (worst {served['worst']:.4f}, seed sd {served['seed_sd']:.4f}) "
+        f"against the flow-only baseline's {base['mean']:.4f} (worst {base['worst']:.4f}), "
+        f"which it must not be below; graph model alone {graph['mean']:.4f} "
+        f"(worst {graph['worst']:.4f})",
+    )

@@ -8,6 +8,7 @@ direction flag, so originators and responders both learn from their flows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
@@ -55,14 +56,16 @@ class EGraphSAGE(nn.Module):
         flow_head: bool = False,
         graph_dropout: float = 0.0,
         edge_dropout: float = 0.0,
+        head_flow_features: bool = True,
     ):
         super().__init__()
         self.edge_dim = edge_dim
+        self.head_flow_features = head_flow_features
         self.layer1 = EdgeSAGELayer(1, edge_dim + 1, hidden)
         self.layer2 = EdgeSAGELayer(hidden, edge_dim + 1, hidden)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Sequential(
-            nn.Linear(2 * hidden + edge_dim, hidden),
+            nn.Linear(2 * hidden + (edge_dim if head_flow_features else 0), hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, 2),
@@ -109,7 +112,9 @@ class EGraphSAGE(nn.Module):
         h = self.layer1(x, both_index, both_attr)
         h = self.dropout(h)
         h = self.layer2(h, both_index, both_attr)
-        graph_logits = self.head(torch.cat([h[src], h[dst], e], dim=-1))
+        # A graph-only head sees the endpoints' embeddings, not the flow's own features.
+        own = [e] if getattr(self, "head_flow_features", True) else []
+        graph_logits = self.head(torch.cat([h[src], h[dst], *own], dim=-1))
         flow_head = getattr(self, "flow_head", None)
         if flow_head is None:
             return None, graph_logits
@@ -152,3 +157,40 @@ class FlowScorer(nn.Module):
         self.eval()
         logits = self.network(self.graph(flows))
         return torch.softmax(logits, dim=-1)[:, 1].double().numpy()
+
+
+class HybridScorer(FlowScorer):
+    """The served model (nids_core.served_model): the larger of the graph model's and the
+    context trees' attack probabilities, at a cut chosen on validation rows. The graph
+    model alone stays available for every report (`gnn_score`, `gnn_threshold`)."""
+
+    def __init__(
+        self,
+        network: EGraphSAGE,
+        spec: FeatureSpec,
+        window: timedelta | None,
+        gnn_threshold: float,
+        forest,
+        threshold: float,
+    ):
+        super().__init__(network, spec, window, threshold)
+        self.gnn_threshold = gnn_threshold
+        self.forest = forest
+
+    def gnn_score(self, flows: pl.DataFrame) -> np.ndarray:
+        return super().score(flows)
+
+    def score(self, flows: pl.DataFrame) -> np.ndarray:
+        from nids_core.served_model import forest_scores
+
+        if flows.height == 0:
+            return np.zeros(0, dtype=np.float64)
+        trees = forest_scores(self.forest, flows, self.spec, self.window)
+        return np.maximum(self.gnn_score(flows), trees)
+
+
+def graph_model_parts(scorer: FlowScorer) -> tuple[Callable[[pl.DataFrame], np.ndarray], float]:
+    """The graph model alone: (score function, threshold), for reports."""
+    if isinstance(scorer, HybridScorer):
+        return scorer.gnn_score, scorer.gnn_threshold
+    return scorer.score, scorer.threshold

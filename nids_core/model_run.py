@@ -15,11 +15,12 @@ import polars as pl
 from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
 from nids_core.cold_store import parquet_bytes
 from nids_core.features import attack_labels
-from nids_core.gnn import FlowScorer
+from nids_core.gnn import FlowScorer, graph_model_parts
+from nids_core.lono import leave_one_network_out
 from nids_core.metrics import evaluate, evaluate_by_capture
 from nids_core.model_artifacts import log_scorer
 from nids_core.report_plots import confusion_matrix_png, pr_curve_png
-from nids_core.training import TrainConfig, TrainResult, train_gnn
+from nids_core.training import TrainConfig, TrainResult, train_served
 
 TRAINING_ROWS_ARTIFACT = "training/train_validation_rows.parquet"
 METRIC_KEYS = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
@@ -28,14 +29,15 @@ METRIC_KEYS = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
 @dataclass
 class ModelRun:
     result: TrainResult
-    gnn: dict
+    served: dict  # test metrics of what is logged and served
+    graph: dict  # the graph model (GNN) alone, on the same rows
     baseline: dict
     champion: dict | None
     per_capture: dict
     model_version: str | None
     model_uri: str | None
     report: dict
-    loco: dict | None = None  # {"per_capture": ..., "gnn": mean, "baseline": mean}
+    lono: dict | None = None  # LonoResult.as_dict(), None when not measurable
 
 
 def _finite(metrics: dict) -> dict:
@@ -48,10 +50,11 @@ def train_evaluate_log(
     champion: FlowScorer | None = None,
     champion_version: str | None = None,
     registered_model_name: str | None = None,
-    loco: bool = False,
+    lono: bool = True,
 ) -> ModelRun:
-    """Everything a training run does, inside the caller's active MLflow run. With `loco`
-    and more than one capture in the training set, also leave-one-capture-out figures."""
+    """Everything a training run does, inside the caller's active MLflow run. With `lono`
+    and two or more networks (one with attacks held out while another with attacks
+    trains), also leave-one-network-out figures with `config.lono_seeds` seeds."""
     train, validation, test = (
         training_set.filter(pl.col("split") == s) for s in ("train", "validation", "test")
     )
@@ -61,22 +64,31 @@ def train_evaluate_log(
             "train_rows": train.height,
             "validation_rows": validation.height,
             "test_rows": test.height,
-            "model_class": "EGraphSAGE edge classifier (PyG)",
+            "model_class": "flow+host-context trees with an EGraphSAGE graph model (PyG)"
+            if config.serve == "hybrid"
+            else "EGraphSAGE edge classifier (PyG)",
         }
     )
 
     def log_epoch(row: dict) -> None:
         mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
-    result = train_gnn(train, validation, config, on_epoch=log_epoch)
+    result = train_served(train, validation, config, on_epoch=log_epoch)
     scorer = result.scorer
     y_test = attack_labels(test)
-    gnn_score = scorer.score(test)
+    served_score = scorer.score(test)
+    graph_score_fn, graph_threshold = graph_model_parts(scorer)
+    graph_score = graph_score_fn(test)
     baseline = train_baseline(pl.concat([train, validation]), scorer.spec, config.seed)
     base_score = baseline_scores(baseline, test, scorer.spec)
-    gnn = evaluate(y_test, gnn_score, scorer.threshold)
+    served = evaluate(y_test, served_score, scorer.threshold)
+    graph = evaluate(y_test, graph_score, graph_threshold)
     base = evaluate(y_test, base_score, BASELINE_THRESHOLD)
-    scores = {"gnn": (gnn_score, scorer.threshold), "baseline": (base_score, BASELINE_THRESHOLD)}
+    scores = {
+        "served": (served_score, scorer.threshold),
+        "gnn": (graph_score, graph_threshold),
+        "baseline": (base_score, BASELINE_THRESHOLD),
+    }
     champ = None
     if champion is not None:
         champion_score = champion.score(test)
@@ -84,7 +96,8 @@ def train_evaluate_log(
         scores["champion"] = (champion_score, champion.threshold)
     per_capture = evaluate_by_capture(test, y_test, scores)
 
-    mlflow.log_metrics({f"test_{k}": v for k, v in _finite(gnn).items()})
+    mlflow.log_metrics({f"test_{k}": v for k, v in _finite(served).items()})
+    mlflow.log_metrics({f"gnn_test_{k}": v for k, v in _finite(graph).items()})
     mlflow.log_metrics({f"baseline_test_{k}": v for k, v in _finite(base).items()})
     if champ is not None:
         mlflow.log_metrics({f"champion_test_{k}": v for k, v in _finite(champ).items()})
@@ -94,10 +107,12 @@ def train_evaluate_log(
             "epochs_run": result.epochs_run,
             "seconds_per_epoch": result.seconds_per_epoch,
             "training_seconds": result.seconds,
+            "served_threshold": scorer.threshold,
         }
     )
     report = {
-        "test": gnn,
+        "test": served,
+        "gnn": graph,
         "baseline": base,
         "champion": {"version": champion_version, **champ} if champ else None,
         "per_capture": per_capture,
@@ -107,27 +122,25 @@ def train_evaluate_log(
         "feature_names": scorer.spec.names,
         "graph_window_minutes": config.window_minutes,
         "threshold": scorer.threshold,
+        "serve": config.serve,
     }
-    loco_summary = None
-    if loco and "capture" in training_set.columns and training_set["capture"].n_unique() > 1:
-        from nids_core.loco import leave_one_capture_out
-
-        result_loco = leave_one_capture_out(training_set.drop("split"), config)
-        if result_loco.per_capture:
-            loco_summary = {
-                "per_capture": result_loco.per_capture,
-                "gnn": result_loco.mean_macro_f1("gnn"),
-                "baseline": result_loco.mean_macro_f1("baseline"),
-            }
-            mlflow.log_metrics(
-                {
-                    "loco_gnn_macro_f1": loco_summary["gnn"],
-                    "loco_baseline_macro_f1": loco_summary["baseline"],
-                }
-            )
-    report["loco"] = loco_summary
+    lono_summary = None
+    if lono:
+        measured = leave_one_network_out(
+            training_set.drop("split"), config, seeds=range(config.lono_seeds)
+        )
+        if measured.runs:
+            lono_summary = measured.as_dict()
+            for candidate, figures in lono_summary["summary"].items():
+                mlflow.log_metrics(
+                    {f"lono_{candidate}_{k}": v for k, v in figures.items() if v == v}
+                )
+    report["lono"] = lono_summary
     mlflow.log_dict(report, "evaluation/report.json")
-    _log_bytes(confusion_matrix_png(gnn["confusion"], "GNN, test split"), "confusion_matrix.png")
+    _log_bytes(
+        confusion_matrix_png(served["confusion"], "served model, test split"),
+        "confusion_matrix.png",
+    )
     _log_bytes(
         confusion_matrix_png(base["confusion"], "baseline, test split"),
         "baseline_confusion_matrix.png",
@@ -139,9 +152,18 @@ def train_evaluate_log(
     _log_bytes(parquet_bytes(pl.concat([train, validation])), TRAINING_ROWS_ARTIFACT)
     info = log_scorer(scorer, registered_model_name)
     version = str(info.registered_model_version) if info.registered_model_version else None
-    mlflow.set_tag("mlflow.note.content", model_card(gnn, base, champ, report))
+    mlflow.set_tag("mlflow.note.content", model_card(served, graph, base, champ, report))
     return ModelRun(
-        result, gnn, base, champ, per_capture, version, info.model_uri, report, loco_summary
+        result,
+        served,
+        graph,
+        base,
+        champ,
+        per_capture,
+        version,
+        info.model_uri,
+        report,
+        lono_summary,
     )
 
 
@@ -157,7 +179,7 @@ def _log_bytes(data: bytes, name: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=folder or "evaluation")
 
 
-def model_card(gnn: dict, base: dict, champion: dict | None, report: dict) -> str:
+def model_card(served: dict, graph: dict, base: dict, champion: dict | None, report: dict) -> str:
     """Markdown for the MLflow run description."""
 
     def row(name: str, m: dict) -> str:
@@ -166,34 +188,40 @@ def model_card(gnn: dict, base: dict, champion: dict | None, report: dict) -> st
 
     lines = [
         "## nids-gnn model card",
+        f"Served: {report['serve']} (threshold {report['threshold']:.2f}). Graph model: "
         "E-GraphSAGE-style edge classifier over the host graph (hosts = nodes, flows = "
         f"edges), graph window {report['graph_window_minutes']} min. Features: "
-        f"{len(report['feature_names'])} flow features (no addresses, ports or timestamps).",
+        f"{len(report['feature_names'])} flow features (no addresses, ports or timestamps)"
+        " and, for the served trees, host context shares per window.",
         "",
         f"Time split (rows): {json.dumps(report['rows'])}; best epoch {report['best_epoch']}.",
         "",
         "| model | " + " | ".join(METRIC_KEYS) + " |",
         "|---" * (len(METRIC_KEYS) + 1) + "|",
-        row("gnn", gnn),
+        row("served", served),
+        row("graph model alone", graph),
         row("flow-only baseline", base),
     ]
     if champion:
         lines.append(row("current champion", champion))
-    loco = report.get("loco")
-    lines += ["", "### On networks it has never seen (leave one capture out)"]
-    if not loco:
-        lines.append("Not measured: the training window holds one capture/network.")
+    lono = report.get("lono")
+    lines += ["", "### On networks it has never seen (leave one network out, with seeds)"]
+    if not lono:
+        lines.append("Not measured: fewer than two networks with attacks in the training set.")
     else:
         lines += [
-            f"Mean macro F1: GNN {loco['gnn']:.4f}, flow-only baseline {loco['baseline']:.4f} "
-            "(in-network figures above are on later flows of the same captures).",
-            "",
-            "| held-out capture | flows | attacks | GNN macro F1 | baseline macro F1 |",
-            "|---|---|---|---|---|",
+            "| held-out network | served | graph model | baseline |",
+            "|---|---|---|---|",
         ]
-        for name, m in loco["per_capture"].items():
+        per = lono["per_network"]
+        for name in lono["networks"]:
             lines.append(
-                f"| {name} | {m['gnn']['flows']} | {m['gnn']['attacks']} | "
-                f"{m['gnn']['macro_f1']:.4f} | {m['baseline']['macro_f1']:.4f} |"
+                f"| {name} | {per['served'][name]:.4f} | {per['gnn'][name]:.4f} | "
+                f"{per['baseline'][name]:.4f} |"
             )
+        for key in ("mean", "worst", "seed_sd"):
+            cells = " | ".join(
+                f"{lono['summary'][c][key]:.4f}" for c in ("served", "gnn", "baseline")
+            )
+            lines.append(f"| {key} | {cells} |")
     return "\n".join(lines)

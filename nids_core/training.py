@@ -34,6 +34,13 @@ class TrainConfig:
     flow_head: bool = True
     graph_dropout: float = 0.0
     edge_dropout: float = 0.0
+    # What is served: "hybrid" (trees over flow features and host context, the graph model
+    # beside it; nids_core.served_model) or "gnn" (the graph model alone).
+    serve: str = "hybrid"
+    # False makes the graph head see only the endpoints' embeddings (a graph-only model).
+    head_flow_features: bool = True
+    # Seeds per held-out network in leave-one-network-out evaluation.
+    lono_seeds: int = 3
 
     @property
     def window(self) -> timedelta | None:
@@ -91,6 +98,7 @@ def train_gnn(
             config.flow_head,
             config.graph_dropout,
             config.edge_dropout,
+            config.head_flow_features,
         ),
         spec,
         config.window,
@@ -142,3 +150,58 @@ def train_gnn(
     scorer.load_state_dict(best_state)
     scorer.eval()
     return TrainResult(scorer, best_epoch, epoch, best_loss, history, seconds)
+
+
+SERVE_CHOICES = ("hybrid", "gnn")
+
+
+def train_served(
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    config: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train the graph model, then (with serve="hybrid") the served trees on train and
+    validation rows, with their threshold chosen on the training networks each held out
+    in turn. The result's scorer is what gets logged and served."""
+    if config.serve not in SERVE_CHOICES:
+        raise ValueError(f"serve={config.serve!r}: use one of {SERVE_CHOICES}")
+    result = train_gnn(train, validation, config, on_epoch=on_epoch)
+    if config.serve == "gnn":
+        return result
+    from nids_core.gnn import HybridScorer
+
+    gnn = result.scorer
+    started = time.perf_counter()
+    forest, threshold = fit_served_trees(train, validation, gnn, config)
+    result.scorer = HybridScorer(
+        gnn.network, gnn.spec, gnn.window, gnn.threshold, forest, threshold
+    )
+    result.scorer.eval()
+    result.seconds += time.perf_counter() - started
+    return result
+
+
+def fit_served_trees(
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    gnn: FlowScorer,
+    config: TrainConfig,
+):
+    """The served trees (on train and validation rows) and the served cut: the best on the
+    validation rows, scored by the graph model and by trees fitted on the training rows
+    only (the served trees have seen the validation rows)."""
+    from nids_core.served_model import (
+        VALIDATION_TREES,
+        fit_forest,
+        forest_scores,
+        validation_threshold,
+    )
+
+    rows = pl.concat([train, validation], how="vertical_relaxed")
+    forest = fit_forest(rows, gnn.spec, config.window, config.seed)
+    early = fit_forest(train, gnn.spec, config.window, config.seed, VALIDATION_TREES)
+    scores = np.maximum(
+        gnn.score(validation), forest_scores(early, validation, gnn.spec, config.window)
+    )
+    return forest, validation_threshold(attack_labels(validation), scores)

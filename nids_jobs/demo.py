@@ -219,9 +219,25 @@ def _model_report(instance, defs, success: bool, skip: str | None) -> None:
     md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
     keys = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
     click.echo(f"model {md['model_uri']} (MLflow run {md['mlflow_run_id']}); gate: {md['gate']}")
-    for label, prefix in (("gnn", "test_"), ("flow-only baseline", "baseline_test_")):
+    click.echo("  time split (later 30% of each capture):")
+    for label, prefix in (
+        ("served", "test_"),
+        ("graph model alone", "gnn_test_"),
+        ("flow-only baseline", "baseline_test_"),
+    ):
         cells = ", ".join(f"{k} {md[prefix + k]:.4f}" for k in keys if prefix + k in md)
-        click.echo(f"  {label}: {cells}")
+        click.echo(f"    {label}: {cells}")
+    if "lono_served_mean" in md:
+        click.echo("  leave one network out (mean over networks and seeds / worst network):")
+        for label, c in (
+            ("served", "served"),
+            ("graph model alone", "gnn"),
+            ("baseline", "baseline"),
+        ):
+            click.echo(
+                f"    {label}: {md[f'lono_{c}_mean']:.4f} / {md[f'lono_{c}_worst']:.4f} "
+                f"(seed sd {md[f'lono_{c}_seed_sd']:.4f})"
+            )
     champion = defs.resources["model_registry"].registry().version_by_alias("champion")
     click.echo(f"champion: version {champion.version if champion else 'none'}")
     if not success:

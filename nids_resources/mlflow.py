@@ -108,10 +108,22 @@ class ModelSettingsResource(ConfigurableResource):
     learning_rate: float = Field(default=0.002, gt=0)
     graph_window_minutes: float = Field(default=15.0, ge=0, description="0: one graph.")
     seed: int = Field(default=0)
-    loco_evaluation: bool = Field(
+    lono_seeds: int = Field(
+        default=3,
+        ge=1,
+        description="Seeds per held-out network in the leave-one-network-out gate (one "
+        "extra training per network with attacks and seed).",
+    )
+    serve: str = Field(
+        default="hybrid",
+        pattern="^(hybrid|gnn)$",
+        description="What is served: hybrid (trees over flow features and host context, the "
+        "graph model beside it) or gnn (the graph model alone).",
+    )
+    head_flow_features: bool = Field(
         default=True,
-        description="Also evaluate leave-one-capture-out when the window holds several "
-        "captures/networks (one extra training per capture with attacks).",
+        description="False: the graph model's head sees only the hosts' embeddings (a "
+        "graph-only model, for experiments).",
     )
     min_accuracy: float = Field(default=0.95, ge=0, le=1)
     min_macro_f1: float = Field(default=0.95, ge=0, le=1)
@@ -128,6 +140,11 @@ class ModelSettingsResource(ConfigurableResource):
             patience=self.patience,
             seed=self.seed,
             window_minutes=self.graph_window_minutes,
+            serve=self.serve,
+            head_flow_features=self.head_flow_features,
+            # A graph-only model has no flow path either.
+            flow_head=self.head_flow_features,
+            lono_seeds=self.lono_seeds,
         )
 
     def thresholds(self) -> GateThresholds:

@@ -222,7 +222,7 @@ def test_a_broken_champion_does_not_block_training_a_challenger(flows, tmp_path,
         topic,
         tmp_path,
         tracking_uri=uri,
-        model_settings={"max_epochs": 15, "patience": 5, "hidden": 16, "loco_evaluation": False},
+        model_settings={"max_epochs": 15, "patience": 5, "hidden": 16, "lono_seeds": 1},
         serving={"model_cache_dir": str(tmp_path / "cache")},
     )
     resources["cold_store"].store().write_frame(TRAINING_SET_PATH, flows)

@@ -40,7 +40,7 @@ REFERENCE = (
     "CTU-Honeypot-Capture-7-1-labeled.csv.gz",  # 130 benign
 )
 LIVE = "CTU-Malware-Capture-20-1-labeled.csv.gz"  # 3,209 flows (16 attacks), labels withheld
-FAST = {"max_epochs": 60, "patience": 10, "hidden": 32, "loco_evaluation": False}
+FAST = {"max_epochs": 60, "patience": 10, "hidden": 32, "lono_seeds": 1}
 
 
 def _reference_dir(tmp_path, names):

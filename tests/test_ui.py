@@ -33,8 +33,8 @@ GATE_CHECKS = [
     "gate_macro_f1",
     "gate_benign_fpr",
     "gate_not_worse_than_champion",
+    "gate_lono_vs_baseline",
     "gnn_vs_baseline",
-    "loco_generalization",
 ]
 
 
