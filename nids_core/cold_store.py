@@ -217,13 +217,17 @@ class ColdStore:
         """Days that have landed data, oldest first."""
         return self._days("landing")
 
-    def _days(self, kind: str) -> list[str]:
-        """The `date=D` folders under `kind/`, oldest first."""
-        base = self._path(kind)
+    def _names(self, relative_dir: str) -> list[str]:
+        """Names of the entries directly under a folder; [] if there is none."""
+        base = self._path(relative_dir)
         self.fs.invalidate_cache(base)
         if not self.fs.exists(base):
             return []
-        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
+
+    def _days(self, kind: str) -> list[str]:
+        """The `date=D` folders under `kind/`, oldest first."""
+        names = self._names(kind)
         return sorted(n.removeprefix("date=") for n in names if n.startswith("date="))
 
     def _day_files(self, kind: str, day: str) -> list[str]:
@@ -330,11 +334,7 @@ class ColdStore:
 
     def list_frames(self, relative_dir: str) -> list[str]:
         """The Parquet files directly under a folder (relative paths, sorted); [] if none."""
-        base = self._path(relative_dir)
-        self.fs.invalidate_cache(base)
-        if not self.fs.exists(base):
-            return []
-        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
+        names = self._names(relative_dir)
         return sorted(f"{relative_dir}/{n}" for n in names if n.endswith(".parquet"))
 
     def cold_day_exists(self, day: date | str) -> bool:
