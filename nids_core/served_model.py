@@ -59,6 +59,10 @@ def fit_forest(
         random_state=seed,
     )
     model.fit(served_matrix(flows, spec, window), attack_labels(flows), network_weights(flows))
+    # Fitted in parallel, predicted in one thread: parallel prediction adds the trees'
+    # votes in whatever order threads finish, so the same flow could get a score differing
+    # in the last bits from one run to the next.
+    model.set_params(n_jobs=1)
     return model
 
 
