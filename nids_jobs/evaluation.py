@@ -42,6 +42,7 @@ def evaluate_registered(
     import polars as pl
 
     from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
+    from nids_core.gnn import HybridScorer
     from nids_core.model_cache import load_version
     from nids_core.model_run import TRAINING_ROWS_ARTIFACT
 
@@ -50,6 +51,10 @@ def evaluate_registered(
     scorer = load_version(registry, version, cache)
     scorers: Scorers = {"model": (scorer.score, scorer.threshold)}
     echo(f"model: {registry.model_name} version {version} (threshold {scorer.threshold:.3f})")
+    if isinstance(scorer, HybridScorer):
+        # What the graph adds: the version's graph model alone, beside what it serves.
+        scorers["gnn"] = (scorer.gnn_score, scorer.gnn_threshold)
+        echo(f"gnn: the same version's graph model alone (threshold {scorer.gnn_threshold:.3f})")
     if with_baseline:
         with tempfile.TemporaryDirectory() as tmp:
             rows = pl.read_parquet(

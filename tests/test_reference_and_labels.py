@@ -352,6 +352,7 @@ def test_model_evaluate_on_tsv_json_csv_unlabelled_and_non_zeek_files(tmp_path):
     assert "flows 4426, labelled 4426" in by_file[str(files[1])]
     assert "no labelled flows: left out of the means" in by_file[str(files[3])]
     assert "ERROR not a Zeek conn log: no uid, ts, id.orig_h" in by_file[str(files[4])]
+    assert all("; gnn macro_f1=" in by_file[str(f)] for f in files[:3])  # the graph alone
     f1 = {"model": [], "baseline": []}
     for f in files[:3]:
         for name in f1:
