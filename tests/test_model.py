@@ -128,8 +128,16 @@ def test_early_stopping_restores_the_best_epoch(split):
 def test_training_is_seeded(split):
     a = train_gnn(split["train"], split["validation"], FAST)
     b = train_gnn(split["train"], split["validation"], FAST)
+    other = train_gnn(
+        split["train"], split["validation"], TrainConfig(**{**FAST.__dict__, "seed": 1})
+    )
     assert a.best_epoch == b.best_epoch
-    assert np.array_equal(a.scorer.score(split["test"]), b.scorer.score(split["test"]))
+    # The same seed trains the same model; multi-threaded CPU sums may differ in the last
+    # bits between two runs (seen once in about ten), so equal to 1e-6, while another
+    # seed gives another model.
+    scores = a.scorer.score(split["test"])
+    np.testing.assert_allclose(b.scorer.score(split["test"]), scores, rtol=0, atol=1e-6)
+    assert np.abs(other.scorer.score(split["test"]) - scores).max() > 1e-3
 
 
 # ----------------------------------------------------------------------------- with MLflow
