@@ -145,9 +145,19 @@ def test_stream_is_scored_while_it_runs_and_a_lost_worker_does_not_stop_the_part
             assert psutil.pid_exists(worker_pid)
             # The pod is lost: the daemon, its code server and the run's process, at once.
             stop_daemon(daemon, kill=True)
-            assert not psutil.pid_exists(worker_pid) or (
-                psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
-            )
+
+            def worker_gone() -> bool:
+                try:
+                    return psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    return True
+
+            # SIGKILL reaches the group at once but is acted on asynchronously: allow the
+            # kernel a moment on a busy machine.
+            deadline = time.time() + 10
+            while not worker_gone() and time.time() < deadline:
+                time.sleep(0.05)
+            assert worker_gone()
             assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.STARTED
             # It comes back (as a restarted pod would), and the partition recovers by itself.
             daemon = start_daemon(env, home / "daemon.log")
