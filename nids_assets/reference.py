@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from nids_assets.cold import cold_flows
-from nids_core.analyst_labels import matches, read_labels, resolve_labels
+from nids_core.analyst_labels import matches, newest_per_uid, read_labels
 from nids_core.reference_corpus import parse_reference, stored_path
 from nids_core.training_set import read_cold_window, window_days
 from nids_resources.mlflow import ModelSettingsResource
@@ -74,10 +74,11 @@ def flow_labels(
     entries = read_labels(store)
     days = window_days(store, model_settings.training_days, datetime.now(UTC).date())
     flows = read_cold_window(store, days, ["uid", "ts", "orig_h", "resp_h"])
-    resolved = resolve_labels(entries, flows)
+    hits = matches(entries, flows)
+    resolved = newest_per_uid(hits)
     path = store.write_frame(FLOW_LABELS_PATH, resolved)
     counts = dict(resolved.group_by("label").len().iter_rows())
-    named = matches(entries, flows)["entry"].n_unique()
+    named = hits["entry"].n_unique()
     context.log.info(f"{entries.height} label entries; {resolved.height} live flows labelled")
     return MaterializeResult(
         metadata={

@@ -173,13 +173,16 @@ def matches(labels: pl.DataFrame, flows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([by_uid, by_host]).unique(["entry", "uid"])
 
 
-def unmatched(entries: Sequence[LabelEntry], flows: pl.DataFrame) -> list[str]:
-    """The entries that name no flow in `flows` (for a clear error before writing)."""
+def check_names(entries: Sequence[LabelEntry], flows: pl.DataFrame) -> tuple[list[str], int]:
+    """(the entries that name no flow in `flows`, described for a clear error before
+    writing; how many distinct flows the entries name)."""
     frame = to_frame(entries, "check", datetime.now(UTC))
-    hit = set(matches(frame, flows)["entry"].to_list())
-    return [
+    hits = matches(frame, flows)
+    hit = set(hits["entry"].to_list())
+    missing = [
         e.describe() for e, name in zip(entries, frame["entry"], strict=True) if name not in hit
     ]
+    return missing, hits["uid"].n_unique()
 
 
 def to_frame(entries: Iterable[LabelEntry], file_id: str, at: datetime) -> pl.DataFrame:
@@ -217,7 +220,11 @@ def read_labels(store: ColdStore) -> pl.DataFrame:
 def resolve_labels(labels: pl.DataFrame, flows: pl.DataFrame) -> pl.DataFrame:
     """The newest label of each uid in `flows` that some entry names (later entries win,
     by labelled_at and then by their order within a file)."""
-    hits = matches(labels, flows)
+    return newest_per_uid(matches(labels, flows))
+
+
+def newest_per_uid(hits: pl.DataFrame) -> pl.DataFrame:
+    """Of the (entry, uid) pairs `matches` found, the newest entry's label per uid."""
     if hits.height == 0:
         return pl.DataFrame(schema=RESOLVED_SCHEMA)
     return (

@@ -146,16 +146,23 @@ class FlowScorer(nn.Module):
     def forward(self, data: Data) -> torch.Tensor:
         return self.network(data)
 
-    def graph(self, flows: pl.DataFrame, labels: np.ndarray | None = None) -> Data:
-        return build_flow_graph(flows, transform(flows, self.spec), labels, self.window)
+    def graph(
+        self,
+        flows: pl.DataFrame,
+        labels: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+    ) -> Data:
+        """The flow graph; `features` = transform(flows, spec) when the caller has them."""
+        edge_features = transform(flows, self.spec) if features is None else features
+        return build_flow_graph(flows, edge_features, labels, self.window)
 
     @torch.no_grad()
-    def score(self, flows: pl.DataFrame) -> np.ndarray:
+    def score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
         """Attack probability per flow, in the order of `flows`."""
         if flows.height == 0:
             return np.zeros(0, dtype=np.float64)
         self.eval()
-        logits = self.network(self.graph(flows))
+        logits = self.network(self.graph(flows, features=features))
         return torch.softmax(logits, dim=-1)[:, 1].double().numpy()
 
 
@@ -177,16 +184,18 @@ class HybridScorer(FlowScorer):
         self.gnn_threshold = gnn_threshold
         self.forest = forest
 
-    def gnn_score(self, flows: pl.DataFrame) -> np.ndarray:
-        return super().score(flows)
+    def gnn_score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
+        return super().score(flows, features)
 
-    def score(self, flows: pl.DataFrame) -> np.ndarray:
+    def score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
         from nids_core.served_model import forest_scores
 
         if flows.height == 0:
             return np.zeros(0, dtype=np.float64)
-        trees = forest_scores(self.forest, flows, self.spec, self.window)
-        return np.maximum(self.gnn_score(flows), trees)
+        # The flow features feed both models: computed once.
+        features = transform(flows, self.spec) if features is None else features
+        trees = forest_scores(self.forest, flows, self.spec, self.window, features)
+        return np.maximum(self.gnn_score(flows, features), trees)
 
 
 def graph_model_parts(scorer: FlowScorer) -> tuple[Callable[[pl.DataFrame], np.ndarray], float]:

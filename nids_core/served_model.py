@@ -30,8 +30,16 @@ VALIDATION_TREES = 100  # the forest fitted on training rows only, to score vali
 _CANDIDATE_THRESHOLDS = np.round(np.arange(0.02, 0.99, 0.02), 2)
 
 
-def served_matrix(flows: pl.DataFrame, spec: FeatureSpec, window: timedelta | None) -> np.ndarray:
-    return np.hstack([transform(flows, spec), context_features(flows, window)])
+def served_matrix(
+    flows: pl.DataFrame,
+    spec: FeatureSpec,
+    window: timedelta | None,
+    features: np.ndarray | None = None,
+) -> np.ndarray:
+    """Flow features (`features` = transform(flows, spec) when the caller has them) and
+    host context, side by side."""
+    own = transform(flows, spec) if features is None else features
+    return np.hstack([own, context_features(flows, window)])
 
 
 def network_weights(flows: pl.DataFrame) -> np.ndarray:
@@ -67,39 +75,36 @@ def fit_forest(
 
 
 def forest_scores(
-    model: ExtraTreesClassifier, flows: pl.DataFrame, spec: FeatureSpec, window: timedelta | None
+    model: ExtraTreesClassifier,
+    flows: pl.DataFrame,
+    spec: FeatureSpec,
+    window: timedelta | None,
+    features: np.ndarray | None = None,
 ) -> np.ndarray:
     if flows.height == 0:
         return np.zeros(0)
-    proba = model.predict_proba(served_matrix(flows, spec, window))
+    proba = model.predict_proba(served_matrix(flows, spec, window, features))
     if proba.shape[1] == 1:
         return np.full(flows.height, float(model.classes_[0]))
     return proba[:, list(model.classes_).index(1)]
 
 
-def _network_quality(y: np.ndarray, predicted: np.ndarray) -> float:
-    """Macro F1 where a network has both classes; on a network without attacks, the share
-    of its flows left alone (macro F1 there falls from 1 to about 0.5 at the first false
-    alarm, a cliff that would let one benign network dictate the cut)."""
+def _quality(y: np.ndarray, predicted: np.ndarray) -> float:
+    """Macro F1 where both classes are present; else the share classified right (macro F1
+    there falls from 1 to about 0.5 at the first false alarm)."""
     if 0 < y.sum() < len(y):
         return float(f1_score(y, predicted, average="macro", zero_division=0))
     return float((predicted == y).mean())
 
 
-def best_threshold(
-    per_network: list[tuple[np.ndarray, np.ndarray]], candidates: list[float] | None = None
-) -> float:
-    """The cut (of `candidates`) with the best mean quality over the networks' (labels,
-    scores); ties go to the cut nearest 0.5."""
-    best, best_value = 0.5, -1.0
-    pool = list(_CANDIDATE_THRESHOLDS) if candidates is None else candidates
-    for t in sorted(pool, key=lambda c: abs(c - 0.5)):
-        value = np.mean([_network_quality(y, (s >= t).astype(int)) for y, s in per_network])
-        if value > best_value + 1e-9:
-            best, best_value = float(t), float(value)
-    return best
-
-
 def validation_threshold(y: np.ndarray, scores: np.ndarray) -> float:
-    """The cut with the best macro F1 on validation rows (ties nearest 0.5)."""
-    return best_threshold([(y, scores)]) if len(y) else 0.5
+    """The cut with the best macro F1 on validation rows (accuracy if they hold one class
+    only); ties go to the cut nearest 0.5."""
+    if not len(y):
+        return 0.5
+    best, best_value = 0.5, -1.0
+    for t in sorted(_CANDIDATE_THRESHOLDS, key=lambda c: abs(c - 0.5)):
+        value = _quality(y, (scores >= t).astype(int))
+        if value > best_value + 1e-9:
+            best, best_value = float(t), value
+    return best

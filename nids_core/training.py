@@ -162,8 +162,8 @@ def train_served(
     on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train the graph model, then (with serve="hybrid") the served trees on train and
-    validation rows, with their threshold chosen on the training networks each held out
-    in turn. The result's scorer is what gets logged and served."""
+    validation rows and the served cut (see fit_served_trees). The result's scorer is what
+    gets logged and served."""
     if config.serve not in SERVE_CHOICES:
         raise ValueError(f"serve={config.serve!r}: use one of {SERVE_CHOICES}")
     result = train_gnn(train, validation, config, on_epoch=on_epoch)

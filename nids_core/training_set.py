@@ -61,7 +61,9 @@ def read_cold_window(
 ) -> pl.DataFrame:
     """The cold flows of those days, one row per uid (a flow rebuilt on two days counts once)."""
     columns = columns or FLOW_COLUMNS
-    frames = [store.read_cold_day(d) for d in days]
+    # The Kafka provenance decides which copy of a uid stored on two days is kept.
+    wanted = list(dict.fromkeys([*columns, "topic", "partition", "offset"]))
+    frames = [store.read_cold_day(d, wanted) for d in days]
     if not frames:
         return pl.DataFrame(schema={c: FLOW_SCHEMA[c] for c in columns})
     return dedupe_batch(pl.concat(frames, how="vertical_relaxed")).select(columns)

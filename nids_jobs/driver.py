@@ -83,6 +83,39 @@ def execute_request(
     return result.success
 
 
+def _drive_sensor(
+    defs: Definitions,
+    instance: DagsterInstance,
+    cursors: dict,
+    sensor_name: str,
+    default_job: str | None,
+    log_level: str | None,
+    max_rounds: int,
+    stop_on_failure: bool,
+    on_run=None,
+) -> tuple[int, int, str | None]:
+    """Tick a sensor and run what it requests in-process (each request in the job it
+    names, else the sensor's own), until it has nothing to request. Returns (runs, failed
+    runs, the sensor's last skip reason)."""
+    runs = failed = 0
+    skip = None
+    for _ in range(max_rounds):
+        requests, skip, cursors[sensor_name] = _tick(defs, instance, sensor_name, cursors)
+        if not requests:
+            break
+        for req in requests:
+            job = req.job_name or default_job
+            assert job, f"{sensor_name} requested a run without naming its job"
+            ok = execute_request(defs, instance, job, req, log_level)
+            runs += 1
+            failed += 0 if ok else 1
+            if on_run:
+                on_run(req, ok)
+        if failed and stop_on_failure:
+            break
+    return runs, failed, skip
+
+
 def run_scoring(
     defs: Definitions,
     instance: DagsterInstance,
@@ -92,17 +125,16 @@ def run_scoring(
 ) -> tuple[int, int]:
     """Tick the scoring sensor and run what it requests in-process, until it has nothing
     to request (or a run fails). Returns (runs, failed runs)."""
-    runs = failed = 0
-    for _ in range(max_rounds):
-        requests, _, cursors["scoring_sensor"] = _tick(defs, instance, "scoring_sensor", cursors)
-        if not requests:
-            break
-        for req in requests:
-            ok = execute_request(defs, instance, scoring_job.name, req, log_level)
-            runs += 1
-            failed += 0 if ok else 1
-        if failed:
-            break
+    runs, failed, _ = _drive_sensor(
+        defs,
+        instance,
+        cursors,
+        "scoring_sensor",
+        scoring_job.name,
+        log_level,
+        max_rounds,
+        stop_on_failure=True,
+    )
     return runs, failed
 
 
@@ -117,21 +149,17 @@ def drive_reference(
     """Tick the reference-corpus sensor and run what it requests (reads of capture files,
     then a first training when there is no champion) until it has nothing to request.
     Returns (runs, failed runs, the sensor's last skip reason)."""
-    runs = failed = 0
-    skip = None
-    for _ in range(max_rounds):
-        requests, skip, cursors["reference_corpus_sensor"] = _tick(
-            defs, instance, "reference_corpus_sensor", cursors
-        )
-        if not requests:
-            break
-        for req in requests:
-            ok = execute_request(defs, instance, req.job_name or "", req, log_level)
-            runs += 1
-            failed += 0 if ok else 1
-            if on_run:
-                on_run(req, ok)
-    return runs, failed, skip
+    return _drive_sensor(
+        defs,
+        instance,
+        cursors,
+        "reference_corpus_sensor",
+        None,
+        log_level,
+        max_rounds,
+        stop_on_failure=False,
+        on_run=on_run,
+    )
 
 
 def drain(

@@ -8,14 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from nids_core.analyst_labels import (
-    LabelEntry,
-    LabelError,
-    matches,
-    to_frame,
-    unmatched,
-    write_labels,
-)
+from nids_core.analyst_labels import LabelEntry, LabelError, check_names, write_labels
 from nids_core.cold_store import ColdStore
 from nids_core.hot_store import read_only_query
 
@@ -71,11 +64,10 @@ def record_labels(
     flow (hot table or cold store); else raise LabelError naming those that do not and
     write nothing. Returns (file, flows named)."""
     flows = pl.concat([_hot_candidates(hot_database, entries), _cold_candidates(store, entries)])
-    missing = unmatched(entries, flows)
+    missing, named = check_names(entries, flows)
     if missing:
         shown = "; ".join(missing[:10]) + (
             f"; and {len(missing) - 10} more" if len(missing) > 10 else ""
         )
         raise LabelError(f"no stored flow for: {shown} (nothing was written)")
-    named = matches(to_frame(entries, "check", datetime.now(UTC)), flows)["uid"].n_unique()
     return write_labels(store, entries, datetime.now(UTC)), named

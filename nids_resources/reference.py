@@ -37,6 +37,18 @@ class ReferenceCorpusResource(ConfigurableResource):
     def read(self, ref: ReferenceFile) -> bytes:
         return read_reference_file(ref, self._options())
 
-    def versions(self) -> dict[str, str]:
-        """{capture: SHA-256 of its content} for the files there now."""
-        return {f.capture: content_sha256(self.read(f)) for f in self.files()}
+    def versions(self, known: dict[str, list[str]] | None = None) -> dict[str, str]:
+        """{capture: SHA-256 of its content} for the files there now. With `known`
+        ({capture: [signature, sha256]}, updated in place), only files whose size or
+        modification time changed are read and hashed again."""
+        known = {} if known is None else known
+        versions = {}
+        for ref in self.files():
+            signature, sha = known.get(ref.capture, [None, None])
+            if signature != ref.signature or sha is None:
+                sha = content_sha256(self.read(ref))
+            known[ref.capture] = [ref.signature, sha]
+            versions[ref.capture] = sha
+        for gone in set(known) - set(versions):
+            del known[gone]
+        return versions

@@ -18,7 +18,6 @@ from dagster import (
 
 from nids_assets.reference import reference_partitions
 from nids_core.batch_planning import BatchStatus
-from nids_core.data_dir import content_sha256
 from nids_core.model_names import CHAMPION
 from nids_core.reference_corpus import ReferenceCorpusError, corpus_digest, missing_versions
 from nids_jobs.jobs import reference_job, training_job
@@ -27,20 +26,6 @@ from nids_resources.reference import ReferenceCorpusResource
 from nids_resources.settings import env_int
 from nids_resources.stores import ColdStoreResource
 from nids_sensors.run_state import run_status
-
-
-def _versions(
-    corpus: ReferenceCorpusResource, cursor: dict[str, list[str]]
-) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """{capture: sha256}, hashing only files whose size or modification time changed."""
-    versions, seen = {}, {}
-    for ref in corpus.files():
-        signature, sha = cursor.get(ref.capture, [None, None])
-        if signature != ref.signature or sha is None:
-            sha = content_sha256(corpus.read(ref))
-        versions[ref.capture] = sha
-        seen[ref.capture] = [ref.signature, sha]
-    return versions, seen
 
 
 def _bootstrap(
@@ -90,7 +75,8 @@ def reference_corpus_sensor(
     model_registry: ModelRegistryResource,
 ):
     try:
-        versions, seen = _versions(reference_corpus, json.loads(context.cursor or "{}"))
+        seen = json.loads(context.cursor or "{}")
+        versions = reference_corpus.versions(seen)
     except ReferenceCorpusError as exc:
         return SkipReason(str(exc))
     existing = set(context.instance.get_dynamic_partitions(reference_partitions.name))
