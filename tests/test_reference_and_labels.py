@@ -386,3 +386,24 @@ def test_label_times_and_csv_rules():
     assert parse_time("2024-01-02T04:04:05+01:00") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
     with pytest.raises(LabelError):
         parse_time("noon")
+
+
+def test_a_reference_file_that_is_not_a_conn_log_fails_its_read_and_the_sensor_says_so(
+    broker, topic, tmp_path, instance
+):
+    reference = _reference_dir(tmp_path, [])
+    (reference / "inventory.csv").write_text("host,owner\n10.0.0.1,alice\n")
+    defs = _defs(broker, topic, tmp_path, reference)
+    cursors: dict = {}
+    runs, failed, _ = drive_reference(defs, instance, cursors)
+    assert (runs, failed) == (1, 1)  # one read, refused; no training was requested
+    run = instance.get_runs()[0]
+    assert run.tags["dagster/partition"] == "inventory"
+    failure = next(
+        e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_failure
+    )
+    assert "not a Zeek conn log: no uid, ts" in str(failure.dagster_event.event_specific_data)
+    assert defs.resources["cold_store"].store().list_frames("reference/capture=inventory") == []
+    # Asked again, the sensor requests nothing more and says what to do.
+    runs, _, skip = drive_reference(defs, instance, cursors)
+    assert runs == 0 and "inventory could not be read" in skip and "fix or remove it" in skip
