@@ -32,25 +32,25 @@ import numpy as np
 import polars as pl
 from dagster import DagsterInstance
 
-from nids_core.data_dir import find_data_dir, iot23_files
-from nids_core.hot_store import ensure_schema, read_only_query, upsert_flows
-from nids_core.kafka_log import KafkaSettings, open_producer
-from nids_core.local_broker import create_topic, start_broker
-from nids_core.model_cache import record_artifact_checksum
-from nids_core.model_registry import ModelRegistry
-from nids_core.model_run import train_evaluate_log
-from nids_core.replay import stream_live
-from nids_core.scoring import score_unscored
-from nids_core.splits import time_split
-from nids_core.training import TrainConfig
-from nids_core.zeek_files import read_zeek_file
-from nids_jobs.local_daemon import (
+from nids_cli.local_daemon import (
     embedded_env,
     prediction_latency,
     start_daemon,
     stop_daemon,
     wait_until_idle,
 )
+from nids_core.kafka.log import KafkaSettings, open_producer
+from nids_core.model.splits import time_split
+from nids_core.model.training import TrainConfig
+from nids_core.registry.runs import train_evaluate_log
+from nids_core.registry.versions import ModelRegistry
+from nids_core.serving.model_cache import record_artifact_checksum
+from nids_core.serving.scoring import score_unscored
+from nids_core.stores.hot import ensure_schema, read_only_query, upsert_flows
+from nids_core.training_data.data_dir import find_data_dir, iot23_files
+from nids_core.zeek.files import read_zeek_file
+from nids_devkit.broker import create_topic, start_broker
+from nids_devkit.replay import stream_live
 
 
 def peak_rss_mib() -> float:
@@ -99,7 +99,7 @@ def repeated(flows: pl.DataFrame, at_least: int) -> pl.DataFrame:
 
 
 def throughput(flows: pl.DataFrame, registry: ModelRegistry, work: Path) -> tuple[int, float]:
-    from nids_core.model_cache import load_version
+    from nids_core.serving.model_cache import load_version
 
     version = registry.version_by_alias("challenger").version
     scorer = load_version(registry, version, work / "cache")

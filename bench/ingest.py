@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dagster import DagsterInstance
 
-from nids_core.data_dir import find_data_dir, iot23_files
-from nids_core.kafka_log import KafkaSettings, open_client, open_producer
-from nids_core.local_broker import create_topic, start_broker
-from nids_core.replay import replay_files
+from nids_cli.driver import drain
+from nids_core.kafka.log import KafkaSettings, open_client, open_producer
+from nids_core.training_data.data_dir import find_data_dir, iot23_files
+from nids_devkit.broker import create_topic, start_broker
+from nids_devkit.replay import replay_files
 from nids_jobs.definitions import build_definitions
-from nids_jobs.driver import drain
 from nids_resources.kafka import KafkaResource
 from nids_resources.mlflow import (
     MlflowTrackingResource,

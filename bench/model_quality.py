@@ -27,15 +27,15 @@ import numpy as np
 import polars as pl
 import torch
 
-from nids_core.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
-from nids_core.data_dir import find_data_dir, iot23_files
-from nids_core.features import attack_labels
-from nids_core.gnn import graph_model_parts
-from nids_core.lono import CANDIDATES, LonoResult, leave_one_network_out
-from nids_core.metrics import evaluate, evaluate_by_capture
-from nids_core.splits import time_split
-from nids_core.training import TrainConfig, train_gnn, train_served
-from nids_core.zeek_files import read_zeek_file
+from nids_core.evaluation.lono import CANDIDATES, LonoResult, leave_one_network_out
+from nids_core.evaluation.metrics import evaluate, evaluate_by_capture
+from nids_core.model.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
+from nids_core.model.features import attack_labels
+from nids_core.model.gnn import graph_model_parts
+from nids_core.model.splits import time_split
+from nids_core.model.training import TrainConfig, train_gnn, train_served
+from nids_core.training_data.data_dir import find_data_dir, iot23_files
+from nids_core.zeek.files import read_zeek_file
 
 COLUMNS = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
 
@@ -101,7 +101,7 @@ def epoch_time_50k(flows: pl.DataFrame, config: TrainConfig) -> float:
 
 
 def lono(captures: pl.DataFrame, config: TrainConfig, seeds: list[int]) -> LonoResult:
-    """Leave one network out (nids_core.lono): a row per held-out network, seed and model."""
+    """Leave one network out (nids_core.evaluation.lono): a row per held-out network, seed and model."""
     print(
         f"\nleave-one-network-out: train on the other captures, test on the held-out one; "
         f"seeds {seeds}"

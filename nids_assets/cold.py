@@ -71,6 +71,8 @@ class ColdPredictionsConfig(Config):
     group_name="cold_storage",
     kinds={"parquet", "pytorch"},
     pool="duckdb",
+    # A backfill over a range runs once for the whole range, each day exported once.
+    backfill_policy=BackfillPolicy.single_run(),
 )
 def cold_predictions(
     context: AssetExecutionContext,
@@ -84,35 +86,44 @@ def cold_predictions(
     table expires: `predictions/date=D/part-0.parquet` holds what was served (merged on
     uid, idempotent; the lifecycle job also exports a day before expiring it). With config
     `model_version`, the day's cold flows are re-scored by that version instead, into
-    `rescored/version=N/date=D/part-0.parquet` (a backfill over a range re-scores history)."""
-    day = context.partition_key
+    `rescored/version=N/date=D/part-0.parquet` (a backfill over a range re-scores history,
+    each day once, in one run)."""
     store = cold_store.store()
+    scorer = None
     if config.model_version:
-        from nids_core.model_cache import load_version  # torch: only when re-scoring
-        from nids_core.scoring import predictions_frame
+        from nids_core.serving.model_cache import load_version  # torch: only when re-scoring
 
         scorer = load_version(
             model_registry.registry(), config.model_version, serving.model_cache_dir
         )
-        flows = store.read_cold_day(day)
-        frame = predictions_frame(
-            flows["uid"], scorer.score(flows), scorer.threshold, config.model_version
-        ).with_columns(pl.lit(datetime.now(UTC)).alias("predicted_at"))
-        rows = store.write_rescored(day, config.model_version, frame)
-        path = store.predictions_file(day, config.model_version)
-    else:
-        with hot_store.connect() as con:
-            frame = con.execute(
-                "SELECT p.* FROM predictions p JOIN flows f USING (uid) "
-                "WHERE CAST(timezone('UTC', f.ts) AS DATE) = ?",
-                [date.fromisoformat(day)],
-            ).pl()
-        rows = store.merge_predictions(day, frame) if frame.height else 0
-        path = store.predictions_file(day)
+    rows: dict[str, int] = {}
+    paths: dict[str, str] = {}
+    for day in context.partition_keys:
+        if scorer is not None:
+            from nids_core.serving.scoring import predictions_frame
+
+            flows = store.read_cold_day(day)
+            frame = predictions_frame(
+                flows["uid"], scorer.score(flows), scorer.threshold, config.model_version
+            ).with_columns(pl.lit(datetime.now(UTC)).alias("predicted_at"))
+            rows[day] = store.write_rescored(day, config.model_version, frame)
+            paths[day] = store.predictions_file(day, config.model_version)
+        else:
+            with hot_store.connect() as con:
+                frame = con.execute(
+                    "SELECT p.* FROM predictions p JOIN flows f USING (uid) "
+                    "WHERE CAST(timezone('UTC', f.ts) AS DATE) = ?",
+                    [date.fromisoformat(day)],
+                ).pl()
+            rows[day] = store.merge_predictions(day, frame) if frame.height else 0
+            paths[day] = store.predictions_file(day)
+        context.log.info(f"cold predictions {day}: {rows[day]} rows -> {paths[day]}")
+    days = list(rows)
     return MaterializeResult(
         metadata={
-            "rows": rows,
+            "rows": sum(rows.values()),
+            "rows_by_day": MetadataValue.json(rows),
             "model_version": config.model_version or "as served",
-            "path": path,
+            "path": paths[days[0]] if len(days) == 1 else f"{paths[days[0]]} .. {paths[days[-1]]}",
         }
     )

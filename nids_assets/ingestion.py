@@ -27,8 +27,8 @@ from nids_assets.ingestion_checks import (
     hot_flows_schema,
     hot_flows_value_ranges,
 )
-from nids_core.ingest import land_batch, load_batch_into_hot
-from nids_core.lag import PartitionLag, lag_verdict
+from nids_core.ingest.landing import land_batch, load_batch_into_hot
+from nids_core.kafka.lag import PartitionLag, lag_verdict
 from nids_resources.kafka import KafkaResource
 from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource

@@ -12,9 +12,9 @@ import duckdb
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
-from nids_core.cold_store import BatchManifest, ColdStore
-from nids_core.hot_store import FLOWS_DDL
-from nids_core.plausibility import PlausibleTime
+from nids_core.ingest.plausibility import PlausibleTime
+from nids_core.stores.cold import BatchManifest, ColdStore
+from nids_core.stores.hot import FLOWS_DDL
 
 FLOW_BATCH_ACCOUNTING = "flow_batch_accounting"
 HOT_FLOWS_ACCOUNTING = "hot_flows_accounting"

@@ -1,5 +1,6 @@
 """Batch side: training set from cold data, the GNN with its promotion gate, the champion."""
 
+import logging
 from datetime import UTC, date, datetime
 
 from dagster import (
@@ -16,11 +17,12 @@ from pydantic import Field
 
 from nids_assets.cold import cold_flows
 from nids_assets.reference import flow_labels, reference_flows
-from nids_core.analyst_labels import read_labels, resolve_labels
-from nids_core.gate import evaluate_gate
-from nids_core.model_names import CHALLENGER, CHAMPION
-from nids_core.reference_corpus import corpus_digest, load_reference_corpus
-from nids_core.training_set import (
+from nids_core.evaluation.gate import evaluate_gate
+from nids_core.model.progress import TRAINING_PROGRESS_LOGGER
+from nids_core.registry.names import CHALLENGER, CHAMPION
+from nids_core.training_data.analyst_labels import read_labels, resolve_labels
+from nids_core.training_data.reference_corpus import corpus_digest, load_reference_corpus
+from nids_core.training_data.training_set import (
     TRAINING_SET_PATH,
     build_training_set,
     read_cold_window,
@@ -157,6 +159,18 @@ def _metric_md(prefix: str, metrics: dict) -> dict:
     return {f"{prefix}{k}": round(float(metrics[k]), 5) for k in keys if metrics[k] == metrics[k]}
 
 
+def _progress_to(context: AssetExecutionContext):
+    """Training progress goes to the run's log (the UI) and to the Python logger
+    `nids.training`, which `nids demo` shows on its console."""
+    python_logger = logging.getLogger(TRAINING_PROGRESS_LOGGER)
+
+    def say(line: str) -> None:
+        context.log.info(line)
+        python_logger.info(line)
+
+    return say
+
+
 @asset(
     deps=[training_set],
     group_name=MODEL_GROUP,
@@ -179,8 +193,8 @@ def gnn_model(
     `challenger`. The blocking gate checks decide whether it may become champion."""
     import mlflow
 
-    from nids_core.model_cache import load_version, record_artifact_checksum
-    from nids_core.model_run import train_evaluate_log
+    from nids_core.registry.runs import train_evaluate_log
+    from nids_core.serving.model_cache import load_version, record_artifact_checksum
 
     registry = model_registry.registry()
     frame = cold_store.store().read_frame(TRAINING_SET_PATH)
@@ -202,6 +216,7 @@ def gnn_model(
             champion,
             str(current.version) if champion is not None else None,
             registered_model_name=registry.model_name,
+            say=_progress_to(context),
         )
         record_artifact_checksum(registry, run.model_version)
         gate = evaluate_gate(

@@ -14,9 +14,9 @@ from dagster import (
 )
 
 from nids_assets.cold import cold_flows
-from nids_core.analyst_labels import matches, newest_per_uid, read_labels
-from nids_core.reference_corpus import parse_reference, stored_path
-from nids_core.training_set import read_cold_window, window_days
+from nids_core.training_data.analyst_labels import matches, newest_per_uid, read_labels
+from nids_core.training_data.reference_corpus import parse_reference, stored_path
+from nids_core.training_data.training_set import read_cold_window, window_days
 from nids_resources.mlflow import ModelSettingsResource
 from nids_resources.reference import ReferenceCorpusResource
 from nids_resources.stores import ColdStoreResource

@@ -14,7 +14,7 @@ from dagster import (
 
 from nids_assets.ingestion import DUCKDB_POOL, hot_flows
 from nids_assets.model import champion_model
-from nids_core.alerts import latest_attack_rate, refresh_alerts, top_alert_hosts
+from nids_core.serving.alerts import latest_attack_rate, refresh_alerts, top_alert_hosts
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
@@ -52,8 +52,8 @@ def flow_predictions(
     never a verdict."""
     # torch and MLflow load in the scoring run only, not in every process that loads the
     # code location (sensors, ingest runs).
-    from nids_core.model_cache import champion_scorer
-    from nids_core.scoring import score_unscored
+    from nids_core.serving.model_cache import champion_scorer
+    from nids_core.serving.scoring import score_unscored
 
     version, scorer = champion_scorer(model_registry.registry(), serving.model_cache_dir)
     with hot_store.connect() as con:

@@ -95,13 +95,3 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "raw": pl.Binary(),
     "error": pl.String(),
 }
-
-
-def empty_flows() -> pl.DataFrame:
-    """An empty frame with the canonical schema."""
-    return pl.DataFrame(schema=FLOW_SCHEMA)
-
-
-def empty_rejects() -> pl.DataFrame:
-    """An empty reject frame: position (offset or line), raw bytes, reason."""
-    return pl.DataFrame(schema=REJECT_SCHEMA)

@@ -11,7 +11,7 @@ from dagster import (
     op,
 )
 
-from nids_core.lifecycle import expire_hot_data, quarantine_implausible
+from nids_core.stores.lifecycle import expire_hot_data, quarantine_implausible
 from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource

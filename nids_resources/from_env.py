@@ -4,7 +4,7 @@ A bad value fails the load with a message naming the variable and the reason, in
 failing later inside a run.
 """
 
-from nids_core.kafka_log import KAFKA_CLIENTS
+from nids_core.kafka.log import KAFKA_CLIENTS
 from nids_resources.kafka import KafkaResource
 from nids_resources.mlflow import (
     MlflowTrackingResource,
@@ -242,7 +242,7 @@ def reference_corpus_from_env(cold_store: ColdStoreResource) -> ReferenceCorpusR
     there is no data directory) and NIDS_REFERENCE_URL, which must exist when it is local."""
     from pathlib import Path
 
-    from nids_core.data_dir import IOT23_SUBDIR, DataDirNotFound, find_data_dir
+    from nids_core.training_data.data_dir import IOT23_SUBDIR, DataDirNotFound, find_data_dir
 
     locations = []
     if env_choice("NIDS_REFERENCE_IOT23", "true", ("true", "false")) == "true":

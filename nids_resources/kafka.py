@@ -3,14 +3,12 @@
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from nids_core.kafka_log import (
+from nids_core.kafka.log import (
     FlowLogClient,
-    FlowLogProducer,
     KafkaSettings,
     open_client,
-    open_producer,
 )
-from nids_core.zeek_json import DEFAULT_MAX_MESSAGE_BYTES
+from nids_core.zeek.json_log import DEFAULT_MAX_MESSAGE_BYTES
 from nids_resources.run_worker import TagsRunWorker
 
 
@@ -55,6 +53,3 @@ class KafkaResource(TagsRunWorker, ConfigurableResource):
 
     def open_client(self) -> FlowLogClient:
         return open_client(self.client, self.settings())
-
-    def open_producer(self) -> FlowLogProducer:
-        return open_producer(self.client, self.settings())

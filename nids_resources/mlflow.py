@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from nids_core.gate import GateThresholds
-from nids_core.model_names import MODEL_NAME
+from nids_core.evaluation.gate import GateThresholds
+from nids_core.registry.names import MODEL_NAME
 
 if TYPE_CHECKING:  # both pull in MLflow or torch; imported where used
-    from nids_core.model_registry import ModelRegistry
-    from nids_core.training import TrainConfig
+    from nids_core.model.training import TrainConfig
+    from nids_core.registry.versions import ModelRegistry
 
 
 def _ensure_local_sqlite_dir(uri: str) -> None:
@@ -86,7 +86,7 @@ class ModelRegistryResource(ConfigurableResource):
     )
 
     def registry(self) -> "ModelRegistry":
-        from nids_core.model_registry import ModelRegistry
+        from nids_core.registry.versions import ModelRegistry
 
         _ensure_local_sqlite_dir(self.tracking_uri)
         return ModelRegistry(self.tracking_uri, self.model_name)
@@ -131,7 +131,7 @@ class ModelSettingsResource(ConfigurableResource):
     max_macro_f1_drop: float = Field(default=0.005, ge=0, le=1)
 
     def train_config(self) -> "TrainConfig":
-        from nids_core.training import TrainConfig
+        from nids_core.model.training import TrainConfig
 
         return TrainConfig(
             hidden=self.hidden,

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from nids_core.plausibility import DEFAULT_EARLIEST, DEFAULT_MAX_AHEAD_HOURS, PlausibleTime
+from nids_core.ingest.plausibility import DEFAULT_EARLIEST, DEFAULT_MAX_AHEAD_HOURS, PlausibleTime
 
 
 class PlausibleTimeResource(ConfigurableResource):

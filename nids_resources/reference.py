@@ -3,8 +3,8 @@
 from dagster import ConfigurableResource, ResourceDependency
 from pydantic import Field
 
-from nids_core.data_dir import content_sha256
-from nids_core.reference_corpus import (
+from nids_core.training_data.data_dir import content_sha256
+from nids_core.training_data.reference_corpus import (
     ReferenceCorpusError,
     ReferenceFile,
     list_reference_files,

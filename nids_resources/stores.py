@@ -8,8 +8,8 @@ from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from nids_core.cold_store import ColdStore
-from nids_core.hot_store import ensure_schema
+from nids_core.stores.cold import ColdStore
+from nids_core.stores.hot import ensure_schema
 from nids_resources.run_worker import TagsRunWorker
 
 

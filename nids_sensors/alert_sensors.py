@@ -12,9 +12,8 @@ from dagster import (
     run_failure_sensor,
     sensor,
 )
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from nids_core.webhook import post_alert
+from nids_core.serving.webhook import post_alert
 from nids_resources.serving import ServingSettingsResource
 
 
@@ -61,9 +60,9 @@ def check_failure_alert_sensor(context: SensorEvaluationContext, serving: Servin
     sent = 0
     for key in sorted(context.repository_def.asset_graph.asset_check_keys, key=str):
         name = f"{key.asset_key.to_user_string()}:{key.name}"
-        failed = storage.get_asset_check_execution_history(
-            key, limit=100, status={AssetCheckExecutionRecordStatus.FAILED}
-        )
+        # The newest executions of the check; the failed ones are delivered once each.
+        history = storage.get_asset_check_execution_history(key, limit=500)
+        failed = [r for r in history if r.status.value == "FAILED"]
         for record in sorted(failed, key=lambda r: r.id):
             if record.id <= seen.get(name, 0) or record.event is None:
                 continue

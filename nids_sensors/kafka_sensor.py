@@ -13,8 +13,8 @@ from dagster import (
 )
 
 from nids_assets.ingestion import batch_run_config
-from nids_core.batch_planning import InFlightBatch, plan_batches, run_key
-from nids_core.kafka_log import KafkaUnavailable, TopicNotFound
+from nids_core.ingest.planning import InFlightBatch, plan_batches, run_key
+from nids_core.kafka.log import KafkaUnavailable, TopicNotFound
 from nids_jobs.jobs import ingest_job
 from nids_resources.kafka import KafkaResource
 from nids_resources.settings import env_int

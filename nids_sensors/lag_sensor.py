@@ -13,8 +13,8 @@ from dagster import (
     sensor,
 )
 
-from nids_core.kafka_log import KafkaUnavailable, TopicNotFound
-from nids_core.lag import lag_verdict, measure_lag
+from nids_core.kafka.lag import lag_verdict, measure_lag
+from nids_core.kafka.log import KafkaUnavailable, TopicNotFound
 from nids_resources.kafka import KafkaResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.settings import env_int

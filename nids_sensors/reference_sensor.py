@@ -17,9 +17,13 @@ from dagster import (
 )
 
 from nids_assets.reference import reference_partitions
-from nids_core.batch_planning import BatchStatus
-from nids_core.model_names import CHAMPION
-from nids_core.reference_corpus import ReferenceCorpusError, corpus_digest, missing_versions
+from nids_core.ingest.planning import BatchStatus
+from nids_core.registry.names import CHAMPION
+from nids_core.training_data.reference_corpus import (
+    ReferenceCorpusError,
+    corpus_digest,
+    missing_versions,
+)
 from nids_jobs.jobs import reference_job, training_job
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.reference import ReferenceCorpusResource

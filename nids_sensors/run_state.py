@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from nids_core.batch_planning import BatchStatus
+from nids_core.ingest.planning import BatchStatus
 
 # A run requested and not ended yet (queued, launching, running, cancelling).
 IN_FLIGHT_STATUSES = [

@@ -29,7 +29,7 @@ from dagster import (
     sensor,
 )
 
-from nids_core.batch_planning import UNSEEN_RUN_GRACE_S, BatchStatus, retry_delay_s
+from nids_core.ingest.planning import UNSEEN_RUN_GRACE_S, BatchStatus, retry_delay_s
 from nids_jobs.jobs import scoring_job
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.settings import env_int
@@ -111,7 +111,7 @@ def scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegist
         )
     from mlflow.exceptions import MlflowException
 
-    from nids_core.model_registry import GateNotPassed, NoChampion
+    from nids_core.registry.versions import GateNotPassed, NoChampion
 
     try:
         champion = str(model_registry.registry().servable_champion().version)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import duckdb
 
-from nids_core.kafka_log import KafkaSettings, open_producer
-from nids_core.replay import replay_files
+from nids_core.kafka.log import KafkaSettings, open_producer
+from nids_devkit.replay import replay_files
 
 
 def produce(broker, topic: str, values: list[bytes], partition_key: bytes | None = None) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 import mlflow
 import polars as pl
 
-from nids_core.model_cache import record_artifact_checksum
-from nids_core.model_registry import ModelRegistry
-from nids_core.model_run import train_evaluate_log
-from nids_core.splits import time_split
-from nids_core.training import TrainConfig
-from nids_core.zeek_files import read_zeek_file
-from tests.conftest import iot23
+from nids_core.model.splits import time_split
+from nids_core.model.training import TrainConfig
+from nids_core.registry.runs import train_evaluate_log
+from nids_core.registry.versions import ModelRegistry
+from nids_core.serving.model_cache import record_artifact_checksum
+from nids_core.zeek.files import read_zeek_file
+from tests.resources import iot23
 
 
 def capture_flows(*names: str) -> pl.DataFrame:

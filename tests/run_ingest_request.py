@@ -6,10 +6,10 @@ from pathlib import Path
 
 from dagster import DagsterInstance, RunRequest
 
-from nids_core.local_broker import LocalBroker
+from nids_cli.driver import execute_request
+from nids_devkit.broker import LocalBroker
 from nids_jobs.definitions import build_definitions
-from nids_jobs.driver import execute_request
-from tests.conftest import make_resources
+from tests.resources import make_resources
 
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])

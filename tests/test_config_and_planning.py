@@ -2,8 +2,8 @@
 
 import pytest
 
-from nids_core.batch_planning import BatchStatus, InFlightBatch, plan_batches, retry_delay_s
-from nids_core.kafka_log import Watermarks
+from nids_core.ingest.planning import BatchStatus, InFlightBatch, plan_batches, retry_delay_s
+from nids_core.kafka.log import Watermarks
 from nids_resources.from_env import (
     cold_store_from_env,
     kafka_from_env,

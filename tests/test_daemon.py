@@ -12,22 +12,22 @@ import psutil
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from nids_core.hot_store import read_only_query
-from nids_core.kafka_log import KafkaSettings, open_client, open_producer
-from nids_core.local_broker import create_topic, start_broker
-from nids_core.model_registry import ModelRegistry
-from nids_core.replay import stream_live, to_zeek_json
-from nids_core.training import TrainConfig
-from nids_core.zeek_files import read_zeek_file
-from nids_jobs.local_daemon import (
+from nids_cli.local_daemon import (
     embedded_env,
     prediction_latency,
     start_daemon,
     stop_daemon,
 )
+from nids_core.kafka.log import KafkaSettings, open_client, open_producer
+from nids_core.model.training import TrainConfig
+from nids_core.registry.versions import ModelRegistry
+from nids_core.stores.hot import read_only_query
+from nids_core.zeek.files import read_zeek_file
+from nids_devkit.broker import create_topic, start_broker
+from nids_devkit.replay import stream_live, to_zeek_json
 from nids_sensors.dead_runs import WORKER_TAG
-from tests.conftest import iot23
 from tests.model_helpers import capture_flows, register_trained, sqlite_store
+from tests.resources import iot23
 
 pytestmark = pytest.mark.slow
 

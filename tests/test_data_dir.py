@@ -8,8 +8,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from nids_core.data_dir import ChecksumMismatch, RemoteFile, content_sha256, download, find_data_dir
-from tests.conftest import iot23
+from nids_core.training_data.data_dir import (
+    ChecksumMismatch,
+    RemoteFile,
+    content_sha256,
+    download,
+    find_data_dir,
+)
+from tests.resources import iot23
 
 
 def test_data_dir_order(tmp_path, monkeypatch):

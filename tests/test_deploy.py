@@ -11,14 +11,14 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from nids_core.local_mlflow import start_mlflow
-from nids_core.model_registry import ModelRegistry
+from nids_cli.driver import drain
+from nids_core.registry.versions import ModelRegistry
+from nids_devkit.mlflow_server import start_mlflow
 from nids_jobs.definitions import build_definitions
-from nids_jobs.driver import drain
 from nids_resources.from_env import SETTINGS
-from tests.conftest import iot23, make_resources
 from tests.ingest_helpers import replay
 from tests.model_helpers import read_reference_corpus
+from tests.resources import iot23, make_resources
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -71,7 +71,7 @@ def test_helm_values_and_instance_yaml_are_consistent():
     assert values["concurrency"]["pools"]["defaultLimit"] == 1
     queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
-    assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert instance["run_queue"]["dequeue_interval_seconds"] == 1
     limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
     assert queued["tagConcurrencyLimits"] == limits
     assert instance["concurrency"]["pools"]["default_limit"] == 1

@@ -4,9 +4,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from nids_core.hot_store import FLOWS_DDL, ensure_schema, upsert_flows
-from nids_core.zeek_files import read_zeek_file
-from tests.conftest import FIXTURES
+from nids_core.stores.hot import FLOWS_DDL, ensure_schema, upsert_flows
+from nids_core.zeek.files import read_zeek_file
+from tests.resources import FIXTURES
 
 # The schema before the anti-join upsert: a DuckDB file made by an earlier version.
 PK_FLOWS_DDL = FLOWS_DDL.replace("uid VARCHAR NOT NULL,", "uid VARCHAR PRIMARY KEY,")
@@ -58,7 +58,7 @@ def test_upsert_stores_each_uid_once_and_lowest_provenance_wins(tmp_path, ddl):
 
 
 def test_quarantine_keeps_rejects_of_reused_offsets_also_in_files_keyed_on_the_offset(tmp_path):
-    from nids_core.hot_store import QUARANTINE_DDL, insert_quarantine
+    from nids_core.stores.hot import QUARANTINE_DDL, insert_quarantine
 
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
     # A file made before offsets were known to be reused: quarantine keyed on the offset.

@@ -15,11 +15,11 @@ from dagster import (
 )
 
 from nids_assets.ingestion import batch_run_config
-from nids_core.hot_store import ensure_schema
-from nids_core.kafka_log import KafkaSettings, open_client
-from nids_jobs.driver import drain, execute_request
-from tests.conftest import FIXTURES, make_resources
+from nids_cli.driver import drain, execute_request
+from nids_core.kafka.log import KafkaSettings, open_client
+from nids_core.stores.hot import ensure_schema
 from tests.ingest_helpers import file_digests, hot_counts, produce, replay, table_digest
+from tests.resources import FIXTURES, make_resources
 
 SAMPLES = [FIXTURES / "conn.log", FIXTURES / "conn.json.log"]
 CHECKS = [
@@ -219,7 +219,7 @@ def test_sensor_requests_exact_capped_ranges_then_skips(broker, topic, tmp_path,
 
 
 def test_sensor_skips_with_clear_reason_when_broker_is_down(tmp_path, instance):
-    from nids_core.local_broker import start_broker
+    from nids_devkit.broker import start_broker
     from nids_jobs.definitions import build_definitions
 
     down = start_broker()
@@ -237,7 +237,7 @@ def test_sensor_skips_with_clear_reason_when_broker_is_down(tmp_path, instance):
 def test_unreachable_s3_fails_the_run_keeps_offsets_and_a_later_run_completes(
     broker, topic, tmp_path, instance, s3_endpoint, s3_bucket
 ):
-    from nids_core.local_broker import free_port
+    from nids_devkit.broker import free_port
     from nids_jobs.definitions import build_definitions
     from nids_resources.stores import ColdStoreResource
 
@@ -290,7 +290,7 @@ def test_two_ingest_runs_at_once_share_duckdb_without_lock_errors(broker, tmp_pa
 
     from dagster import DagsterInstance
 
-    from nids_core.local_broker import create_topic
+    from nids_devkit.broker import create_topic
     from nids_jobs.definitions import build_definitions
 
     topic = f"zeek.conn.two.{uuid.uuid4().hex[:6]}"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from nids_core.hot_store import read_only_query
-from nids_core.kafka_log import KafkaSettings, open_client
-from nids_jobs.local_daemon import embedded_env
+from nids_cli.local_daemon import embedded_env
+from nids_core.kafka.log import KafkaSettings, open_client
+from nids_core.stores.hot import read_only_query
 from nids_sensors.dead_runs import WORKER_TAG
-from tests.conftest import iot23
 from tests.ingest_helpers import replay
+from tests.resources import iot23
 
 NIDS = str(Path(sys.executable).parent / "nids")
 
@@ -65,7 +65,7 @@ def test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one(broker, 
 
 
 def test_until_idle_gives_up_at_its_timeout_and_says_why_when_kafka_is_down(tmp_path):
-    from nids_core.local_broker import start_broker
+    from nids_devkit.broker import start_broker
 
     down = start_broker()
     down.stop()

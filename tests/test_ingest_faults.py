@@ -7,13 +7,13 @@ import duckdb
 import polars as pl
 import pytest
 
-from nids_core.cold_store import ColdStore
-from nids_core.local_broker import create_topic, free_port, start_broker
+from nids_cli.driver import drain
+from nids_core.stores.cold import ColdStore
+from nids_devkit.broker import create_topic, free_port, start_broker
 from nids_jobs.definitions import build_definitions
-from nids_jobs.driver import drain
 from nids_resources.stores import ColdStoreResource
-from tests.conftest import FIXTURES, make_resources
 from tests.ingest_helpers import hot_counts, produce
+from tests.resources import FIXTURES, make_resources
 from tests.test_ingest import committed, latest_metadata
 from tests.test_zeek_json import GOOD, rec
 
@@ -174,7 +174,7 @@ def test_a_committed_offset_beyond_the_log_end_is_reset_and_nothing_is_skipped(
     """A recreated topic, with the group's offsets kept from the old one: the committed
     offset points past the new log's end. Kafka consumers reset it; so does ingestion, and
     every record of the new log is ingested rather than waited past."""
-    from nids_core.kafka_log import KafkaSettings, open_client
+    from nids_core.kafka.log import KafkaSettings, open_client
 
     values = [_good(i) for i in range(30)]
     produce(broker, topic, values)

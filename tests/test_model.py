@@ -9,19 +9,19 @@ import polars as pl
 import pytest
 from dagster import AssetCheckKey, AssetKey
 
-from nids_core.features import FORBIDDEN_COLUMNS, fit_feature_spec, raw_features, transform
-from nids_core.flow_graph import build_flow_graph
-from nids_core.lono import leave_one_network_out
-from nids_core.model_cache import load_version, record_artifact_checksum
-from nids_core.model_registry import GateNotPassed, ModelRegistry
-from nids_core.model_run import train_evaluate_log
-from nids_core.splits import time_split
-from nids_core.training import TrainConfig, train_gnn
-from nids_core.training_set import TRAINING_SET_PATH
-from nids_core.zeek_files import read_zeek_file
+from nids_core.evaluation.lono import leave_one_network_out
+from nids_core.model.features import FORBIDDEN_COLUMNS, fit_feature_spec, raw_features, transform
+from nids_core.model.flow_graph import build_flow_graph
+from nids_core.model.splits import time_split
+from nids_core.model.training import TrainConfig, train_gnn
+from nids_core.registry.runs import train_evaluate_log
+from nids_core.registry.versions import GateNotPassed, ModelRegistry
+from nids_core.serving.model_cache import load_version, record_artifact_checksum
+from nids_core.training_data.training_set import TRAINING_SET_PATH
+from nids_core.zeek.files import read_zeek_file
 from nids_jobs.definitions import build_definitions
-from tests.conftest import iot23, make_resources
 from tests.model_helpers import capture_flows, read_reference_corpus
+from tests.resources import iot23, make_resources
 
 CAPTURES = (
     "CTU-Malware-Capture-8-1-labeled.csv.gz",  # 10,403 flows, 8,222 attacks
@@ -114,8 +114,8 @@ def test_early_stopping_restores_the_best_epoch(split):
     import torch
 
     scorer = result.scorer
-    from nids_core.features import attack_labels
-    from nids_core.training import class_weights
+    from nids_core.model.features import attack_labels
+    from nids_core.model.training import class_weights
 
     y_train = attack_labels(noisy)
     graph = scorer.graph(split["validation"], attack_labels(split["validation"]))
@@ -219,8 +219,8 @@ def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, insta
     store = defs.resources["cold_store"].store()
     frame = store.read_frame(TRAINING_SET_PATH)
     test = frame.filter(pl.col("split") == "test")
-    from nids_core.features import attack_labels
-    from nids_core.metrics import evaluate
+    from nids_core.evaluation.metrics import evaluate
+    from nids_core.model.features import attack_labels
 
     champion = load_version(registry, "1", tmp_path / "cache")
     recomputed = evaluate(attack_labels(test), champion.score(test), champion.threshold)
@@ -294,7 +294,7 @@ def test_leave_one_network_out_holds_out_each_network_with_attacks_for_every_see
 def test_registry_on_a_local_sqlite_store(split, tmp_path):
     """The embedded default (no server) returns versions as int: promotion, loading by
     alias, the champion cache and rollback must all work there too."""
-    from nids_core.model_cache import champion_scorer
+    from nids_core.serving.model_cache import champion_scorer
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -375,7 +375,7 @@ def test_the_lono_gate_blocks_a_graph_only_model_and_passes_the_served_one(tmp_p
 
 
 def test_host_context_is_shares_of_the_window_and_ignores_who_the_hosts_are():
-    from nids_core.host_context import CONTEXT_NAMES, context_features
+    from nids_core.model.host_context import CONTEXT_NAMES, context_features
 
     flows = read_zeek_file(iot23("CTU-Malware-Capture-8-1-labeled.csv.gz")).flows
     window = FAST.window

@@ -24,19 +24,19 @@ from dagster import (
 )
 
 from nids_assets.model import gnn_model
-from nids_core import model_cache
-from nids_core.model_cache import (
+from nids_cli.main import main as cli
+from nids_core.model.training import TrainConfig
+from nids_core.registry.versions import GATE_OVERRIDE_TAG, GateNotPassed, ModelRegistry
+from nids_core.serving import model_cache
+from nids_core.serving.model_cache import (
     ArtifactMismatch,
     champion_scorer,
     load_version,
 )
-from nids_core.model_registry import GATE_OVERRIDE_TAG, GateNotPassed, ModelRegistry
-from nids_core.training import TrainConfig
-from nids_core.training_set import TRAINING_SET_PATH
-from nids_jobs.cli import main as cli
+from nids_core.training_data.training_set import TRAINING_SET_PATH
 from nids_jobs.definitions import build_definitions
-from tests.conftest import make_resources
 from tests.model_helpers import capture_flows, register_trained, sqlite_store
+from tests.resources import make_resources
 
 TINY = TrainConfig(max_epochs=15, patience=5, hidden=16)
 CAPTURES = ("CTU-Malware-Capture-20-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
@@ -240,7 +240,7 @@ def test_a_broken_champion_does_not_block_training_a_challenger(flows, tmp_path,
 def test_an_unreachable_registry_makes_the_scoring_sensor_wait_and_say_so(
     broker, topic, tmp_path, monkeypatch
 ):
-    from nids_core.local_broker import free_port
+    from nids_devkit.broker import free_port
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")

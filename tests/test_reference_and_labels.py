@@ -16,16 +16,15 @@ import pytest
 from click.testing import CliRunner
 from dagster import AssetKey
 
-from nids_core.analyst_labels import LABELS_DIR, read_labels
-from nids_core.model_registry import ModelRegistry
-from nids_core.reference_corpus import stored_path
-from nids_core.replay import to_zeek_json
-from nids_core.training_set import TRAINING_SET_PATH
-from nids_core.zeek_files import read_zeek_file
-from nids_jobs.cli import main
+from nids_cli.driver import drain, drive_reference, execute_request
+from nids_cli.main import main
+from nids_core.registry.versions import ModelRegistry
+from nids_core.training_data.analyst_labels import LABELS_DIR, read_labels
+from nids_core.training_data.reference_corpus import stored_path
+from nids_core.training_data.training_set import TRAINING_SET_PATH
+from nids_core.zeek.files import read_zeek_file
+from nids_devkit.replay import to_zeek_json
 from nids_jobs.definitions import build_definitions
-from nids_jobs.driver import drain, drive_reference, execute_request
-from tests.conftest import data_dir, iot23, make_resources
 from tests.ingest_helpers import file_digests, replay, table_digest
 from tests.model_helpers import (
     capture_flows,
@@ -33,6 +32,7 @@ from tests.model_helpers import (
     register_trained,
     sqlite_store,
 )
+from tests.resources import data_dir, iot23, make_resources
 
 REFERENCE = (
     "CTU-Malware-Capture-8-1-labeled.csv.gz",  # 10,403 flows, 8,222 attacks
@@ -143,9 +143,9 @@ def test_a_changed_reference_file_becomes_a_new_partition_version(
     cursors: dict = {}
 
     def tick():
-        from nids_jobs.driver import _tick
+        from nids_cli.driver import tick_sensor
 
-        requests, skip, cursors["reference_corpus_sensor"] = _tick(
+        requests, skip, cursors["reference_corpus_sensor"] = tick_sensor(
             defs, instance, "reference_corpus_sensor", cursors
         )
         return requests, skip
@@ -320,7 +320,7 @@ def test_bad_labels_get_a_clear_error_and_write_nothing(labelled_install, tmp_pa
 
 def test_model_evaluate_on_tsv_json_csv_unlabelled_and_non_zeek_files(tmp_path):
     uri = sqlite_store(tmp_path / "mlflow", "nids-gnn")
-    from nids_core.training import TrainConfig
+    from nids_core.model.training import TrainConfig
 
     version = register_trained(
         uri,
@@ -379,7 +379,7 @@ def test_model_evaluate_on_tsv_json_csv_unlabelled_and_non_zeek_files(tmp_path):
 
 
 def test_label_times_and_csv_rules():
-    from nids_core.analyst_labels import LabelError, parse_time
+    from nids_core.training_data.analyst_labels import LabelError, parse_time
 
     assert parse_time("2024-01-02T03:04:05") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert parse_time("1704164645") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)

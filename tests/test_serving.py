@@ -14,19 +14,19 @@ import pytest
 from dagster import AssetKey, SensorResult, build_sensor_context, materialize
 
 from nids_assets.scoring import flow_predictions
-from nids_core.kafka_log import KafkaSettings, open_client
-from nids_core.lag import measure_lag
-from nids_core.lifecycle import expire_hot_data
-from nids_core.local_broker import free_port
-from nids_core.model_registry import ModelRegistry
-from nids_core.training import TrainConfig
-from nids_core.webhook import WebhookError
-from nids_core.zeek_files import read_zeek_file
+from nids_cli.driver import drain
+from nids_core.kafka.lag import measure_lag
+from nids_core.kafka.log import KafkaSettings, open_client
+from nids_core.model.training import TrainConfig
+from nids_core.registry.versions import ModelRegistry
+from nids_core.serving.webhook import WebhookError
+from nids_core.stores.lifecycle import expire_hot_data
+from nids_core.zeek.files import read_zeek_file
+from nids_devkit.broker import free_port
 from nids_jobs.definitions import build_definitions
-from nids_jobs.driver import drain
-from tests.conftest import iot23, make_resources
 from tests.ingest_helpers import produce, replay
 from tests.model_helpers import capture_flows, register_trained
+from tests.resources import iot23, make_resources
 
 TRAIN_ON = ("CTU-Malware-Capture-8-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
 STREAM = ("CTU-Malware-Capture-20-1-labeled.csv.gz",)  # 3,209 flows, 16 attacks
@@ -131,7 +131,7 @@ def test_missing_champion_fails_with_a_clear_message(broker, topic, tmp_path, ml
     failure = result.get_step_failure_events()[0]
     error = failure.step_failure_data.error
     message = error.cause.message if error.cause else error.message
-    assert message.startswith("nids_core.model_registry.NoChampion: registered model")
+    assert message.startswith("nids_core.registry.versions.NoChampion: registered model")
     assert "has no `champion` alias" in message and "No predictions are written" in message
     assert not (tmp_path / "hot.duckdb").exists()  # failed before touching the hot store
 
@@ -240,7 +240,7 @@ def webhook():
 def test_webhook_receives_an_alert_for_a_failed_check(broker, topic, tmp_path, instance, webhook):
     url, received = webhook
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
-    from nids_core.hot_store import ensure_schema
+    from nids_core.stores.hot import ensure_schema
 
     ensure_schema(con)
     con.execute("ALTER TABLE flows ADD COLUMN drifted INTEGER")
@@ -325,8 +325,8 @@ def test_a_far_future_flow_stored_earlier_neither_pins_the_newest_window_nor_sta
     """Rows stored before ingest quarantined implausible timestamps: one flow in 2286 must
     not stand for "the newest window" of the attack-rate check, and the lifecycle moves it to
     quarantine (it would never expire and has no cold partition)."""
-    from nids_core.alerts import latest_attack_rate
-    from nids_core.lifecycle import IMPLAUSIBLE_REASON
+    from nids_core.serving.alerts import latest_attack_rate
+    from nids_core.stores.lifecycle import IMPLAUSIBLE_REASON
 
     now = datetime.now(UTC).replace(microsecond=0)
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
@@ -351,8 +351,8 @@ def test_a_score_that_is_not_a_number_is_never_a_verdict(champion, tmp_path):
     is neither scored nor used as context; a NaN from the model is never a verdict."""
     import numpy as np
 
-    from nids_core.model_cache import load_version
-    from nids_core.scoring import predictions_frame, score_unscored
+    from nids_core.serving.model_cache import load_version
+    from nids_core.serving.scoring import predictions_frame, score_unscored
 
     registry, v1, _ = champion
     scorer = load_version(registry, v1, tmp_path / "cache")
@@ -375,8 +375,8 @@ def _stored_flows(con, ts: pl.Expr | pl.Series, *columns) -> pl.DataFrame:
     """Real flows (the zat sample), one per `ts` value (five for a literal), with the given
     columns replaced, written straight into the hot table, as an earlier version could have
     stored them."""
-    from nids_core.hot_store import ensure_schema, upsert_flows
-    from tests.conftest import FIXTURES
+    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from tests.resources import FIXTURES
 
     rows = ts.len() if isinstance(ts, pl.Series) else 5
     flows = (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nids_core.local_broker import free_port
+from nids_devkit.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NIDS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"

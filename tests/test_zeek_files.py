@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from nids_core.schema import FLOW_SCHEMA
-from nids_core.zeek_files import ZeekFormat, capture_name, detect_format, read_bytes, read_zeek_file
-from tests.conftest import FIXTURES, iot23
+from nids_core.zeek.files import ZeekFormat, capture_name, detect_format, read_bytes, read_zeek_file
+from tests.resources import FIXTURES, iot23
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nids_core.zeek_json import parse_json_records
+from nids_core.zeek.json_log import parse_json_records
 
 GOOD = {
     "ts": 1575413096.052279,
@@ -195,7 +195,7 @@ def test_duplicate_keys_are_found_among_records_that_all_carry_unknown_fields():
 def test_the_plausible_window_is_configurable():
     from datetime import UTC, date, datetime, timedelta
 
-    from nids_core.plausibility import PlausibleTime
+    from nids_core.ingest.plausibility import PlausibleTime
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     window = PlausibleTime(earliest=date(2019, 1, 1), max_ahead=timedelta(hours=1))

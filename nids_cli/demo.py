@@ -1,0 +1,343 @@
+"""The demo: real IoT-23 and Zeek sample flows, through Kafka, into the hot and cold stores."""
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from nids_core.model.progress import TRAINING_PROGRESS_LOGGER
+
+
+def _data_files() -> tuple[Path, list[Path]]:
+    """The data directory's captures; downloaded into ./data when there are none."""
+    from nids_core.training_data.data_dir import (
+        IOT23_FILES,
+        SAMPLES_SUBDIR,
+        ChecksumMismatch,
+        DataDirNotFound,
+        download,
+        find_data_dir,
+        iot23_files,
+    )
+
+    try:
+        data = find_data_dir()
+    except DataDirNotFound:
+        data = None
+    if data is None or not iot23_files(data):
+        target = Path(os.environ.get("NIDS_DATA_DIR") or "data")
+        click.echo(f"no IoT-23 captures found; downloading them into {target} (checksummed)")
+        try:
+            download(IOT23_FILES, target)
+        except (OSError, ChecksumMismatch) as exc:
+            raise click.ClickException(
+                f"could not download the IoT-23 captures ({exc}); put them in "
+                "$NIDS_DATA_DIR/iot23 (see README: Data and attribution)"
+            ) from exc
+        data = target
+    return data, iot23_files(data) + sorted((data / SAMPLES_SUBDIR).glob("conn*.log"))
+
+
+def _quiet_libraries() -> None:
+    """The report shows the demo's own lines and training progress: MLflow's artifact
+    download bars and INFO lines stay out of it (they are still in the runs' logs)."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    progress = logging.getLogger(TRAINING_PROGRESS_LOGGER)
+    if not progress.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("  %(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+
+
+def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
+    from dagster import DagsterInstance
+
+    from nids_devkit.broker import create_topic, start_broker
+
+    home.mkdir(parents=True, exist_ok=True)
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(exist_ok=True)
+    from nids_cli.instance import EMBEDDED_DAGSTER_YAML
+
+    (dagster_home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
+    data, files = _data_files()
+    click.echo(f"data directory: {data} ({len(files)} files)")
+
+    _quiet_libraries()
+    t0 = time.monotonic()
+    with start_broker(log_path=home / "broker.log") as broker:
+        os.environ.update(
+            NIDS_KAFKA_BOOTSTRAP=broker.bootstrap_servers,
+            NIDS_DUCKDB_PATH=os.environ.get("NIDS_DUCKDB_PATH", str(home / "nids.duckdb")),
+            NIDS_COLD_URL=os.environ.get("NIDS_COLD_URL", str(home / "cold")),
+            DAGSTER_HOME=str(dagster_home),
+            MLFLOW_TRACKING_URI=os.environ.get(
+                "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+            ),
+            NIDS_MLFLOW_ARTIFACTS=os.environ.get(
+                "NIDS_MLFLOW_ARTIFACTS", str(home / "mlflow" / "artifacts")
+            ),
+        )
+        from nids_cli.driver import drain, drive_reference, run_scoring
+        from nids_core.kafka.log import KafkaSettings, open_producer
+        from nids_devkit.replay import replay_files
+        from nids_jobs.definitions import build_definitions
+
+        topic = os.environ.get("NIDS_KAFKA_TOPIC", "zeek.conn")
+        create_topic(broker.bootstrap_servers, topic, partitions)
+        click.echo(
+            f"broker on {broker.bootstrap_servers}; replaying into {topic} ({partitions} partitions)"
+        )
+        from tqdm import tqdm
+
+        with (
+            open_producer("confluent", KafkaSettings(broker.bootstrap_servers, "nids-demo")) as p,
+            tqdm(unit=" flows", desc="replay") as bar,
+        ):
+            stats = replay_files(
+                files, p, topic, shift_to_now=True, on_progress=bar.update, strip_labels=True
+            )
+        click.echo(
+            f"replayed {stats.sent} flows with their labels removed, as a live sensor sends "
+            f"them ({stats.rejected} unreadable rows skipped)"
+        )
+
+        defs = build_definitions()
+        instance = DagsterInstance.get()
+
+        def progress(req, ok):
+            click.echo(
+                f"  {req.job_name or 'ingest_job'} run {req.run_key}: {'ok' if ok else 'FAILED'}"
+            )
+
+        cursors: dict = {}
+        result = drain(defs, instance, cursors, on_run=progress, log_level="WARNING")
+    if result.failed_runs:
+        raise click.ClickException(
+            f"{result.failed_runs} runs failed; see `dagster dev` for their logs"
+        )
+    _report(defs, result, time.monotonic() - t0)
+    click.echo(
+        "no flow is labelled, so the champion comes from the reference corpus: "
+        "reading its captures, then training (training_set -> gnn_model -> gate -> champion) ..."
+    )
+    runs, failed, skip = drive_reference(
+        defs, instance, cursors, log_level="WARNING", on_run=progress
+    )
+    _model_report(instance, defs, failed == 0, skip)
+    click.echo("scoring the live flows with the champion and refreshing alerts ...")
+    runs, failed = run_scoring(defs, instance, cursors, log_level="WARNING")
+    _serving_report(defs, runs, failed)
+    _withheld_report(defs)
+    click.echo(f"demo finished in {time.monotonic() - t0:.0f} s")
+    if ui:
+        _serve_ui(home)
+
+
+def _serve_ui(home: Path) -> None:
+    """Keep `dagster dev` (workspace.yaml) and the MLflow UI running until Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    dagster_port, mlflow_port = 3000, 5000
+    env = {**os.environ, "NIDS_MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow_port}"}
+    procs = [
+        subprocess.Popen(
+            [
+                str(bin_dir / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                os.environ["MLFLOW_TRACKING_URI"],
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+            env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [
+                str(bin_dir / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(dagster_port),
+            ],
+            env=env,
+            start_new_session=True,
+        ),
+    ]
+    click.echo(
+        f"Dagster UI: http://127.0.0.1:{dagster_port}   MLflow UI: http://127.0.0.1:{mlflow_port}"
+        "   (Ctrl-C stops both; Kafka is not running, so the ingest sensor skips)"
+    )
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+
+
+def _serving_report(defs, runs: int, failed: int) -> None:
+    import duckdb
+
+    from nids_core.serving.alerts import top_alert_hosts
+
+    con = duckdb.connect(defs.resources["hot_store"].database, read_only=True)
+    try:
+        scored, attacks, versions = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE predicted_label = 'malicious'), "
+            "string_agg(DISTINCT model_version, ',') FROM predictions"
+        ).fetchone()
+        top = top_alert_hosts(con)
+    finally:
+        con.close()
+    click.echo(
+        f"scoring runs: {runs} ({failed} failed); predictions: {scored:,} "
+        f"({attacks:,} attacks) by model version {versions or '-'}"
+    )
+    click.echo("top alerting hosts (attack flows, windows, max score):")
+    for host, n, windows, score in top:
+        click.echo(f"  {host:>16s}  {n:6,}  {windows:4}  {score:.3f}")
+
+
+def _model_report(instance, defs, success: bool, skip: str | None) -> None:
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey("gnn_model"))
+    if event is None:
+        raise click.ClickException(
+            f"no model was trained ({skip or 'a run failed'}); see the runs in the Dagster UI"
+        )
+    ts = instance.get_latest_materialization_event(AssetKey("training_set"))
+    ts_md = {k: v.value for k, v in ts.asset_materialization.metadata.items()}
+    click.echo(
+        f"training set: {ts_md['reference_rows']:,} reference rows from {ts_md['captures']} "
+        f"captures, {ts_md['analyst_labelled_rows']:,} analyst-labelled live rows"
+    )
+    md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    keys = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
+    click.echo(f"model {md['model_uri']} (MLflow run {md['mlflow_run_id']}); gate: {md['gate']}")
+    click.echo("  time split (later 30% of each capture):")
+    for label, prefix in (
+        ("served", "test_"),
+        ("graph model alone", "gnn_test_"),
+        ("flow-only baseline", "baseline_test_"),
+    ):
+        cells = ", ".join(f"{k} {md[prefix + k]:.4f}" for k in keys if prefix + k in md)
+        click.echo(f"    {label}: {cells}")
+    if "lono_served_mean" in md:
+        click.echo("  leave one network out (mean over networks and seeds / worst network):")
+        for label, c in (
+            ("served", "served"),
+            ("graph model alone", "gnn"),
+            ("baseline", "baseline"),
+        ):
+            click.echo(
+                f"    {label}: {md[f'lono_{c}_mean']:.4f} / {md[f'lono_{c}_worst']:.4f} "
+                f"(seed sd {md[f'lono_{c}_seed_sd']:.4f})"
+            )
+    champion = defs.resources["model_registry"].registry().version_by_alias("champion")
+    click.echo(f"champion: version {champion.version if champion else 'none'}")
+    if not success:
+        click.echo("the training run did not promote (a gate check failed or a step failed)")
+
+
+def _withheld_report(defs) -> None:
+    """The live flows' predictions against the labels the replay withheld from them."""
+    import duckdb
+    import numpy as np
+    import polars as pl
+
+    from nids_core.evaluation.metrics import evaluate
+    from nids_core.training_data.reference_corpus import load_reference_corpus
+    from nids_core.training_data.training_set import TRAINING_SET_PATH
+
+    store = defs.resources["cold_store"].store()
+    withheld = (
+        load_reference_corpus(store, defs.resources["reference_corpus"].versions())
+        .filter(pl.col("label").is_not_null())
+        .select("uid", "capture", pl.col("label").alias("withheld"))
+    )
+    split = store.read_frame(TRAINING_SET_PATH).select("uid", "split")
+    con = duckdb.connect(defs.resources["hot_store"].database, read_only=True)
+    try:
+        live = con.execute(
+            "SELECT f.uid, p.predicted_label FROM flows f LEFT JOIN predictions p USING (uid)"
+        ).pl()
+    finally:
+        con.close()
+    joined = live.join(withheld, on="uid", how="inner").join(split, on="uid", how="left")
+    scored = live["predicted_label"].is_not_null().sum()
+    click.echo(
+        f"live flows scored: {scored:,} of {live.height:,}; {joined.height:,} have a withheld label"
+    )
+
+    def row(name: str, frame: pl.DataFrame) -> str:
+        y = (frame["withheld"] == "malicious").cast(pl.Int64).to_numpy()
+        pred = (frame["predicted_label"] == "malicious").cast(pl.Float64).to_numpy()
+        m = evaluate(y, pred, 0.5)
+        cells = "  ".join(
+            "      -" if np.isnan(m[k]) else f"{m[k]:7.4f}"
+            for k in ("accuracy", "macro_f1", "attack_recall", "benign_fpr")
+        )
+        return f"  {name:34s} {frame.height:7,} {m['attacks']:7,}  {cells}"
+
+    click.echo("agreement with the withheld labels (predicted_label vs label):")
+    click.echo(
+        f"  {'flows':34s} {'count':>7s} {'attacks':>7s}  {'agree':>7s}  {'macro F1':>7s}  "
+        f"{'recall':>7s}  {'ben. FPR':>7s}"
+    )
+    joined = joined.filter(pl.col("predicted_label").is_not_null())
+    click.echo(row("all", joined))
+    click.echo(row("not trained on (test split)", joined.filter(pl.col("split") == "test")))
+    for capture in sorted(joined["capture"].unique().to_list()):
+        click.echo(row(capture, joined.filter(pl.col("capture") == capture)))
+
+
+def _report(defs, result, seconds: float) -> None:
+    import duckdb
+
+    hot = defs.resources["hot_store"]
+    con = duckdb.connect(hot.database, read_only=True)
+    try:
+        flows, hosts = con.execute("SELECT count(*), count(DISTINCT orig_h) FROM flows").fetchone()
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        labels = con.execute(
+            "SELECT coalesce(label, 'unlabelled'), count(*) FROM flows GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    store = defs.resources["cold_store"].store()
+    days = [d for d in store.landing_days() if store.cold_day_exists(d)]
+    click.echo("")
+    click.echo(f"ingest runs: {result.ingest_runs}; cold partition runs: {result.cold_runs}")
+    click.echo(
+        f"flows in hot table: {flows:,} from {hosts} source hosts; quarantined: {quarantined}"
+    )
+    click.echo("labels: " + ", ".join(f"{k} {v:,}" for k, v in labels))
+    click.echo(f"cold partitions: {', '.join(days)}")
+    click.echo(
+        f"done in {seconds:.1f} s; open the UI with: DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml"
+    )

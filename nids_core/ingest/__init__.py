@@ -1,0 +1,1 @@
+"""One micro-batch from Kafka to the stores: planning offset ranges, parsing and value rules, landing."""

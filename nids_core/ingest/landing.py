@@ -1,0 +1,102 @@
+"""One micro-batch through the ingest path, as plain functions the Dagster assets call.
+
+land_batch: read [start, end) of one partition, parse, write it to the landing zone.
+load_batch_into_hot: upsert a landed batch into DuckDB (flows + quarantine), one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from nids_core.ingest.plausibility import PlausibleTime
+from nids_core.kafka.log import FlowLogClient
+from nids_core.stores.cold import BatchManifest, ColdStore, records_digest
+from nids_core.stores.hot import (
+    UpsertCounts,
+    ensure_schema,
+    insert_quarantine,
+    transaction,
+    upsert_flows,
+)
+from nids_core.zeek.json_log import DEFAULT_MAX_MESSAGE_BYTES, parse_json_records
+
+
+@dataclass(frozen=True)
+class LandedBatch:
+    manifest: BatchManifest
+    read_seconds: float
+    parse_seconds: float
+    write_seconds: float
+    reject_reasons: dict[str, int]
+
+
+def land_batch(
+    client: FlowLogClient,
+    store: ColdStore,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    read_timeout_s: float = 60.0,
+    plausible: PlausibleTime | None = None,
+) -> LandedBatch:
+    """Read one offset range from Kafka and land it as Parquet (flows and rejects), named by
+    the range and a digest of the records it held."""
+    if end <= start:
+        raise ValueError(f"empty offset range [{start}, {end})")
+    t0 = time.perf_counter()
+    # Read whole, then parse whole: parsing chunks on a thread while the next is fetched
+    # was measured slower with confluent-kafka (0.97 -> 1.11 s per 232k; the parser's C
+    # loops and the consumer's share the GIL) and only 5% faster with kafka-python.
+    records = client.read_range(topic, partition, start, end, timeout_s=read_timeout_s)
+    t1 = time.perf_counter()
+    parsed = parse_json_records(records.values, records.offsets, max_message_bytes, plausible)
+    provenance = [
+        pl.lit(topic).alias("topic"),
+        pl.lit(partition, dtype=pl.Int32).alias("partition"),
+    ]
+    flows = parsed.flows.with_columns(*provenance, pl.col("position").alias("offset"))
+    rejects = parsed.rejects.with_columns(*provenance, pl.col("position").alias("offset"))
+    t2 = time.perf_counter()
+    digest = records_digest(flows, rejects)
+    manifest = store.write_batch(topic, partition, start, end, len(records), flows, rejects, digest)
+    t3 = time.perf_counter()
+    reasons = (
+        dict(rejects.group_by("error").len().sort("len", descending=True).head(10).iter_rows())
+        if rejects.height
+        else {}
+    )
+    return LandedBatch(
+        manifest=manifest,
+        read_seconds=t1 - t0,
+        parse_seconds=t2 - t1,
+        write_seconds=t3 - t2,
+        reject_reasons=reasons,
+    )
+
+
+@dataclass(frozen=True)
+class HotLoad:
+    counts: UpsertCounts
+    quarantined_new: int
+    seconds: float
+    uids: pl.Series
+    rejects: pl.DataFrame
+
+
+def load_batch_into_hot(
+    con: duckdb.DuckDBPyConnection, store: ColdStore, manifest: BatchManifest
+) -> HotLoad:
+    """Upsert a landed batch into `flows` and `quarantine` in one transaction."""
+    t0 = time.perf_counter()
+    flows, rejects = store.read_batch(manifest)
+    ensure_schema(con)
+    with transaction(con):
+        counts = upsert_flows(con, flows)
+        quarantined_new = insert_quarantine(con, rejects)
+    return HotLoad(counts, quarantined_new, time.perf_counter() - t0, flows["uid"], rejects)

@@ -1,0 +1,221 @@
+"""Turn string-typed Zeek records into the canonical flow schema, one reason per reject.
+
+Every reader (Kafka JSON, TSV, CSV, JSON lines) first produces a frame of *strings* keyed by
+Zeek's own field names, plus `position` (Kafka offset or file line) and `raw` (the original
+bytes). `normalize` casts that frame in a few vectorised passes and splits it into valid
+flows and rejected records, each reject carrying a human-readable reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from nids_core.ingest.plausibility import PlausibleTime
+from nids_core.schema import (
+    BOOLEAN_COLUMNS,
+    CANONICAL_TO_ZEEK,
+    FLOW_COLUMNS,
+    FLOW_SCHEMA,
+    INTEGER_COLUMNS,
+    LABEL_BENIGN,
+    LABEL_MALICIOUS,
+    NON_NEGATIVE_COLUMNS,
+    PORT_COLUMNS,
+    REJECT_SCHEMA,
+    REQUIRED_COLUMNS,
+    ZEEK_TO_CANONICAL,
+)
+
+_TRUE = ("T", "t", "true", "True", "TRUE", "1")
+_FALSE = ("F", "f", "false", "False", "FALSE", "0")
+_ISO_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f")
+_ISO_ZONED_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%:z", "%Y-%m-%dT%H:%M:%S%.f%z")
+# Epoch seconds that fit microseconds in 64 bits; the plausible window then decides.
+_MAX_ABS_EPOCH_SECONDS = 9e12
+# Zeek `addr` values: IPv4 or IPv6 text, optionally with a zone (`fe80::1%eth0`).
+_TEXT_COLUMNS = ("uid", "proto", "service", "conn_state", "history", "label", "detailed_label")
+_ADDRESS = r"^[0-9A-Fa-f:.]{2,45}(%[0-9A-Za-z_.-]{1,32})?$"
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """Valid flows (canonical schema plus `position`) and rejects (position, raw, error)."""
+
+    flows: pl.DataFrame
+    rejects: pl.DataFrame
+
+    @property
+    def records(self) -> int:
+        return self.flows.height + self.rejects.height
+
+
+def _parse_epoch(col: pl.Expr) -> pl.Expr:
+    epoch = col.str.strip_chars().cast(pl.Float64, strict=False)
+    return (
+        pl.when(epoch.is_finite() & (epoch.abs() < _MAX_ABS_EPOCH_SECONDS))
+        .then((epoch * 1_000_000).round(0).cast(pl.Int64))
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+    )
+
+
+def _parse_iso_ts(col: pl.Expr) -> pl.Expr:
+    text = col.str.strip_chars()
+    iso_text = text.str.replace(r"Z$", "")
+    candidates = [
+        iso_text.str.to_datetime(fmt, time_unit="us", strict=False).dt.replace_time_zone("UTC")
+        for fmt in _ISO_NAIVE_FORMATS
+    ]
+    candidates += [
+        text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
+        for fmt in _ISO_ZONED_FORMATS
+    ]
+    return pl.coalesce(candidates)
+
+
+def _parse_bool(col: pl.Expr) -> pl.Expr:
+    return pl.when(col.is_in(_TRUE)).then(True).when(col.is_in(_FALSE)).then(False)
+
+
+def _parse_set(col: pl.Expr) -> pl.Expr:
+    # JSON arrays arrive as '["a", "b"]', TSV/CSV sets as 'a,b'; '(empty)' was made ''.
+    items = col.str.replace_all(r'[\[\]"\s]', "").str.split(",")
+    return items.list.eval(pl.element().filter(pl.element() != ""))
+
+
+def _normalize_label(col: pl.Expr) -> pl.Expr:
+    text = col.str.strip_chars().str.to_lowercase()
+    return (
+        pl.when(text == LABEL_BENIGN)
+        .then(pl.lit(LABEL_BENIGN))
+        .when(text == LABEL_MALICIOUS)
+        .then(pl.lit(LABEL_MALICIOUS))
+    )
+
+
+def _text_or_null(col: pl.Expr) -> pl.Expr:
+    text = col.str.strip_chars()
+    return pl.when(text.is_in(["", "-"])).then(None).otherwise(text)
+
+
+def normalize(
+    strings: pl.DataFrame,
+    plausible: PlausibleTime | None = None,
+    now: datetime | None = None,
+) -> ParseResult:
+    """Cast a frame of Zeek string fields (plus `position`, `raw`) to the canonical schema.
+
+    Unknown fields are ignored (Zeek scripts add fields such as `community_id`); a record is
+    rejected when a required field is missing, a value has the wrong type or range, a number
+    is not finite, or `ts` lies outside the plausible window (`plausible` at `now`).
+    """
+    low, high = (plausible or PlausibleTime()).bounds(now)
+    present = {
+        ZEEK_TO_CANONICAL[name]: pl.col(name).cast(pl.String)
+        for name in strings.columns
+        if name in ZEEK_TO_CANONICAL
+    }
+    src = strings.select(
+        pl.col("position"),
+        pl.col("raw"),
+        *[(present.get(c, pl.lit(None, dtype=pl.String))).alias(f"_s_{c}") for c in FLOW_COLUMNS],
+    )
+
+    def s(c: str) -> pl.Expr:
+        return pl.col(f"_s_{c}")
+
+    # Zeek writes epoch seconds; the ISO formats are tried only when some ts is not one.
+    src = src.with_columns(_parse_epoch(s("ts")).alias("_epoch_ts"))
+    epoch_ts = pl.col("_epoch_ts")
+    all_epoch = src.select((epoch_ts.is_null() & s("ts").is_not_null()).any()).item() is False
+    typed: list[pl.Expr] = []
+    for c in FLOW_COLUMNS:
+        if c == "ts":
+            expr = epoch_ts if all_epoch else pl.coalesce(epoch_ts, _parse_iso_ts(s(c)))
+        elif c in INTEGER_COLUMNS:
+            expr = s(c).str.strip_chars().cast(FLOW_SCHEMA[c], strict=False)
+        elif c == "duration":
+            expr = s(c).str.strip_chars().cast(pl.Float64, strict=False)
+        elif c in BOOLEAN_COLUMNS:
+            expr = _parse_bool(s(c).str.strip_chars())
+        elif c == "tunnel_parents":
+            expr = _parse_set(s(c))
+        elif c == "label":
+            expr = _normalize_label(s(c))
+        elif c in ("uid", "orig_h", "resp_h"):
+            expr = s(c).str.strip_chars()
+        else:
+            expr = _text_or_null(s(c))
+        typed.append(expr.cast(FLOW_SCHEMA[c]).alias(c))
+    frame = src.with_columns(typed)
+
+    errors: list[pl.Expr] = []
+    for c in REQUIRED_COLUMNS:
+        zeek = CANONICAL_TO_ZEEK[c]
+        missing = s(c).is_null() | (s(c).str.strip_chars().is_in(["", "-"]))
+        errors.append(pl.when(missing).then(pl.lit(f"missing {zeek}")))
+    for c in FLOW_COLUMNS:
+        if c in ("tunnel_parents", "label", "detailed_label", "capture"):
+            continue
+        zeek = CANONICAL_TO_ZEEK[c]
+        given = s(c).is_not_null() & ~s(c).str.strip_chars().is_in(["", "-"])
+        errors.append(
+            pl.when(given & pl.col(c).is_null()).then(
+                pl.format("wrong type for {}: {}", pl.lit(zeek), s(c).str.slice(0, 40))
+            )
+        )
+    errors.append(
+        pl.when(pl.col("duration").is_not_null() & ~pl.col("duration").is_finite()).then(
+            pl.format("non-finite duration: {}", s("duration").str.slice(0, 40))
+        )
+    )
+    errors.append(
+        pl.when((pl.col("ts") < low) | (pl.col("ts") > high)).then(
+            pl.format(
+                "ts outside the plausible window: {} not in [{}, {}]",
+                s("ts").str.slice(0, 40),
+                pl.lit(f"{low:%Y-%m-%d}"),
+                pl.lit(f"{high:%Y-%m-%dT%H:%M:%SZ}"),
+            )
+        )
+    )
+    for c in _TEXT_COLUMNS:
+        # A JSON array or object where Zeek writes a string (read back as its JSON text).
+        errors.append(
+            pl.when(pl.col(c).str.starts_with("[") | pl.col(c).str.starts_with("{")).then(
+                pl.format(
+                    "wrong type for {}: {}", pl.lit(CANONICAL_TO_ZEEK[c]), s(c).str.slice(0, 40)
+                )
+            )
+        )
+    for c in ("orig_h", "resp_h"):
+        errors.append(
+            pl.when(pl.col(c).is_not_null() & ~pl.col(c).str.contains(_ADDRESS)).then(
+                pl.format(
+                    "wrong type for {}: {}", pl.lit(CANONICAL_TO_ZEEK[c]), s(c).str.slice(0, 40)
+                )
+            )
+        )
+    for c in NON_NEGATIVE_COLUMNS:
+        errors.append(pl.when(pl.col(c) < 0).then(pl.lit(f"negative {c}")))
+    for c in PORT_COLUMNS:
+        zeek = CANONICAL_TO_ZEEK[c]
+        errors.append(
+            pl.when((pl.col(c) < 0) | (pl.col(c) > 65535)).then(pl.lit(f"{zeek} out of range"))
+        )
+    frame = frame.with_columns(
+        pl.concat_str(errors, separator="; ", ignore_nulls=True).alias("error")
+    ).with_columns(
+        pl.when(pl.col("error") == "").then(None).otherwise(pl.col("error")).alias("error")
+    )
+
+    bad = frame.filter(pl.col("error").is_not_null())
+    good = frame.filter(pl.col("error").is_null())
+    flows = good.select([*FLOW_COLUMNS, "position"])
+    rejects = bad.select(
+        pl.col("position").cast(pl.Int64), pl.col("raw").cast(pl.Binary), pl.col("error")
+    )
+    return ParseResult(flows=flows, rejects=rejects.cast(REJECT_SCHEMA))  # type: ignore[arg-type]

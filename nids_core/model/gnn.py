@@ -1,0 +1,189 @@
+"""E-GraphSAGE-style edge classifier (PyTorch Geometric) and the scorer that serves it.
+
+Two message-passing layers aggregate the features of a host's flows (and its peers'
+embeddings) into a node embedding; a flow is classified from its two endpoints'
+embeddings and its own features. Messages run along both directions of every flow, with a
+direction flag, so originators and responders both learn from their flows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+from torch_geometric.data import Data
+from torch_geometric.nn import MessagePassing
+
+from nids_core.model.features import FeatureSpec, transform
+from nids_core.model.flow_graph import build_flow_graph
+
+
+class EdgeSAGELayer(MessagePassing):
+    """h_v' = ReLU(W_u [h_v || mean_{(u,v)} ReLU(W_m [h_u || e_uv])])."""
+
+    def __init__(self, node_in: int, edge_in: int, out: int):
+        super().__init__(aggr="mean")
+        self.message_lin = nn.Linear(node_in + edge_in, out)
+        self.update_lin = nn.Linear(node_in + out, out)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor):
+        aggregated = self.propagate(edge_index, x=x, edge_attr=edge_attr)
+        return torch.relu(self.update_lin(torch.cat([x, aggregated], dim=-1)))
+
+    def message(self, x_j: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.message_lin(torch.cat([x_j, edge_attr], dim=-1)))
+
+
+class EGraphSAGE(nn.Module):
+    """Two EdgeSAGE layers over the host graph and a head per flow (2 logits).
+
+    With `flow_head`, a flow-feature path has its own head and the graph path's logits are
+    added to it: graph evidence adds to flow evidence instead of replacing it.
+    """
+
+    def __init__(
+        self,
+        edge_dim: int,
+        hidden: int = 64,
+        dropout: float = 0.2,
+        flow_head: bool = False,
+        head_flow_features: bool = True,
+    ):
+        super().__init__()
+        self.edge_dim = edge_dim
+        self.head_flow_features = head_flow_features
+        self.layer1 = EdgeSAGELayer(1, edge_dim + 1, hidden)
+        self.layer2 = EdgeSAGELayer(hidden, edge_dim + 1, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Sequential(
+            nn.Linear(2 * hidden + (edge_dim if head_flow_features else 0), hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 2),
+        )
+        self.flow_head = (
+            nn.Sequential(
+                nn.Linear(edge_dim, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, 2),
+            )
+            if flow_head
+            else None
+        )
+
+    def forward(self, data: Data) -> torch.Tensor:
+        """Logits per flow; with a flow head, the log of the mean of the flow path's and the
+        fused path's probabilities (each trained with its own loss)."""
+        flow_logits, fused_logits = self.parts(data)
+        if flow_logits is None:
+            return fused_logits
+        mean = 0.5 * (torch.softmax(flow_logits, -1) + torch.softmax(fused_logits, -1))
+        return torch.log(mean.clamp_min(1e-12))
+
+    def parts(self, data: Data) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(flow-path logits or None, fused logits)."""
+        src, dst = data.edge_index
+        e = attr = data.edge_attr
+        index = data.edge_index
+        forward_flag = torch.ones(attr.shape[0], 1, dtype=e.dtype)
+        both_index = torch.cat([index, torch.stack([index[1], index[0]])], dim=1)
+        both_attr = torch.cat(
+            [torch.cat([attr, forward_flag], 1), torch.cat([attr, -forward_flag], 1)], dim=0
+        )
+        x = torch.ones(int(data.num_nodes), 1, dtype=e.dtype)
+        h = self.layer1(x, both_index, both_attr)
+        h = self.dropout(h)
+        h = self.layer2(h, both_index, both_attr)
+        # A graph-only head sees the endpoints' embeddings, not the flow's own features.
+        own = [e] if self.head_flow_features else []
+        graph_logits = self.head(torch.cat([h[src], h[dst], *own], dim=-1))
+        if self.flow_head is None:
+            return None, graph_logits
+        flow_logits = self.flow_head(e)
+        return flow_logits, flow_logits + graph_logits
+
+
+class FlowScorer(nn.Module):
+    """What is logged to MLflow: the network plus everything needed to score raw flows
+    (feature spec with scaler, graph window, decision threshold)."""
+
+    def __init__(
+        self,
+        network: EGraphSAGE,
+        spec: FeatureSpec,
+        window: timedelta | None,
+        threshold: float = 0.5,
+    ):
+        super().__init__()
+        self.network = network
+        self.spec = spec
+        self.window = window
+        self.threshold = threshold
+
+    def forward(self, data: Data) -> torch.Tensor:
+        return self.network(data)
+
+    def graph(
+        self,
+        flows: pl.DataFrame,
+        labels: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+    ) -> Data:
+        """The flow graph; `features` = transform(flows, spec) when the caller has them."""
+        edge_features = transform(flows, self.spec) if features is None else features
+        return build_flow_graph(flows, edge_features, labels, self.window)
+
+    @torch.no_grad()
+    def score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
+        """Attack probability per flow, in the order of `flows`."""
+        if flows.height == 0:
+            return np.zeros(0, dtype=np.float64)
+        self.eval()
+        logits = self.network(self.graph(flows, features=features))
+        return torch.softmax(logits, dim=-1)[:, 1].double().numpy()
+
+
+class HybridScorer(FlowScorer):
+    """The served model (nids_core.model.served): the larger of the graph model's and the
+    context trees' attack probabilities, at a cut chosen on validation rows. The graph
+    model alone stays available for every report (`gnn_score`, `gnn_threshold`)."""
+
+    def __init__(
+        self,
+        network: EGraphSAGE,
+        spec: FeatureSpec,
+        window: timedelta | None,
+        gnn_threshold: float,
+        forest,
+        threshold: float,
+    ):
+        super().__init__(network, spec, window, threshold)
+        self.gnn_threshold = gnn_threshold
+        self.forest = forest
+
+    def gnn_score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
+        return super().score(flows, features)
+
+    def score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
+        from nids_core.model.served import forest_scores
+
+        if flows.height == 0:
+            return np.zeros(0, dtype=np.float64)
+        # The flow features feed both models: computed once.
+        features = transform(flows, self.spec) if features is None else features
+        trees = forest_scores(self.forest, flows, self.spec, self.window, features)
+        return np.maximum(self.gnn_score(flows, features), trees)
+
+
+def graph_model_parts(scorer: FlowScorer) -> tuple[Callable[[pl.DataFrame], np.ndarray], float]:
+    """The graph model alone: (score function, threshold), for reports."""
+    if isinstance(scorer, HybridScorer):
+        return scorer.gnn_score, scorer.gnn_threshold
+    return scorer.score, scorer.threshold

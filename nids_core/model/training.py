@@ -1,0 +1,203 @@
+"""Training the GNN: seeded, class-weighted, early stopping that keeps the best weights."""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from nids_core.evaluation.metrics import evaluate
+from nids_core.model.features import FeatureSpec, attack_labels, fit_feature_spec
+from nids_core.model.flow_graph import DEFAULT_WINDOW
+from nids_core.model.gnn import EGraphSAGE, FlowScorer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: int = 64
+    dropout: float = 0.2
+    learning_rate: float = 0.002
+    weight_decay: float = 1e-4
+    max_epochs: int = 300
+    patience: int = 30
+    seed: int = 0
+    window_minutes: float = DEFAULT_WINDOW.total_seconds() / 60
+    threshold: float = 0.5
+    flow_head: bool = True
+    # What is served: "hybrid" (trees over flow features and host context, the graph model
+    # beside it; nids_core.model.served) or "gnn" (the graph model alone).
+    serve: str = "hybrid"
+    # False makes the graph head see only the endpoints' embeddings (a graph-only model).
+    head_flow_features: bool = True
+    # Seeds per held-out network in leave-one-network-out evaluation.
+    lono_seeds: int = 3
+
+    @property
+    def window(self) -> timedelta | None:
+        return timedelta(minutes=self.window_minutes) if self.window_minutes > 0 else None
+
+
+@dataclass
+class TrainResult:
+    scorer: FlowScorer
+    best_epoch: int
+    epochs_run: int
+    best_val_loss: float
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(1, self.epochs_run)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_weights(y: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency weights (balanced), 1.0 for a class that is absent."""
+    counts = np.bincount(y, minlength=2).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / (2 * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def train_gnn(
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    config: TrainConfig = TrainConfig(),
+    spec: FeatureSpec | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Fit the feature spec on `train` (unless given), then train full-batch on the train
+    graph, stopping when validation loss has not improved for `patience` epochs and
+    restoring the weights of the best epoch."""
+    if train.height == 0 or validation.height == 0:
+        raise ValueError(
+            f"need training and validation flows (got {train.height} and {validation.height})"
+        )
+    seed_everything(config.seed)
+    spec = spec or fit_feature_spec(train)
+    scorer = FlowScorer(
+        EGraphSAGE(
+            spec.width,
+            config.hidden,
+            config.dropout,
+            config.flow_head,
+            config.head_flow_features,
+        ),
+        spec,
+        config.window,
+        config.threshold,
+    )
+    y_train, y_val = attack_labels(train), attack_labels(validation)
+    g_train, g_val = scorer.graph(train, y_train), scorer.graph(validation, y_val)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y_train))
+    optimizer = torch.optim.Adam(
+        scorer.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    best_state, best_loss, best_epoch = None, float("inf"), 0
+    history: list[dict] = []
+    started = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, config.max_epochs + 1):
+        scorer.train()
+        optimizer.zero_grad()
+        flow_logits, fused_logits = scorer.network.parts(g_train)
+        loss = loss_fn(fused_logits, g_train.y)
+        if flow_logits is not None:  # the flow path learns to stand on its own
+            loss = loss + loss_fn(flow_logits, g_train.y)
+        loss.backward()
+        optimizer.step()
+        scorer.eval()
+        with torch.no_grad():
+            val_logits = scorer(g_val)
+            val_loss = float(
+                nn.functional.nll_loss(
+                    torch.log_softmax(val_logits, -1), g_val.y, weight=loss_fn.weight
+                )
+            )
+            val_score = torch.softmax(val_logits, -1)[:, 1].numpy()
+        row = {
+            "epoch": epoch,
+            "train_loss": loss.item(),
+            "val_loss": val_loss,
+            "val_macro_f1": evaluate(y_val, val_score, config.threshold)["macro_f1"],
+        }
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(scorer.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    seconds = time.perf_counter() - started
+    scorer.load_state_dict(best_state)
+    scorer.eval()
+    return TrainResult(scorer, best_epoch, epoch, best_loss, history, seconds)
+
+
+SERVE_CHOICES = ("hybrid", "gnn")
+
+
+def train_served(
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    config: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train the graph model, then (with serve="hybrid") the served trees on train and
+    validation rows and the served cut (see fit_served_trees). The result's scorer is what
+    gets logged and served."""
+    if config.serve not in SERVE_CHOICES:
+        raise ValueError(f"serve={config.serve!r}: use one of {SERVE_CHOICES}")
+    result = train_gnn(train, validation, config, on_epoch=on_epoch)
+    if config.serve == "gnn":
+        return result
+    from nids_core.model.gnn import HybridScorer
+
+    gnn = result.scorer
+    started = time.perf_counter()
+    forest, threshold = fit_served_trees(train, validation, gnn, config)
+    result.scorer = HybridScorer(
+        gnn.network, gnn.spec, gnn.window, gnn.threshold, forest, threshold
+    )
+    result.scorer.eval()
+    result.seconds += time.perf_counter() - started
+    return result
+
+
+def fit_served_trees(
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    gnn: FlowScorer,
+    config: TrainConfig,
+):
+    """The served trees (on train and validation rows) and the served cut: the best on the
+    validation rows, scored by the graph model and by trees fitted on the training rows
+    only (the served trees have seen the validation rows)."""
+    from nids_core.model.served import (
+        VALIDATION_TREES,
+        fit_forest,
+        forest_scores,
+        validation_threshold,
+    )
+
+    rows = pl.concat([train, validation], how="vertical_relaxed")
+    forest = fit_forest(rows, gnn.spec, config.window, config.seed)
+    early = fit_forest(train, gnn.spec, config.window, config.seed, VALIDATION_TREES)
+    scores = np.maximum(
+        gnn.score(validation), forest_scores(early, validation, gnn.spec, config.window)
+    )
+    return forest, validation_threshold(attack_labels(validation), scores)

@@ -1,0 +1,263 @@
+"""One training run: train the GNN and the flow-only baseline on a time-split training set,
+evaluate both (and the current champion) on the same test rows, and log everything to the
+active MLflow run: parameters, per-epoch metrics, test metrics, plots, a JSON report, the
+model with its feature spec, and a model card as the run description."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import mlflow
+import polars as pl
+
+from nids_core.evaluation.lono import leave_one_network_out, networks_with_attacks
+from nids_core.evaluation.metrics import evaluate, evaluate_by_capture
+from nids_core.evaluation.plots import confusion_matrix_png, pr_curve_png
+from nids_core.model.artifacts import log_scorer
+from nids_core.model.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
+from nids_core.model.features import attack_labels
+from nids_core.model.gnn import FlowScorer, graph_model_parts
+from nids_core.model.progress import EpochProgress
+from nids_core.model.training import TrainConfig, TrainResult, train_served
+from nids_core.stores.cold import parquet_bytes
+
+TRAINING_ROWS_ARTIFACT = "training/train_validation_rows.parquet"
+METRIC_KEYS = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
+
+
+@dataclass
+class ModelRun:
+    result: TrainResult
+    served: dict  # test metrics of what is logged and served
+    graph: dict  # the graph model (GNN) alone, on the same rows
+    baseline: dict
+    champion: dict | None
+    per_capture: dict
+    model_version: str | None
+    model_uri: str | None
+    report: dict
+    lono: dict | None = None  # LonoResult.as_dict(), None when not measurable
+
+
+def _finite(metrics: dict) -> dict:
+    return {k: metrics[k] for k in METRIC_KEYS if not math.isnan(metrics[k])}
+
+
+def _lono_progress(say: Callable[[str], None], flows: pl.DataFrame, seeds: int):
+    """A leave-one-network-out callback that says which fold finished and the time left."""
+    total = len(networks_with_attacks(flows)) * seeds
+    started, done = time.monotonic(), [0]
+    say(f"leave-one-network-out: up to {total} trainings ({seeds} seeds per held-out network)")
+
+    def on_run(held_out: str, seed: int, metrics: dict[str, dict]) -> None:
+        done[0] += 1
+        left = (time.monotonic() - started) / done[0] * max(total - done[0], 0)
+        say(
+            f"leave-one-network-out {done[0]}/{total}: {held_out} held out, seed {seed}: "
+            f"macro F1 {metrics['served']['macro_f1']:.4f} (baseline "
+            f"{metrics['baseline']['macro_f1']:.4f}); ETA {left:.0f} s"
+        )
+
+    return on_run
+
+
+def train_evaluate_log(
+    training_set: pl.DataFrame,
+    config: TrainConfig,
+    champion: FlowScorer | None = None,
+    champion_version: str | None = None,
+    registered_model_name: str | None = None,
+    lono: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> ModelRun:
+    """Everything a training run does, inside the caller's active MLflow run. With `lono`
+    and two or more networks (one with attacks held out while another with attacks
+    trains), also leave-one-network-out figures with `config.lono_seeds` seeds. `say`
+    receives progress lines (epochs, stages, time left) while it runs."""
+    say = say or (lambda line: None)
+    train, validation, test = (
+        training_set.filter(pl.col("split") == s) for s in ("train", "validation", "test")
+    )
+    mlflow.log_params(
+        {
+            **{f"train_{k}": v for k, v in asdict(config).items()},
+            "train_rows": train.height,
+            "validation_rows": validation.height,
+            "test_rows": test.height,
+            "model_class": "flow+host-context trees with an EGraphSAGE graph model (PyG)"
+            if config.serve == "hybrid"
+            else "EGraphSAGE edge classifier (PyG)",
+        }
+    )
+
+    progress = EpochProgress(say, config.max_epochs, config.patience)
+
+    def log_epoch(row: dict) -> None:
+        mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        progress(row)
+
+    say(
+        f"training on {train.height} flows, validating on {validation.height}, testing on "
+        f"{test.height}"
+    )
+    result = train_served(train, validation, config, on_epoch=log_epoch)
+    progress.finish()
+    say("trained; scoring the test split with the model, the graph model alone and the baseline")
+    scorer = result.scorer
+    y_test = attack_labels(test)
+    served_score = scorer.score(test)
+    graph_score_fn, graph_threshold = graph_model_parts(scorer)
+    graph_score = graph_score_fn(test)
+    baseline = train_baseline(pl.concat([train, validation]), scorer.spec, config.seed)
+    base_score = baseline_scores(baseline, test, scorer.spec)
+    served = evaluate(y_test, served_score, scorer.threshold)
+    graph = evaluate(y_test, graph_score, graph_threshold)
+    base = evaluate(y_test, base_score, BASELINE_THRESHOLD)
+    scores = {
+        "served": (served_score, scorer.threshold),
+        "gnn": (graph_score, graph_threshold),
+        "baseline": (base_score, BASELINE_THRESHOLD),
+    }
+    champ = None
+    if champion is not None:
+        champion_score = champion.score(test)
+        champ = evaluate(y_test, champion_score, champion.threshold)
+        scores["champion"] = (champion_score, champion.threshold)
+    per_capture = evaluate_by_capture(test, y_test, scores)
+
+    mlflow.log_metrics({f"test_{k}": v for k, v in _finite(served).items()})
+    mlflow.log_metrics({f"gnn_test_{k}": v for k, v in _finite(graph).items()})
+    mlflow.log_metrics({f"baseline_test_{k}": v for k, v in _finite(base).items()})
+    if champ is not None:
+        mlflow.log_metrics({f"champion_test_{k}": v for k, v in _finite(champ).items()})
+    mlflow.log_metrics(
+        {
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "seconds_per_epoch": result.seconds_per_epoch,
+            "training_seconds": result.seconds,
+            "served_threshold": scorer.threshold,
+        }
+    )
+    report = {
+        "test": served,
+        "gnn": graph,
+        "baseline": base,
+        "champion": {"version": champion_version, **champ} if champ else None,
+        "per_capture": per_capture,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "rows": {"train": train.height, "validation": validation.height, "test": test.height},
+        "feature_names": scorer.spec.names,
+        "graph_window_minutes": config.window_minutes,
+        "threshold": scorer.threshold,
+        "serve": config.serve,
+    }
+    lono_summary = None
+    if lono:
+        measured = leave_one_network_out(
+            training_set.drop("split"),
+            config,
+            seeds=range(config.lono_seeds),
+            on_run=_lono_progress(say, training_set, config.lono_seeds),
+        )
+        if measured.runs:
+            lono_summary = measured.as_dict()
+            for candidate, figures in lono_summary["summary"].items():
+                mlflow.log_metrics(
+                    {f"lono_{candidate}_{k}": v for k, v in figures.items() if v == v}
+                )
+    report["lono"] = lono_summary
+    mlflow.log_dict(report, "evaluation/report.json")
+    _log_bytes(
+        confusion_matrix_png(served["confusion"], "served model, test split"),
+        "confusion_matrix.png",
+    )
+    _log_bytes(
+        confusion_matrix_png(base["confusion"], "baseline, test split"),
+        "baseline_confusion_matrix.png",
+    )
+    curves = {name: score for name, (score, _) in scores.items()}
+    _log_bytes(pr_curve_png(y_test, curves, "precision-recall, test split"), "pr_curve.png")
+    # The rows the model learnt from travel with it, so `nids model evaluate --baseline` can
+    # fit the flow-only baseline on exactly the same rows later.
+    _log_bytes(parquet_bytes(pl.concat([train, validation])), TRAINING_ROWS_ARTIFACT)
+    info = log_scorer(scorer, registered_model_name)
+    version = str(info.registered_model_version) if info.registered_model_version else None
+    mlflow.set_tag("mlflow.note.content", model_card(served, graph, base, champ, report))
+    return ModelRun(
+        result,
+        served,
+        graph,
+        base,
+        champ,
+        per_capture,
+        version,
+        info.model_uri,
+        report,
+        lono_summary,
+    )
+
+
+def _log_bytes(data: bytes, name: str) -> None:
+    """Log bytes as artifact `name` (`evaluation/<name>` when it has no folder)."""
+    import tempfile
+    from pathlib import Path
+
+    folder, _, file = name.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / file
+        path.write_bytes(data)
+        mlflow.log_artifact(str(path), artifact_path=folder or "evaluation")
+
+
+def model_card(served: dict, graph: dict, base: dict, champion: dict | None, report: dict) -> str:
+    """Markdown for the MLflow run description."""
+
+    def row(name: str, m: dict) -> str:
+        cells = " | ".join("-" if math.isnan(m[k]) else f"{m[k]:.4f}" for k in METRIC_KEYS)
+        return f"| {name} | {cells} |"
+
+    lines = [
+        "## nids-gnn model card",
+        f"Served: {report['serve']} (threshold {report['threshold']:.2f}). Graph model: "
+        "E-GraphSAGE-style edge classifier over the host graph (hosts = nodes, flows = "
+        f"edges), graph window {report['graph_window_minutes']} min. Features: "
+        f"{len(report['feature_names'])} flow features (no addresses, ports or timestamps)"
+        " and, for the served trees, host context shares per window.",
+        "",
+        f"Time split (rows): {json.dumps(report['rows'])}; best epoch {report['best_epoch']}.",
+        "",
+        "| model | " + " | ".join(METRIC_KEYS) + " |",
+        "|---" * (len(METRIC_KEYS) + 1) + "|",
+        row("served", served),
+        row("graph model alone", graph),
+        row("flow-only baseline", base),
+    ]
+    if champion:
+        lines.append(row("current champion", champion))
+    lono = report.get("lono")
+    lines += ["", "### On networks it has never seen (leave one network out, with seeds)"]
+    if not lono:
+        lines.append("Not measured: fewer than two networks with attacks in the training set.")
+    else:
+        lines += [
+            "| held-out network | served | graph model | baseline |",
+            "|---|---|---|---|",
+        ]
+        per = lono["per_network"]
+        for name in lono["networks"]:
+            lines.append(
+                f"| {name} | {per['served'][name]:.4f} | {per['gnn'][name]:.4f} | "
+                f"{per['baseline'][name]:.4f} |"
+            )
+        for key in ("mean", "worst", "seed_sd"):
+            cells = " | ".join(
+                f"{lono['summary'][c][key]:.4f}" for c in ("served", "gnn", "baseline")
+            )
+            lines.append(f"| {key} | {cells} |")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""The serving model: alias `champion`, resolved on every call, loaded once per version.
+
+A version is downloaded once into a local cache, keyed by registry, model, version and the
+version's run/model identity (so another registry's "version 1" is never served under this
+one's), and checked against the checksum its training run recorded before anything in it is
+unpickled: a file planted or corrupted in the cache is never loaded. The cache folder is
+private to its user (0700). Each process keeps loaded versions in memory, so a scoring run
+reloads only when the champion moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from nids_core.model.artifacts import artifact_digest, load_scorer
+from nids_core.model.gnn import FlowScorer
+from nids_core.registry.versions import CHECKSUM_TAG, ModelRegistry
+
+_MEMORY: dict[tuple[str, ...], FlowScorer] = {}
+_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+class ArtifactMismatch(RuntimeError):
+    """A model's files do not match the checksum recorded when it was registered."""
+
+
+def _digest16(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def private_dir(path: str | Path) -> Path:
+    """`path`, created if needed, readable and writable by this user only."""
+    root = Path(path)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if root.stat().st_uid == os.getuid() and root.stat().st_mode & 0o077:
+        root.chmod(0o700)
+    return root
+
+
+def record_artifact_checksum(registry: ModelRegistry, version: str) -> str:
+    """Download a freshly registered version, digest its files and record the digest on the
+    version (done by the training run, the writer of the model)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        digest = artifact_digest(registry.download(version, tmp))
+    registry.record_checksum(version, digest)
+    return digest
+
+
+def champion_scorer(registry: ModelRegistry, cache_dir: str | Path) -> tuple[str, FlowScorer]:
+    """(version, scorer) of the current champion, if it may be served (see
+    ModelRegistry.servable_champion)."""
+    mv = registry.servable_champion()
+    return str(mv.version), load_version(registry, str(mv.version), cache_dir)
+
+
+def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -> FlowScorer:
+    """A version's scorer, verified against its recorded checksum before unpickling."""
+    mv = registry.get_version(version)
+    identity = _digest16(f"{mv.run_id}|{mv.source}")
+    expected = mv.tags.get(CHECKSUM_TAG)
+    key = (registry.tracking_uri, registry.model_name, str(version), identity, expected or "")
+    with _LOCK:
+        if key in _MEMORY:
+            return _MEMORY[key]
+        root = private_dir(cache_dir)
+        local = (
+            root / _digest16(registry.tracking_uri) / registry.model_name / f"v{version}-{identity}"
+        )
+        if expected and local.is_dir() and artifact_digest(local) == expected:
+            scorer = load_scorer(local)
+        else:
+            scorer = _download_and_load(registry, str(version), expected, local)
+        _MEMORY[key] = scorer
+        return scorer
+
+
+def _download_and_load(
+    registry: ModelRegistry, version: str, expected: str | None, local: Path
+) -> FlowScorer:
+    local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=local.parent))
+    try:
+        downloaded = registry.download(version, tmp / "model")
+        if expected is None:
+            # Registered before checksums were recorded: trust only a fresh download from
+            # the registry, never a cached copy.
+            log.warning(
+                "%s version %s has no %s tag: loaded from a fresh download, not cached",
+                registry.model_name,
+                version,
+                CHECKSUM_TAG,
+            )
+            return load_scorer(downloaded)
+        digest = artifact_digest(downloaded)
+        if digest != expected:
+            raise ArtifactMismatch(
+                f"{registry.model_name} version {version} at {registry.tracking_uri}: its files "
+                f"(sha256 {digest[:12]}…) do not match the checksum recorded at registration "
+                f"({expected[:12]}…); refusing to load it"
+            )
+        if local.exists():
+            shutil.rmtree(local)
+        downloaded.rename(local)
+        return load_scorer(local)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,343 @@
+"""Landing zone and cold store: Parquet on a local path or S3, through fsspec.
+
+Layout under the store's root URL (<batch> = <topic>-p<partition>-<start>-<end>-<digest>):
+
+    landing/date=YYYY-MM-DD/<batch>.parquet              flows of one batch
+    landing/_quarantine/<batch>.parquet                  its rejects
+    landing/_batches/<batch>.json                        its manifest
+    landing/_ranges/<topic>-p<partition>-<start>-<end>.json
+                                                         the manifest last landed for a range
+    flows/date=YYYY-MM-DD/part-0.parquet                 one cold day
+
+A batch is named by its offset range *and* a digest of the records read, because offsets
+are not an identity: a restarted broker, a recreated topic or a reset consumer group hands
+out the same offsets again for other records. Landing the same records again rewrites the
+same files (idempotent); other records under reused offsets land beside the earlier ones,
+never over them. Each write is atomic (temporary file and rename locally, a single object
+PUT on S3). The manifest is written last and marks a batch as durably landed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import uuid
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import fsspec
+import polars as pl
+
+from nids_core.schema import FLOW_SCHEMA, PROVENANCE_SCHEMA
+from nids_core.stores.hot import dedupe_batch
+
+LANDING_SCHEMA = {**FLOW_SCHEMA, **PROVENANCE_SCHEMA}
+_PROVENANCE_KEY = ("uid", "topic", "partition", "offset")
+
+
+QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
+
+
+def range_name(topic: str, partition: int, start: int, end: int) -> str:
+    """File stem naming an offset range of one partition."""
+    return f"{topic}-p{partition:05d}-{start:020d}-{end:020d}"
+
+
+def batch_name(topic: str, partition: int, start: int, end: int, digest: str = "") -> str:
+    """File stem naming one micro-batch: its range and the digest of its records (batches
+    landed before digests existed have none)."""
+    base = range_name(topic, partition, start, end)
+    return f"{base}-{digest}" if digest else base
+
+
+def records_digest(flows: pl.DataFrame, rejects: pl.DataFrame) -> str:
+    """A digest of what a range held, by identity: the (offset, uid) of every flow (a flow
+    is identified by Zeek's uid) and the (offset, bytes) of every reject. Cheap (no pass
+    over the whole batch's bytes), and different whenever reused offsets carry other flows."""
+    h = hashlib.sha256()
+    h.update(array("q", flows["offset"].to_list()).tobytes())
+    h.update("\n".join(flows["uid"].to_list()).encode())
+    h.update(array("q", rejects["offset"].to_list()).tobytes())
+    raws = rejects["raw"].to_list()
+    h.update(array("q", (-1 if r is None else len(r) for r in raws)).tobytes())
+    h.update(b"".join(r for r in raws if r))
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BatchManifest:
+    topic: str
+    partition: int
+    start: int
+    end: int
+    records: int
+    flows: int
+    quarantined: int
+    rows_by_date: dict[str, int]
+    digest: str = ""
+
+    @property
+    def name(self) -> str:
+        return batch_name(self.topic, self.partition, self.start, self.end, self.digest)
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_parquet(buf, compression="zstd", statistics=True)
+    return buf.getvalue()
+
+
+class ColdStore:
+    """Parquet files under one root URL (`/path` or `s3://bucket/prefix`)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.is_local = "file" in protocols
+
+    # ------------------------------------------------------------------ paths
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def landing_file(self, day: str, name: str) -> str:
+        return self._path("landing", f"date={day}", f"{name}.parquet")
+
+    def manifest_file(self, name: str) -> str:
+        return self._path("landing", "_batches", f"{name}.json")
+
+    def quarantine_file(self, name: str) -> str:
+        return self._path("landing", "_quarantine", f"{name}.parquet")
+
+    def range_file(self, topic: str, partition: int, start: int, end: int) -> str:
+        return self._path("landing", "_ranges", f"{range_name(topic, partition, start, end)}.json")
+
+    def cold_file(self, day: str) -> str:
+        return self._path("flows", f"date={day}", "part-0.parquet")
+
+    # ------------------------------------------------------------------ writes
+    def _put(self, path: str, data: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        if self.is_local:
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
+            try:
+                with self.fs.open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                self.fs.mv(tmp, path)
+            except BaseException:
+                # A full disk or a failed rename leaves no orphan temporary file behind.
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+                raise
+        else:
+            self.fs.pipe_file(path, data)
+            self.fs.invalidate_cache(parent)
+
+    def write_batch(
+        self,
+        topic: str,
+        partition: int,
+        start: int,
+        end: int,
+        records: int,
+        flows: pl.DataFrame,
+        rejects: pl.DataFrame,
+        digest: str = "",
+    ) -> BatchManifest:
+        """Land one batch: flows split by UTC day, rejects, the manifest, then the pointer
+        from its range to the manifest."""
+        name = batch_name(topic, partition, start, end, digest)
+        flows = flows.select(list(LANDING_SCHEMA)).sort("offset")
+        days = flows.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_day"))
+        rows_by_date: dict[str, int] = {}
+        for (day,), part in days.group_by("_day", maintain_order=True):
+            self._put(self.landing_file(day, name), parquet_bytes(part.drop("_day")))
+            rows_by_date[day] = part.height
+        self._put(
+            self.quarantine_file(name), parquet_bytes(rejects.select(list(QUARANTINE_SCHEMA)))
+        )
+        manifest = BatchManifest(
+            topic,
+            partition,
+            start,
+            end,
+            records,
+            flows.height,
+            rejects.height,
+            dict(sorted(rows_by_date.items())),
+            digest,
+        )
+        body = json.dumps(manifest.__dict__, indent=1).encode()
+        self._put(self.manifest_file(name), body)
+        self._put(self.range_file(topic, partition, start, end), body)
+        return manifest
+
+    # ------------------------------------------------------------------ reads
+    def read_manifest(self, topic: str, partition: int, start: int, end: int) -> BatchManifest:
+        """The manifest last landed for this range."""
+        paths = [
+            self.range_file(topic, partition, start, end),
+            self.manifest_file(batch_name(topic, partition, start, end)),  # before digests
+        ]
+        for path in paths:
+            self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+            try:
+                with self.fs.open(path, "rb") as fh:
+                    return BatchManifest(**json.load(fh))
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(
+            f"batch {topic}[{partition}] [{start}, {end}) has not landed: no {paths[0]}"
+        )
+
+    def _read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
+        with self.fs.open(path, "rb") as fh:
+            return pl.read_parquet(fh.read(), columns=columns)
+
+    def read_batch(
+        self, manifest: BatchManifest, columns: list[str] | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The landed flows and rejects of one batch (optionally only some columns, which
+        must exist in both, such as the provenance columns)."""
+        frames = [
+            self._read_parquet(self.landing_file(d, manifest.name), columns)
+            for d in manifest.rows_by_date
+        ]
+        empty = {k: v for k, v in LANDING_SCHEMA.items() if columns is None or k in columns}
+        flows = pl.concat(frames) if frames else pl.DataFrame(schema=empty)
+        rejects = self._read_parquet(self.quarantine_file(manifest.name), columns)
+        return flows, rejects
+
+    def landing_days(self) -> list[str]:
+        """Days that have landed data, oldest first."""
+        return self._days("landing")
+
+    def _names(self, relative_dir: str) -> list[str]:
+        """Names of the entries directly under a folder; [] if there is none."""
+        base = self._path(relative_dir)
+        self.fs.invalidate_cache(base)
+        if not self.fs.exists(base):
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
+
+    def _days(self, kind: str) -> list[str]:
+        """The `date=D` folders under `kind/`, oldest first."""
+        names = self._names(kind)
+        return sorted(n.removeprefix("date=") for n in names if n.startswith("date="))
+
+    def _day_files(self, kind: str, day: str) -> list[str]:
+        d = self._path(kind, f"date={day}")
+        self.fs.invalidate_cache(d)
+        if not self.fs.exists(d):
+            return []
+        return sorted(p for p in self.fs.ls(d, detail=False) if p.endswith(".parquet"))
+
+    def landing_files(self, day: str) -> list[str]:
+        """Landing Parquet files holding flows of one UTC day."""
+        return self._day_files("landing", day)
+
+    def rewrite_cold_day(self, day: date | str) -> int:
+        """Rebuild one cold partition whole from the landing zone; returns its row count."""
+        return self.rewrite_cold_days([str(day)])[str(day)]
+
+    def rewrite_cold_days(self, days: Sequence[date | str]) -> dict[str, int]:
+        """Rebuild cold partitions whole from the landing zone; returns rows per day.
+
+        Rows are deduplicated on uid, the copy with the lowest Kafka provenance winning (as
+        in the hot table), within the day and against the day before and after it: a flow
+        delivered again with a `ts` on a neighbouring day is stored once, on the day of its
+        winning copy. Each day's content depends only on the landing files of those three
+        days, never on which days are rebuilt together, and is sorted by (ts, uid), so the
+        same landing data always gives byte-identical files.
+        """
+        keys = list(_PROVENANCE_KEY)
+        uid_cache: dict[str, pl.DataFrame] = {}
+
+        def landed(day: str, columns: list[str] | None = None) -> pl.DataFrame:
+            frames = [self._read_parquet(f, columns) for f in self.landing_files(day)]
+            schema = {k: v for k, v in LANDING_SCHEMA.items() if columns is None or k in columns}
+            return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+        def uids(day: str) -> pl.DataFrame:
+            if day not in uid_cache:
+                uid_cache[day] = landed(day, keys)
+            return uid_cache[day]
+
+        rows = {}
+        for day in sorted({str(d) for d in days}):
+            flows = dedupe_batch(landed(day).select(list(LANDING_SCHEMA)))
+            d = date.fromisoformat(day)
+            neighbours = [str(d - timedelta(days=1)), str(d + timedelta(days=1))]
+            others = pl.concat([uids(n) for n in neighbours])
+            if others.height and flows.height:
+                # The same rule as within the day: of all copies of a uid on the three days,
+                # the lowest provenance wins; ours stay only where they are the winner.
+                winners = dedupe_batch(pl.concat([flows.select(keys), others]))
+                flows = flows.join(winners, on=keys, how="semi")
+            flows = flows.sort(["ts", "uid"])
+            self._put(self.cold_file(day), parquet_bytes(flows))
+            rows[day] = flows.height
+        return rows
+
+    def read_cold_day(self, day: date | str, columns: list[str] | None = None) -> pl.DataFrame:
+        path = self.cold_file(str(day))
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self._read_parquet(path, columns)
+
+    def predictions_file(self, day: str, model_version: str | None = None) -> str:
+        kind = "predictions" if model_version is None else f"rescored/version={model_version}"
+        return self._path(kind, f"date={day}", "part-0.parquet")
+
+    def read_predictions(self, day: date | str, model_version: str | None = None):
+        """Cold predictions of one day (None if there are none)."""
+        path = self.predictions_file(str(day), model_version)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self._read_parquet(path) if self.fs.exists(path) else None
+
+    def merge_predictions(self, day: date | str, frame: pl.DataFrame) -> int:
+        """Add served predictions to a day's file: a uid already there keeps its row, so
+        exporting twice changes nothing. Returns the file's row count."""
+        existing = self.read_predictions(day)
+        merged = frame if existing is None else pl.concat([existing, frame], how="vertical_relaxed")
+        merged = merged.unique("uid", keep="first", maintain_order=True).sort("uid")
+        self._put(self.predictions_file(str(day)), parquet_bytes(merged))
+        return merged.height
+
+    def write_rescored(self, day: date | str, model_version: str, frame: pl.DataFrame) -> int:
+        self._put(self.predictions_file(str(day), model_version), parquet_bytes(frame.sort("uid")))
+        return frame.height
+
+    def cold_days(self) -> list[str]:
+        """Days that have a cold partition, oldest first."""
+        return self._days("flows")
+
+    def write_frame(self, relative_path: str, frame: pl.DataFrame) -> str:
+        """Write a derived Parquet file (e.g. a training set) atomically; returns its path."""
+        path = self._path(relative_path)
+        self._put(path, parquet_bytes(frame))
+        return path
+
+    def read_frame(self, relative_path: str) -> pl.DataFrame:
+        path = self._path(relative_path)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self._read_parquet(path)
+
+    def exists(self, relative_path: str) -> bool:
+        path = self._path(relative_path)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self.fs.exists(path)
+
+    def list_frames(self, relative_dir: str) -> list[str]:
+        """The Parquet files directly under a folder (relative paths, sorted); [] if none."""
+        names = self._names(relative_dir)
+        return sorted(f"{relative_dir}/{n}" for n in names if n.endswith(".parquet"))
+
+    def cold_day_exists(self, day: date | str) -> bool:
+        path = self.cold_file(str(day))
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        return self.fs.exists(path)

@@ -1,0 +1,157 @@
+"""The labelled reference corpus: captures of other networks that a champion is trained on
+when live traffic carries no labels. Kept apart from live data: it is read from its own
+locations and stored under `reference/` in the cold store, never in the hot table, the
+alerts or the live `flows/` partitions.
+
+Each file is one network (capture), named by its file (`capture_name`) and identified by
+the SHA-256 of its content (gunzipped, so recompressing a file changes nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import fsspec
+import polars as pl
+
+from nids_core.ingest.normalize import ParseResult
+from nids_core.schema import LABEL_MALICIOUS
+from nids_core.stores.cold import ColdStore
+from nids_core.zeek.files import capture_name, gunzip, parse_zeek_bytes
+
+REFERENCE_DIR = "reference"
+# What a Zeek conn log is called in the wild; anything else in a location (READMEs,
+# licences, hidden files) is not part of the corpus.
+_LOG_SUFFIXES = (".gz", ".log", ".csv", ".json", ".jsonl", ".labeled", ".tsv")
+
+
+class ReferenceCorpusError(ValueError):
+    """The corpus as configured cannot be used (a location, a name clash, a missing read)."""
+
+
+@dataclass(frozen=True)
+class ReferenceFile:
+    """One capture file: its partition key, where it is, and a cheap change signature."""
+
+    capture: str
+    url: str
+    signature: str  # size and modification time (or ETag): changes when the file does
+
+
+def _is_log(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(_LOG_SUFFIXES)
+
+
+def list_reference_files(
+    locations: Sequence[str], storage_options: dict | None = None
+) -> list[ReferenceFile]:
+    """The capture files directly under each location (a folder or `s3://bucket/prefix`),
+    sorted by capture. Two files that name the same capture are an error: they would be
+    one partition."""
+    files: dict[str, ReferenceFile] = {}
+    for location in locations:
+        opts = storage_options if location.startswith("s3://") else {}
+        fs, root = fsspec.core.url_to_fs(location, **(opts or {}))
+        fs.invalidate_cache(root)
+        if not fs.isdir(root):
+            raise ReferenceCorpusError(f"reference corpus location {location} is not a folder")
+        protocol = location.split("://", 1)[0] + "://" if "://" in location else ""
+        for info in fs.ls(root, detail=True):
+            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            if info.get("type") != "file" or not _is_log(name):
+                continue
+            changed = info.get("ETag") or info.get("mtime") or info.get("LastModified")
+            ref = ReferenceFile(
+                capture_name(name), f"{protocol}{info['name']}", f"{info.get('size')}:{changed}"
+            )
+            if ref.capture in files:
+                raise ReferenceCorpusError(
+                    f"two reference files name capture {ref.capture}: "
+                    f"{files[ref.capture].url} and {ref.url}; rename one"
+                )
+            files[ref.capture] = ref
+    return [files[c] for c in sorted(files)]
+
+
+def read_reference_file(ref: ReferenceFile, storage_options: dict | None = None) -> bytes:
+    opts = storage_options if ref.url.startswith("s3://") else {}
+    with fsspec.open(ref.url, "rb", **(opts or {})) as fh:
+        return fh.read()
+
+
+def stored_path(capture: str, sha256: str) -> str:
+    """Where a capture's flows are stored in the cold store, per content version."""
+    return f"{REFERENCE_DIR}/capture={capture}/{sha256}.parquet"
+
+
+@dataclass(frozen=True)
+class ReferenceSummary:
+    capture: str
+    sha256: str
+    flows: int
+    labelled: int
+    attacks: int
+    unreadable: int
+    reject_reasons: dict[str, int]
+
+    def as_metadata(self) -> dict:
+        return {
+            "capture": self.capture,
+            "sha256": self.sha256,
+            "flows": self.flows,
+            "labelled_flows": self.labelled,
+            "attack_flows": self.attacks,
+            "unlabelled_flows": self.flows - self.labelled,
+            "unreadable_rows": self.unreadable,
+            "unreadable_reasons": ", ".join(
+                f"{n} x {r}" for r, n in sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])
+            )
+            or "none",
+        }
+
+
+def parse_reference(data: bytes, capture: str) -> tuple[pl.DataFrame, ReferenceSummary]:
+    """A capture file's flows (every readable row, labelled or not) and its summary.
+    Raises NotZeekConnLog when the file is not a conn log at all."""
+    content = gunzip(data)
+    parsed: ParseResult = parse_zeek_bytes(content, capture)
+    flows = parsed.flows.drop("position").with_columns(pl.lit(capture).alias("capture"))
+    reasons = {r: int(n) for r, n in parsed.rejects.group_by("error").len().iter_rows()}
+    summary = ReferenceSummary(
+        capture=capture,
+        sha256=hashlib.sha256(content).hexdigest(),  # as content_sha256(data)
+        flows=flows.height,
+        labelled=int(flows["label"].is_not_null().sum()),
+        attacks=int((flows["label"] == LABEL_MALICIOUS).sum()),
+        unreadable=parsed.rejects.height,
+        reject_reasons=reasons,
+    )
+    return flows, summary
+
+
+def corpus_digest(versions: dict[str, str]) -> str:
+    """One name for a whole corpus version: {capture: sha256} hashed."""
+    text = "\n".join(f"{c}={s}" for c, s in sorted(versions.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def missing_versions(store: ColdStore, versions: dict[str, str]) -> list[str]:
+    """Captures whose current content has not been read into the store yet."""
+    return [c for c, sha in sorted(versions.items()) if not store.exists(stored_path(c, sha))]
+
+
+def load_reference_corpus(store: ColdStore, versions: dict[str, str]) -> pl.DataFrame:
+    """The stored flows of each capture at its current content version. Raises when one has
+    not been read yet, naming the partitions to materialize (training on an older version
+    of a file than the one on disk would be silent and wrong)."""
+    missing = missing_versions(store, versions)
+    if missing:
+        raise ReferenceCorpusError(
+            f"reference captures not read at their current content: {', '.join(missing)}; "
+            "materialize those partitions of reference_flows (the reference_corpus_sensor "
+            "requests them)"
+        )
+    frames = [store.read_frame(stored_path(c, sha)) for c, sha in sorted(versions.items())]
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()

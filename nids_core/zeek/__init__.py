@@ -1,0 +1,1 @@
+"""Reading Zeek conn logs: native TSV, Zeek JSON lines and CSV files."""

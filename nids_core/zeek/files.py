@@ -1,0 +1,187 @@
+"""Read Zeek conn logs as found in the wild: native TSV, JSON lines or CSV, plain or gzip.
+
+Native TSV includes IoT-23's quirk where the last three columns
+(`tunnel_parents label detailed-label`) are separated by three spaces instead of tabs, in
+the `#fields` line and in every row.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import zlib
+from enum import StrEnum
+from pathlib import Path
+
+import polars as pl
+
+from nids_core.ingest.normalize import ParseResult, normalize
+from nids_core.schema import CANONICAL_TO_ZEEK, REQUIRED_COLUMNS
+from nids_core.zeek.json_log import parse_json_records
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_IOT23_QUIRK = b"   "
+_CAPTURE_SUFFIXES = re.compile(r"(\.gz|\.csv|\.log|\.labeled|-labeled|\.conn|\.json)+$")
+
+
+# A conn log's header names these; another Zeek log (dns, http, ...) or any other table does not.
+CONN_HEADER_FIELDS: tuple[str, ...] = (
+    *(CANONICAL_TO_ZEEK[c] for c in REQUIRED_COLUMNS),
+    "conn_state",
+)
+
+
+class NotZeekConnLog(ValueError):
+    """A file that cannot be read as a Zeek conn log at all (not one bad row: the file)."""
+
+
+def _require_conn_fields(fields: list[str]) -> None:
+    missing = [f for f in CONN_HEADER_FIELDS if f not in fields]
+    if missing:
+        raise NotZeekConnLog(f"not a Zeek conn log: no {', '.join(missing)} column")
+
+
+class ZeekFormat(StrEnum):
+    TSV = "tsv"
+    JSON = "json"
+    CSV = "csv"
+
+
+def gunzip(data: bytes) -> bytes:
+    """The content, gunzipped when it is gzip (detected by magic bytes, not name)."""
+    return gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The file's content, gunzipped when it is gzip."""
+    return gunzip(Path(path).read_bytes())
+
+
+def detect_format(data: bytes) -> ZeekFormat:
+    head = data.lstrip()[:64]
+    if head.startswith(b"#separator") or head.startswith(b"#fields"):
+        return ZeekFormat.TSV
+    if head.startswith(b"{"):
+        return ZeekFormat.JSON
+    return ZeekFormat.CSV
+
+
+def capture_name(path: str | Path) -> str:
+    """A capture's name from its file name: `CTU-Malware-Capture-34-1.conn.log.labeled.gz`
+    -> `CTU-Malware-Capture-34-1`."""
+    return _CAPTURE_SUFFIXES.sub("", Path(path).name)
+
+
+def _with_provenance(frame: pl.DataFrame, first_line: int) -> pl.DataFrame:
+    raw = frame.select(pl.struct(pl.all()).struct.json_encode().cast(pl.Binary).alias("raw"))
+    return frame.with_columns(
+        pl.int_range(first_line, first_line + frame.height, dtype=pl.Int64).alias("position"),
+        raw["raw"],
+    )
+
+
+def parse_tsv(data: bytes) -> ParseResult:
+    """Native Zeek TSV with `#separator`/`#fields` header; `-` is unset, `(empty)` empty."""
+    lines = data.split(b"\n")
+    header: dict[bytes, bytes] = {}
+    first_data_line = 0
+    for i, line in enumerate(lines):
+        if line.startswith(b"#"):
+            key, _, value = line.partition(b"\t")
+            if key == b"#separator" or line.startswith(b"#separator "):
+                key, _, value = line.partition(b" ")
+            header[key[1:]] = value.rstrip(b"\r")
+        else:
+            first_data_line = i
+            break
+    fields_line = header.get(b"fields")
+    if fields_line is None:
+        raise ValueError("native Zeek log without a #fields header line")
+    quirk = _IOT23_QUIRK in fields_line
+    if quirk:
+        fields_line = fields_line.replace(_IOT23_QUIRK, b"\t")
+        data = data.replace(_IOT23_QUIRK, b"\t")
+    fields = fields_line.decode().split("\t")
+    path = header.get(b"path", b"conn").decode()
+    if path != "conn":
+        raise NotZeekConnLog(f"a Zeek {path} log, not a conn log")
+    _require_conn_fields(fields)
+    unset = header.get(b"unset_field", b"-").decode()
+    empty = header.get(b"empty_field", b"(empty)").decode()
+    frame = pl.read_csv(
+        io.BytesIO(data),
+        separator="\t",
+        has_header=False,
+        new_columns=fields,
+        schema_overrides=dict.fromkeys(fields, pl.String),
+        comment_prefix="#",
+        quote_char=None,
+        null_values=[unset],
+        infer_schema=False,
+        truncate_ragged_lines=True,
+    )
+    frame = frame.with_columns(
+        pl.when(pl.col(f) == empty).then(pl.lit("")).otherwise(pl.col(f)).alias(f) for f in fields
+    )
+    return normalize(_with_provenance(frame, first_data_line + 1))
+
+
+def parse_csv(data: bytes) -> ParseResult:
+    """CSV with Zeek's column names (`id.orig_h`, ...); empty cells are unset."""
+    frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
+    _require_conn_fields(frame.columns)
+    return normalize(_with_provenance(frame, 2))
+
+
+def parse_json_lines(data: bytes) -> ParseResult:
+    """Zeek JSON logs, one object per line, bare or wrapped as `{"conn": {...}}`."""
+    lines = data.split(b"\n")
+    keep = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    return parse_json_records([v for _, v in keep], [n for n, _ in keep])
+
+
+_PARSERS = {
+    ZeekFormat.TSV: parse_tsv,
+    ZeekFormat.JSON: parse_json_lines,
+    ZeekFormat.CSV: parse_csv,
+}
+
+
+def parse_zeek_bytes(data: bytes, capture: str) -> ParseResult:
+    """Read a Zeek conn log's content (already gunzipped) into canonical flows and rejects;
+    `capture` fills the `capture` column where the records carry none.
+
+    Raises NotZeekConnLog when the content is not a conn log at all: another kind of table,
+    another Zeek log, or not one readable conn record in it.
+    """
+    try:
+        parsed = _PARSERS[detect_format(data)](data)
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NotZeekConnLog(f"cannot be read as a Zeek conn log: {first_line}") from exc
+    if parsed.flows.height == 0 and parsed.rejects.height:
+        reason = parsed.rejects["error"].mode().sort()[0]
+        raise NotZeekConnLog(
+            f"not one readable Zeek conn record in {parsed.rejects.height} rows "
+            f"(most common reason: {reason})"
+        )
+    flows = parsed.flows.with_columns(pl.col("capture").fill_null(capture))
+    return ParseResult(flows=flows, rejects=parsed.rejects)
+
+
+def read_zeek_file(path: str | Path, capture: str | None = None) -> ParseResult:
+    """Read any supported Zeek conn log into canonical flows and rejects.
+
+    `capture` (default: derived from the file name) fills the `capture` column where the
+    records carry none, so captures stay apart when several are merged. Raises
+    NotZeekConnLog, naming the file, when it is not a conn log.
+    """
+    try:
+        data = read_bytes(path)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise NotZeekConnLog(f"{path}: a broken gzip file: {exc}") from exc
+    try:
+        return parse_zeek_bytes(data, capture if capture is not None else capture_name(path))
+    except NotZeekConnLog as exc:
+        raise NotZeekConnLog(f"{path}: {exc}") from exc
