@@ -1,12 +1,16 @@
-"""Batch side: the daily-partitioned cold Parquet store."""
+"""Batch side: the daily-partitioned cold Parquet store. The partitions' first day is a
+setting, so the two assets are made by `cold_assets(partitions)` when the code location
+loads."""
 
 from datetime import UTC, date, datetime
 
 import polars as pl
 from dagster import (
     AssetExecutionContext,
+    AssetsDefinition,
     BackfillPolicy,
     Config,
+    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
@@ -14,22 +18,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from nids_assets.ingestion import flow_batch
-from nids_assets.partitions import daily_partitions
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 
-@asset(
-    deps=[flow_batch],
-    partitions_def=daily_partitions,
-    group_name="cold_storage",
-    kinds={"parquet", "s3"},
-    retry_policy=RetryPolicy(max_retries=2, delay=5),
-    # A backfill over a range runs once for the whole range (one process, one listing).
-    backfill_policy=BackfillPolicy.single_run(),
-)
 def cold_flows(context: AssetExecutionContext, cold_store: ColdStoreResource) -> MaterializeResult:
     """Cold flows of one UTC day at `<cold>/flows/date=YYYY-MM-DD/part-0.parquet`, rebuilt whole
     and atomically from that day's landing files: deduplicated on uid (also against the day
@@ -65,15 +58,6 @@ class ColdPredictionsConfig(Config):
     )
 
 
-@asset(
-    deps=[cold_flows, "flow_predictions"],
-    partitions_def=daily_partitions,
-    group_name="cold_storage",
-    kinds={"parquet", "pytorch"},
-    pool="duckdb",
-    # A backfill over a range runs once for the whole range, each day exported once.
-    backfill_policy=BackfillPolicy.single_run(),
-)
 def cold_predictions(
     context: AssetExecutionContext,
     config: ColdPredictionsConfig,
@@ -127,3 +111,28 @@ def cold_predictions(
             "path": paths[days[0]] if len(days) == 1 else f"{paths[days[0]]} .. {paths[days[-1]]}",
         }
     )
+
+
+def cold_assets(partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]:
+    """`cold_flows` and `cold_predictions` over the given daily partitions. A backfill over
+    a range runs once for the whole range (one process, one listing), each day once."""
+    return [
+        asset(
+            name="cold_flows",
+            deps=["flow_batch"],
+            partitions_def=partitions,
+            group_name="cold_storage",
+            kinds={"parquet", "s3"},
+            retry_policy=RetryPolicy(max_retries=2, delay=5),
+            backfill_policy=BackfillPolicy.single_run(),
+        )(cold_flows),
+        asset(
+            name="cold_predictions",
+            deps=["cold_flows", "flow_predictions"],
+            partitions_def=partitions,
+            group_name="cold_storage",
+            kinds={"parquet", "pytorch"},
+            pool="duckdb",
+            backfill_policy=BackfillPolicy.single_run(),
+        )(cold_predictions),
+    ]

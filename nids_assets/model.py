@@ -15,7 +15,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from nids_assets.cold import cold_flows
 from nids_assets.reference import flow_labels, reference_flows
 from nids_core.evaluation.gate import evaluate_gate
 from nids_core.model.progress import TRAINING_PROGRESS_LOGGER
@@ -83,7 +82,7 @@ class TrainingSetConfig(Config):
 
 
 @asset(
-    deps=[reference_flows, flow_labels, cold_flows],
+    deps=[reference_flows, flow_labels, "cold_flows"],
     group_name=MODEL_GROUP,
     kinds={"parquet", "polars"},
 )

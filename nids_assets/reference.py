@@ -13,7 +13,6 @@ from dagster import (
     asset,
 )
 
-from nids_assets.cold import cold_flows
 from nids_core.training_data.analyst_labels import matches, newest_per_uid, read_labels
 from nids_core.training_data.reference_corpus import parse_reference, stored_path
 from nids_core.training_data.training_set import read_cold_window, window_days
@@ -46,7 +45,7 @@ def reference_flows(
     files = {f.capture: f for f in reference_corpus.files()}
     if capture not in files:
         raise LookupError(
-            f"reference capture {capture} is no longer in {', '.join(reference_corpus.locations)}"
+            f"reference capture {capture} is no longer in {', '.join(reference_corpus.all_locations())}"
         )
     data = reference_corpus.read(files[capture])
     flows, summary = parse_reference(data, capture)
@@ -61,7 +60,7 @@ def reference_flows(
     )
 
 
-@asset(deps=[cold_flows], group_name=LABELLED_DATA_GROUP, kinds={"parquet", "polars"})
+@asset(deps=["cold_flows"], group_name=LABELLED_DATA_GROUP, kinds={"parquet", "polars"})
 def flow_labels(
     context: AssetExecutionContext,
     cold_store: ColdStoreResource,

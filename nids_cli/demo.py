@@ -89,8 +89,9 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
         from nids_core.kafka.log import KafkaSettings, open_producer
         from nids_devkit.replay import replay_files
         from nids_jobs.definitions import build_definitions
+        from nids_resources.from_env import kafka_from_env
 
-        topic = os.environ.get("NIDS_KAFKA_TOPIC", "zeek.conn")
+        topic = kafka_from_env().topic
         create_topic(broker.bootstrap_servers, topic, partitions)
         click.echo(
             f"broker on {broker.bootstrap_servers}; replaying into {topic} ({partitions} partitions)"

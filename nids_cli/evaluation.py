@@ -3,7 +3,6 @@ it was trained on) on the user's own labelled Zeek files."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from nids_core.evaluation.files import FileEvaluation, Scorers, evaluate_file, summary_line
 from nids_core.registry.names import CHALLENGER, CHAMPION
 from nids_core.registry.versions import ModelRegistry
+from nids_resources.from_env import serving_from_env
 
 
 def _resolve(registry: ModelRegistry, which: str) -> str:
@@ -47,7 +47,7 @@ def evaluate_registered(
     from nids_core.serving.model_cache import load_version
 
     version = _resolve(registry, which)
-    cache = cache_dir or os.environ.get("NIDS_MODEL_CACHE_DIR", "var/model-cache")
+    cache = cache_dir or serving_from_env().model_cache_dir
     scorer = load_version(registry, version, cache)
     scorers: Scorers = {"model": (scorer.score, scorer.threshold)}
     echo(f"model: {registry.model_name} version {version} (threshold {scorer.threshold:.3f})")

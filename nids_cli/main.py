@@ -238,17 +238,25 @@ def data_download(dest, base_url) -> None:
         click.echo(f"ok {path}")
 
 
+@main.command()
+def settings() -> None:
+    """Print every setting (environment variable, default, meaning) as the README's
+    markdown table, generated from the declarations on the resources."""
+    from nids_resources.from_env import all_settings
+    from nids_resources.settings import settings_table
+
+    click.echo(settings_table(all_settings()))
+
+
 @main.group()
 def model() -> None:
     """The registered model in MLflow (MLFLOW_TRACKING_URI, NIDS_MODEL_NAME)."""
 
 
 def _registry():
-    from nids_core.registry.versions import ModelRegistry
-    from nids_resources.from_env import tracking_uri_from_env
-    from nids_resources.settings import env
+    from nids_resources.from_env import model_registry_from_env
 
-    return ModelRegistry(tracking_uri_from_env(), env("NIDS_MODEL_NAME", "nids-gnn"))
+    return model_registry_from_env().registry()
 
 
 @model.command("status")

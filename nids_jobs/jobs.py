@@ -2,7 +2,6 @@
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from nids_assets.cold import cold_flows
 from nids_assets.ingestion import consumer_offsets, flow_batch, hot_flows
 from nids_assets.model import champion_model, gnn_model, training_set
 from nids_assets.reference import flow_labels, reference_flows
@@ -21,7 +20,7 @@ ingest_job = define_asset_job(
 
 cold_flows_job = define_asset_job(
     "cold_flows_job",
-    selection=AssetSelection.assets(cold_flows),
+    selection=AssetSelection.assets("cold_flows"),
     executor_def=in_process_executor,
     description="Rebuild cold daily partitions from the landing zone.",
     tags={"dagster/max_runtime": "3600"},

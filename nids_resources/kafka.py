@@ -1,43 +1,111 @@
 """Kafka connection settings as a Dagster resource."""
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import field_validator, model_validator
 
 from nids_core.kafka.log import (
+    KAFKA_CLIENTS,
     FlowLogClient,
     KafkaSettings,
     open_client,
 )
 from nids_core.zeek.json_log import DEFAULT_MAX_MESSAGE_BYTES
 from nids_resources.run_worker import TagsRunWorker
+from nids_resources.settings import setting
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
 class KafkaResource(TagsRunWorker, ConfigurableResource):
     """Where Zeek flow records arrive: brokers, topic, consumer group, client and security."""
 
-    bootstrap_servers: str = Field(description="Comma-separated host:port list of brokers.")
-    topic: str = Field(default="zeek.conn", description="Topic carrying Zeek conn records.")
-    group_id: str = Field(
-        default="nids-etl", description="Consumer group whose offsets track ingestion."
+    bootstrap_servers: str = setting(
+        "127.0.0.1:9092",
+        env="NIDS_KAFKA_BOOTSTRAP",
+        description="Kafka bootstrap servers (host:port, comma-separated)",
     )
-    client: str = Field(
-        default="kafka-python", description="kafka-python or confluent (librdkafka)."
+    topic: str = setting(
+        "zeek.conn", env="NIDS_KAFKA_TOPIC", description="Topic with Zeek conn records (JSON)"
     )
-    max_batch_records: int = Field(default=50_000, description="Most records one ingest run reads.")
-    max_message_bytes: int = Field(
-        default=DEFAULT_MAX_MESSAGE_BYTES, description="Larger messages are quarantined."
+    group_id: str = setting(
+        "nids-etl",
+        env="NIDS_KAFKA_GROUP",
+        description="Consumer group whose committed offsets track ingestion",
     )
-    read_timeout_s: float = Field(default=60.0, description="Deadline to read one batch's range.")
-    request_timeout_s: float = Field(default=10.0, description="Broker request timeout.")
-    security_protocol: str = Field(
-        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    client: str = setting(
+        "kafka-python",
+        env="NIDS_KAFKA_CLIENT",
+        description="Kafka client: kafka-python or confluent",
     )
-    sasl_mechanism: str | None = Field(
-        default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."
+    max_batch_records: int = setting(
+        50_000, env="NIDS_KAFKA_MAX_BATCH_RECORDS", description="Most records per ingest run", ge=1
     )
-    sasl_username: str | None = Field(default=None)
-    sasl_password: str | None = Field(default=None, description="From the environment only.")
-    ssl_cafile: str | None = Field(default=None, description="CA bundle for SSL.")
+    max_message_bytes: int = setting(
+        DEFAULT_MAX_MESSAGE_BYTES,
+        env="NIDS_KAFKA_MAX_MESSAGE_BYTES",
+        description="Larger messages are quarantined",
+        ge=1024,
+    )
+    read_timeout_s: float = setting(
+        60.0,
+        env="NIDS_KAFKA_READ_TIMEOUT_S",
+        description="Deadline in seconds to read one batch's offset range",
+        gt=0,
+    )
+    request_timeout_s: float = setting(
+        10.0, env="NIDS_KAFKA_REQUEST_TIMEOUT_S", description="Broker request timeout (s)", gt=0
+    )
+    security_protocol: str = setting(
+        "PLAINTEXT",
+        env="NIDS_KAFKA_SECURITY_PROTOCOL",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    )
+    sasl_mechanism: str | None = setting(
+        None,
+        env="NIDS_KAFKA_SASL_MECHANISM",
+        description="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+    )
+    sasl_username: str | None = setting(
+        None, env="NIDS_KAFKA_SASL_USERNAME", description="SASL user name"
+    )
+    sasl_password: str | None = setting(
+        None, env="NIDS_KAFKA_SASL_PASSWORD", description="SASL password", secret=True
+    )
+    ssl_cafile: str | None = setting(
+        None, env="NIDS_KAFKA_SSL_CAFILE", description="CA bundle for SSL"
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @field_validator("client")
+    @classmethod
+    def _client(cls, value: str) -> str:
+        if value not in KAFKA_CLIENTS:
+            raise ValueError(f"is not one of: {', '.join(KAFKA_CLIENTS)}")
+        return value
+
+    @field_validator("security_protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        if value not in SECURITY_PROTOCOLS:
+            raise ValueError(f"is not one of: {', '.join(SECURITY_PROTOCOLS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_needs_mechanism(self) -> "KafkaResource":
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError(
+                f"NIDS_KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs "
+                "NIDS_KAFKA_SASL_MECHANISM"
+            )
+        return self
 
     def settings(self) -> KafkaSettings:
         return KafkaSettings(

@@ -4,14 +4,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from nids_core.evaluation.gate import GateThresholds
 from nids_core.registry.names import MODEL_NAME
+from nids_resources.settings import setting
 
 if TYPE_CHECKING:  # both pull in MLflow or torch; imported where used
     from nids_core.model.training import TrainConfig
     from nids_core.registry.versions import ModelRegistry
+
+
+TRACKING_URI_SCHEMES = ("http://", "https://", "sqlite:///", "postgresql", "databricks")
+
+
+def tracking_uri_setting() -> Any:
+    return setting(
+        "sqlite:///var/mlflow/mlflow.db",
+        env="MLFLOW_TRACKING_URI",
+        description="MLflow tracking and registry URI (http://host:port for a server)",
+    )
+
+
+def check_tracking_uri(uri: str) -> str:
+    if not uri.startswith(TRACKING_URI_SCHEMES):
+        raise ValueError("use http(s)://host:port, sqlite:///path or postgresql://")
+    return uri
 
 
 def _ensure_local_sqlite_dir(uri: str) -> None:
@@ -24,11 +42,22 @@ class MlflowTrackingResource(ConfigurableResource):
     Dagster run logs into one MLflow run (found again by its `dagster_run_id` tag), in the
     given experiment. The experiment is created with the configured artifact location."""
 
-    experiment_name: str = Field(default="nids-gnn", description="MLflow experiment.")
-    mlflow_tracking_uri: str = Field(description="MLflow tracking URI (server or sqlite).")
-    artifact_location: str | None = Field(
-        default=None, description="Artifact root for a new experiment (local path or s3://)."
+    experiment_name: str = setting(
+        MODEL_NAME,
+        env="NIDS_MLFLOW_EXPERIMENT",
+        description="MLflow experiment of the training runs",
     )
+    mlflow_tracking_uri: str = tracking_uri_setting()
+    artifact_location: str | None = setting(
+        "var/mlflow/artifacts",
+        env="NIDS_MLFLOW_ARTIFACTS",
+        description="Artifact root of a new experiment (path or s3://); a server decides its own",
+    )
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return check_tracking_uri(value)
 
     _tracking: Any = PrivateAttr(default=None)  # dagster_mlflow.resources.MlFlow
     _init_context: InitResourceContext | None = PrivateAttr(default=None)
@@ -78,12 +107,20 @@ class MlflowTrackingResource(ConfigurableResource):
 class ModelRegistryResource(ConfigurableResource):
     """The MLflow model registry: versions and the `challenger` / `champion` aliases."""
 
-    tracking_uri: str = Field(description="MLflow tracking/registry URI.")
-    model_name: str = Field(default=MODEL_NAME, description="Registered model name.")
-    ui_url: str = Field(
-        default="http://127.0.0.1:5000",
-        description="Where the MLflow UI is served, for links in the Dagster UI.",
+    tracking_uri: str = tracking_uri_setting()
+    model_name: str = setting(
+        MODEL_NAME, env="NIDS_MODEL_NAME", description="Registered model name"
     )
+    ui_url: str = setting(
+        "http://127.0.0.1:5000",
+        env="NIDS_MLFLOW_UI_URL",
+        description="MLflow UI address used in Dagster links",
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return check_tracking_uri(value)
 
     def registry(self) -> "ModelRegistry":
         from nids_core.registry.versions import ModelRegistry
@@ -99,20 +136,34 @@ class ModelRegistryResource(ConfigurableResource):
 class ModelSettingsResource(ConfigurableResource):
     """Training window, training hyper-parameters and the promotion gate's thresholds."""
 
-    training_days: int = Field(default=21, ge=1, description="Cold days in the training set.")
+    training_days: int = setting(
+        21,
+        env="NIDS_TRAINING_DAYS",
+        description="Cold days whose analyst-labelled flows are trained on",
+        ge=1,
+    )
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
     test_fraction: float = Field(default=0.3, gt=0, lt=1)
-    max_epochs: int = Field(default=300, ge=1)
-    patience: int = Field(default=30, ge=1, description="Early-stopping patience (epochs).")
+    max_epochs: int = setting(
+        300, env="NIDS_TRAIN_MAX_EPOCHS", description="Most training epochs", ge=1
+    )
+    patience: int = setting(
+        30, env="NIDS_TRAIN_PATIENCE", description="Early-stopping patience in epochs", ge=1
+    )
     hidden: int = Field(default=64, ge=4)
     learning_rate: float = Field(default=0.002, gt=0)
-    graph_window_minutes: float = Field(default=15.0, ge=0, description="0: one graph.")
+    graph_window_minutes: float = setting(
+        15.0,
+        env="NIDS_GRAPH_WINDOW_MINUTES",
+        description="Time window of one flow graph, training and scoring (0: one graph)",
+        ge=0,
+    )
     seed: int = Field(default=0)
-    lono_seeds: int = Field(
-        default=3,
+    lono_seeds: int = setting(
+        3,
+        env="NIDS_TRAIN_LONO_SEEDS",
+        description="Seeds per held-out network in the leave-one-network-out promotion gate",
         ge=1,
-        description="Seeds per held-out network in the leave-one-network-out gate (one "
-        "extra training per network with attacks and seed).",
     )
     serve: str = Field(
         default="hybrid",
@@ -125,10 +176,34 @@ class ModelSettingsResource(ConfigurableResource):
         description="False: the graph model's head sees only the hosts' embeddings (a "
         "graph-only model, for experiments).",
     )
-    min_accuracy: float = Field(default=0.95, ge=0, le=1)
-    min_macro_f1: float = Field(default=0.95, ge=0, le=1)
-    max_benign_fpr: float = Field(default=0.01, ge=0, le=1)
-    max_macro_f1_drop: float = Field(default=0.005, ge=0, le=1)
+    min_accuracy: float = setting(
+        0.95,
+        env="NIDS_GATE_MIN_ACCURACY",
+        description="Promotion gate: least test accuracy",
+        ge=0,
+        le=1,
+    )
+    min_macro_f1: float = setting(
+        0.95,
+        env="NIDS_GATE_MIN_MACRO_F1",
+        description="Promotion gate: least test macro F1",
+        ge=0,
+        le=1,
+    )
+    max_benign_fpr: float = setting(
+        0.01,
+        env="NIDS_GATE_MAX_BENIGN_FPR",
+        description="Promotion gate: largest benign false-positive rate",
+        ge=0,
+        le=1,
+    )
+    max_macro_f1_drop: float = setting(
+        0.005,
+        env="NIDS_GATE_MAX_F1_DROP",
+        description="Promotion gate: largest macro-F1 drop against the champion",
+        ge=0,
+        le=1,
+    )
 
     def train_config(self) -> "TrainConfig":
         from nids_core.model.training import TrainConfig

@@ -1,7 +1,7 @@
 """The reference corpus resource: where the labelled captures of other networks are read."""
 
 from dagster import ConfigurableResource, ResourceDependency
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nids_core.training_data.data_dir import content_sha256
 from nids_core.training_data.reference_corpus import (
@@ -10,6 +10,7 @@ from nids_core.training_data.reference_corpus import (
     list_reference_files,
     read_reference_file,
 )
+from nids_resources.settings import setting
 from nids_resources.stores import ColdStoreResource
 
 
@@ -21,18 +22,60 @@ class ReferenceCorpusResource(ConfigurableResource):
     locations: list[str] = Field(
         default_factory=list, description="Folders or s3:// prefixes holding capture files."
     )
+    include_iot23: bool = setting(
+        True,
+        env="NIDS_REFERENCE_IOT23",
+        description="Reference corpus includes the data directory's IoT-23 captures (true/false)",
+    )
+    url: str | None = setting(
+        None,
+        env="NIDS_REFERENCE_URL",
+        description="Folder or s3://bucket/prefix of your own labelled Zeek conn logs "
+        "(reference corpus)",
+    )
     cold_store: ResourceDependency[ColdStoreResource]
+
+    @field_validator("url")
+    @classmethod
+    def _folder_or_s3(cls, value: str | None) -> str | None:
+        from pathlib import Path
+
+        if value is None:
+            return None
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError("use a folder or s3://bucket/prefix")
+        if "://" not in value and not Path(value).is_dir():
+            raise ValueError("is not a folder")
+        return value if "://" in value else str(Path(value).resolve())
+
+    def all_locations(self) -> list[str]:
+        """`locations`, the data directory's IoT-23 folder (with `include_iot23`, when there
+        is one) and `url`."""
+        from nids_core.training_data.data_dir import IOT23_SUBDIR, DataDirNotFound, find_data_dir
+
+        found = list(self.locations)
+        if self.include_iot23:
+            try:
+                iot23 = find_data_dir() / IOT23_SUBDIR
+            except DataDirNotFound:
+                iot23 = None
+            if iot23 is not None and iot23.is_dir():
+                found.append(str(iot23.resolve()))
+        if self.url:
+            found.append(self.url)
+        return found
 
     def _options(self) -> dict:
         return self.cold_store.storage_options()
 
     def files(self) -> list[ReferenceFile]:
-        if not self.locations:
+        locations = self.all_locations()
+        if not locations:
             raise ReferenceCorpusError(
                 "no reference corpus: no data directory with IoT-23 captures was found and "
                 "NIDS_REFERENCE_URL is unset; run `nids data download` or set NIDS_REFERENCE_URL"
             )
-        return list_reference_files(self.locations, self._options())
+        return list_reference_files(locations, self._options())
 
     def read(self, ref: ReferenceFile) -> bytes:
         return read_reference_file(ref, self._options())

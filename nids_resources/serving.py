@@ -1,24 +1,75 @@
 """Settings of the serving side: scoring, alerts, retention, lag thresholds, webhook."""
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import model_validator
+
+from nids_resources.settings import setting
 
 
 class ServingSettingsResource(ConfigurableResource):
     """Scoring, alerting, hot-data retention and monitoring thresholds."""
 
-    model_cache_dir: str = Field(
-        default="var/model-cache", description="Local copies of model versions."
+    model_cache_dir: str = setting(
+        "var/model-cache",
+        env="NIDS_MODEL_CACHE_DIR",
+        description="Local cache of downloaded model versions",
     )
-    max_flows_per_scoring_run: int = Field(default=500_000, ge=1)
-    alert_min_score: float = Field(default=0.9, ge=0, le=1)
-    alert_window_minutes: int = Field(default=15, ge=1)
-    max_attack_rate: float = Field(
-        default=0.2, ge=0, le=1, description="Attack share of the newest window that fails."
+    max_flows_per_scoring_run: int = setting(
+        500_000,
+        env="NIDS_SCORE_MAX_FLOWS",
+        description="Most flows scored in one flow_predictions run",
+        ge=1,
     )
-    hot_retention_hours: int = Field(default=24, ge=1)
-    lag_warn_records: int = Field(default=100_000, ge=0)
-    lag_fail_records: int = Field(default=1_000_000, ge=0)
-    alert_webhook_url: str | None = Field(
-        default=None, description="POST target for alerts (from the environment only)."
+    alert_min_score: float = setting(
+        0.9,
+        env="NIDS_ALERT_MIN_SCORE",
+        description="Attack score at or above which a flow is an alert",
+        ge=0,
+        le=1,
     )
+    alert_window_minutes: int = setting(
+        15,
+        env="NIDS_ALERT_WINDOW_MINUTES",
+        description="Alert grouping window per source host",
+        ge=1,
+    )
+    max_attack_rate: float = setting(
+        0.2,
+        env="NIDS_ALERT_MAX_ATTACK_RATE",
+        description="Attack share of the newest window that fails a check",
+        ge=0,
+        le=1,
+    )
+    alert_webhook_url: str | None = setting(
+        None,
+        env="NIDS_ALERT_WEBHOOK_URL",
+        description="POST JSON alerts here (unset: alerts only logged)",
+        secret=True,
+    )
+    hot_retention_hours: int = setting(
+        24,
+        env="NIDS_HOT_RETENTION_HOURS",
+        description="Hot flows older than this move out (when cold)",
+        ge=1,
+    )
+    lag_warn_records: int = setting(
+        100_000,
+        env="NIDS_LAG_WARN_RECORDS",
+        description="Consumer lag per partition that warns",
+        ge=0,
+    )
+    lag_fail_records: int = setting(
+        1_000_000,
+        env="NIDS_LAG_FAIL_RECORDS",
+        description="Consumer lag per partition that fails",
+        ge=0,
+    )
+
+    @model_validator(mode="after")
+    def _fail_above_warn(self) -> "ServingSettingsResource":
+        if self.lag_fail_records < self.lag_warn_records:
+            raise ValueError(
+                f"NIDS_LAG_FAIL_RECORDS={self.lag_fail_records} is below "
+                f"NIDS_LAG_WARN_RECORDS={self.lag_warn_records}"
+            )
+        return self

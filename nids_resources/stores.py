@@ -6,11 +6,12 @@ from contextlib import contextmanager
 import duckdb
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import field_validator
 
 from nids_core.stores.cold import ColdStore
 from nids_core.stores.hot import ensure_schema
 from nids_resources.run_worker import TagsRunWorker
+from nids_resources.settings import setting
 
 
 class HotStoreResource(TagsRunWorker, DuckDBResource):
@@ -19,6 +20,10 @@ class HotStoreResource(TagsRunWorker, DuckDBResource):
     DuckDB allows one writing process per file: every asset that writes here runs in the
     `duckdb` concurrency pool (size 1), and connecting waits with backoff on a held lock.
     """
+
+    database: str = setting(
+        "var/nids.duckdb", env="NIDS_DUCKDB_PATH", description="Hot DuckDB file"
+    )
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -38,13 +43,32 @@ class HotStoreResource(TagsRunWorker, DuckDBResource):
 class ColdStoreResource(TagsRunWorker, ConfigurableResource):
     """Landing zone and daily cold partitions: a local path or `s3://bucket/prefix`."""
 
-    url: str = Field(description="Root URL of the landing zone and cold store.")
-    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, moto).")
-    aws_access_key_id: str | None = Field(default=None, description="From the environment only.")
-    aws_secret_access_key: str | None = Field(
-        default=None, description="From the environment only."
+    url: str = setting(
+        "var/cold",
+        env="NIDS_COLD_URL",
+        description="Landing zone and cold store root: a path or s3://bucket/prefix",
     )
-    aws_region: str | None = Field(default=None)
+    s3_endpoint_url: str | None = setting(
+        None,
+        env="NIDS_S3_ENDPOINT_URL",
+        description="S3 endpoint for MinIO or another S3-compatible store",
+    )
+    aws_access_key_id: str | None = setting(
+        None, env="AWS_ACCESS_KEY_ID", description="S3 access key", secret=True
+    )
+    aws_secret_access_key: str | None = setting(
+        None, env="AWS_SECRET_ACCESS_KEY", description="S3 secret key", secret=True
+    )
+    aws_region: str | None = setting(None, env="AWS_REGION", description="S3 region")
+
+    @field_validator("url")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError("use a local path or s3://bucket/prefix")
+        if value.startswith("s3://") and len(value) <= len("s3://"):
+            raise ValueError("names no bucket")
+        return value
 
     def storage_options(self) -> dict:
         if not self.url.startswith("s3://"):

@@ -5,30 +5,40 @@ from datetime import date, timedelta
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    DailyPartitionsDefinition,
     DefaultSensorStatus,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     sensor,
 )
 
-from nids_assets.partitions import daily_partitions
 from nids_jobs.jobs import cold_flows_job
-from nids_resources.settings import env_int
 
 
-@sensor(
-    job=cold_flows_job,
-    minimum_interval_seconds=env_int("NIDS_COLD_SENSOR_INTERVAL_S", 60),
-    default_status=DefaultSensorStatus.RUNNING,
-    description=(
-        "Reads new `flow_batch` materializations and requests a rebuild of the cold daily "
-        "partitions they touched (one run per stretch of consecutive days, keyed by the newest "
-        "landing event)."
-    ),
-)
-def cold_flows_sensor(context: SensorEvaluationContext):
+def cold_flows_sensor(interval_s: int, partitions: DailyPartitionsDefinition) -> SensorDefinition:
+    """The sensor, looking every `interval_s` seconds, over the code location's daily
+    partitions."""
+
+    def evaluate(context: SensorEvaluationContext):
+        return _cold_flows_sensor(context, partitions)
+
+    return sensor(
+        name="cold_flows_sensor",
+        job=cold_flows_job,
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Reads new `flow_batch` materializations and requests a rebuild of the cold daily "
+            "partitions they touched (one run per stretch of consecutive days, keyed by the newest "
+            "landing event)."
+        ),
+    )(evaluate)
+
+
+def _cold_flows_sensor(context: SensorEvaluationContext, partitions: DailyPartitionsDefinition):
     after = int(context.cursor) if context.cursor else None
     result = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("flow_batch"), after_storage_id=after),
@@ -43,10 +53,14 @@ def cold_flows_sensor(context: SensorEvaluationContext):
         md = record.asset_materialization.metadata if record.asset_materialization else {}
         dates = md.get("dates")
         days.update((dates.value if dates is not None else {}).keys())
-    valid = set(daily_partitions.get_partition_keys())
+    valid = set(partitions.get_partition_keys())
     out_of_range = sorted(days - valid)
     if out_of_range:
-        context.log.warning(f"landed days outside the cold partitions: {out_of_range}")
+        context.log.warning(
+            f"landed days outside the cold partitions: {out_of_range}; reload the code "
+            "location (its partitions start at the first landed day) or set "
+            "NIDS_COLD_START_DATE, then backfill cold_flows for them"
+        )
     touched = sorted(days & valid)
     if not touched:
         return SensorResult(skip_reason=SkipReason("no landed days in range"), cursor=str(newest))

@@ -21,12 +21,11 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     sensor,
 )
-
-from nids_resources.settings import env_int
 
 WORKER_TAG = "nids/worker"
 _ACTIVE = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
@@ -115,19 +114,23 @@ def reap_dead_runs(instance: DagsterInstance, job_names: list[str] | None = None
     return reaped
 
 
-@sensor(
-    name="dead_run_sensor",
-    minimum_interval_seconds=env_int("NIDS_DEAD_RUN_SENSOR_INTERVAL_S", 15),
-    default_status=DefaultSensorStatus.RUNNING,
-    description=(
-        "Finds runs still marked in progress whose worker process is gone (SIGKILL, OOM kill, "
-        "a code server that died with its children) and reports them failed, freeing their "
-        "DuckDB pool slot; the Kafka sensor then retries their batch. Complements Dagster's "
-        "run monitoring (start timeout, dagster/max_runtime), which cannot see a dead process "
-        "under the default run launcher."
-    ),
-)
-def dead_run_sensor(context: SensorEvaluationContext):
+def dead_run_sensor(interval_s: int) -> SensorDefinition:
+    """The sensor, looking every `interval_s` seconds (a setting read at load)."""
+    return sensor(
+        name="dead_run_sensor",
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Finds runs still marked in progress whose worker process is gone (SIGKILL, OOM kill, "
+            "a code server that died with its children) and reports them failed, freeing their "
+            "DuckDB pool slot; the Kafka sensor then retries their batch. Complements Dagster's "
+            "run monitoring (start timeout, dagster/max_runtime), which cannot see a dead process "
+            "under the default run launcher."
+        ),
+    )(_dead_run_sensor)
+
+
+def _dead_run_sensor(context: SensorEvaluationContext):
     reaped = reap_dead_runs(context.instance)
     if not reaped:
         return SkipReason("no dead runs")

@@ -6,6 +6,7 @@ import time
 from dagster import (
     DefaultSensorStatus,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -17,7 +18,6 @@ from nids_core.ingest.planning import InFlightBatch, plan_batches, run_key
 from nids_core.kafka.log import KafkaUnavailable, TopicNotFound
 from nids_jobs.jobs import ingest_job
 from nids_resources.kafka import KafkaResource
-from nids_resources.settings import env_int
 from nids_sensors.dead_runs import reap_dead_runs
 from nids_sensors.run_state import run_status
 
@@ -32,17 +32,22 @@ def _dump_cursor(cursor: dict[int, InFlightBatch]) -> str:
     return json.dumps({str(p): b.to_json() for p, b in sorted(cursor.items())}, sort_keys=True)
 
 
-@sensor(
-    job=ingest_job,
-    minimum_interval_seconds=env_int("NIDS_KAFKA_SENSOR_INTERVAL_S", 2),
-    default_status=DefaultSensorStatus.RUNNING,
-    description=(
-        "Finds partitions of the Zeek topic where consumer group `nids-etl` is behind the high "
-        "watermark and requests one ingest run per partition and offset range (at most "
-        "NIDS_KAFKA_MAX_BATCH_RECORDS records). Failed batches are re-requested with backoff."
-    ),
-)
-def kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
+def kafka_ingest_sensor(interval_s: int) -> SensorDefinition:
+    """The sensor, looking every `interval_s` seconds (a setting read at load)."""
+    return sensor(
+        name="kafka_ingest_sensor",
+        job=ingest_job,
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Finds partitions of the Zeek topic where consumer group `nids-etl` is behind the high "
+            "watermark and requests one ingest run per partition and offset range (at most "
+            "NIDS_KAFKA_MAX_BATCH_RECORDS records). Failed batches are re-requested with backoff."
+        ),
+    )(_kafka_ingest_sensor)
+
+
+def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
     topic = kafka.topic
     try:
         with kafka.open_client() as client:

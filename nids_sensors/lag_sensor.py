@@ -7,6 +7,7 @@ from dagster import (
     AssetKey,
     AssetObservation,
     DefaultSensorStatus,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -17,7 +18,6 @@ from nids_core.kafka.lag import lag_verdict, measure_lag
 from nids_core.kafka.log import KafkaUnavailable, TopicNotFound
 from nids_resources.kafka import KafkaResource
 from nids_resources.serving import ServingSettingsResource
-from nids_resources.settings import env_int
 
 CONSUMER_LAG_CHECK = "consumer_lag"
 
@@ -51,15 +51,19 @@ def lag_events(kafka: KafkaResource, serving: ServingSettingsResource) -> list:
     ]
 
 
-@sensor(
-    name="kafka_lag_sensor",
-    minimum_interval_seconds=env_int("NIDS_LAG_SENSOR_INTERVAL_S", 60),
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Records consumer-group lag per partition (high watermark minus committed "
-    "offset) as an observation of consumer_offsets and evaluates the consumer_lag check "
-    "(warn above NIDS_LAG_WARN_RECORDS, fail above NIDS_LAG_FAIL_RECORDS).",
-)
-def kafka_lag_sensor(
+def kafka_lag_sensor(interval_s: int) -> SensorDefinition:
+    """The sensor, looking every `interval_s` seconds (a setting read at load)."""
+    return sensor(
+        name="kafka_lag_sensor",
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Records consumer-group lag per partition (high watermark minus committed "
+        "offset) as an observation of consumer_offsets and evaluates the consumer_lag check "
+        "(warn above NIDS_LAG_WARN_RECORDS, fail above NIDS_LAG_FAIL_RECORDS).",
+    )(_kafka_lag_sensor)
+
+
+def _kafka_lag_sensor(
     context: SensorEvaluationContext, kafka: KafkaResource, serving: ServingSettingsResource
 ):
     try:

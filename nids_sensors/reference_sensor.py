@@ -10,6 +10,7 @@ from dagster import (
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -27,7 +28,6 @@ from nids_core.training_data.reference_corpus import (
 from nids_jobs.jobs import reference_job, training_job
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.reference import ReferenceCorpusResource
-from nids_resources.settings import env_int
 from nids_resources.stores import ColdStoreResource
 from nids_sensors.run_state import run_status
 
@@ -61,18 +61,23 @@ def _bootstrap(
     )
 
 
-@sensor(
-    jobs=[reference_job, training_job],
-    minimum_interval_seconds=env_int("NIDS_REFERENCE_SENSOR_INTERVAL_S", 60),
-    default_status=DefaultSensorStatus.RUNNING,
-    description=(
-        "Keeps one reference_flows partition per capture file of the reference corpus and "
-        "requests a read of each new or changed file; when every capture is read and the "
-        "registry has no champion, requests a training run so a fresh install scores from "
-        "its first batch."
-    ),
-)
-def reference_corpus_sensor(
+def reference_corpus_sensor(interval_s: int) -> SensorDefinition:
+    """The sensor, looking every `interval_s` seconds (a setting read at load)."""
+    return sensor(
+        name="reference_corpus_sensor",
+        jobs=[reference_job, training_job],
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Keeps one reference_flows partition per capture file of the reference corpus and "
+            "requests a read of each new or changed file; when every capture is read and the "
+            "registry has no champion, requests a training run so a fresh install scores from "
+            "its first batch."
+        ),
+    )(_reference_corpus_sensor)
+
+
+def _reference_corpus_sensor(
     context: SensorEvaluationContext,
     reference_corpus: ReferenceCorpusResource,
     cold_store: ColdStoreResource,

@@ -23,6 +23,7 @@ from dagster import (
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -32,7 +33,6 @@ from dagster import (
 from nids_core.ingest.planning import UNSEEN_RUN_GRACE_S, BatchStatus, retry_delay_s
 from nids_jobs.jobs import scoring_job
 from nids_resources.mlflow import ModelRegistryResource
-from nids_resources.settings import env_int
 from nids_sensors.dead_runs import reap_dead_runs
 from nids_sensors.run_state import IN_FLIGHT_STATUSES, run_status
 
@@ -81,17 +81,22 @@ def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> 
     return None
 
 
-@sensor(
-    job=scoring_job,
-    minimum_interval_seconds=env_int("NIDS_SCORING_SENSOR_INTERVAL_S", 2),
-    default_status=DefaultSensorStatus.RUNNING,
-    description=(
-        "Requests a scoring run (flow_predictions, alerts) whenever hot_flows has new batches, "
-        "while ingest runs keep going; one scoring run at a time; a failed one is retried with "
-        "backoff. Needs a servable `champion` in the MLflow registry."
-    ),
-)
-def scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegistryResource):
+def scoring_sensor(interval_s: int) -> SensorDefinition:
+    """The sensor, looking every `interval_s` seconds (a setting read at load)."""
+    return sensor(
+        name="scoring_sensor",
+        job=scoring_job,
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Requests a scoring run (flow_predictions, alerts) whenever hot_flows has new batches, "
+            "while ingest runs keep going; one scoring run at a time; a failed one is retried with "
+            "backoff. Needs a servable `champion` in the MLflow registry."
+        ),
+    )(_scoring_sensor)
+
+
+def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegistryResource):
     reap_dead_runs(context.instance, job_names=[scoring_job.name])
     cursor = ScoringCursor.load(context.cursor)
     in_flight = context.instance.get_run_records(

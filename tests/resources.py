@@ -61,7 +61,7 @@ def make_resources(
     cold_store = ColdStoreResource(url=cold_url or str(tmp_path / "cold"))
     return {
         "reference_corpus": ReferenceCorpusResource(
-            locations=[str(p) for p in reference or []], cold_store=cold_store
+            locations=[str(p) for p in reference or []], include_iot23=False, cold_store=cold_store
         ),
         "serving": ServingSettingsResource(**(serving or {})),
         **model_resources(

@@ -147,11 +147,63 @@ def test_a_requested_run_never_seen_is_retried_after_a_grace_period():
     assert [b.run_key for b in later.batches] == ["t:0:0-100#2"]
 
 
-def test_readme_documents_every_setting():
+def test_readme_configuration_table_is_the_generated_one():
     from pathlib import Path
 
-    from nids_resources.from_env import SETTINGS
+    from nids_resources.from_env import all_settings
+    from nids_resources.settings import settings_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [name for name, _, _ in SETTINGS if name not in readme]
-    assert not missing, f"README configuration table lacks {missing}"
+    block = readme.split("keeps it in sync -->\n", 1)[1].split("\n<!-- end of settings table -->")[
+        0
+    ]
+    assert block == settings_table(all_settings()), "run `nids settings` and paste its table"
+
+
+def test_settings_outside_resources_are_read_when_the_location_loads(monkeypatch, tmp_path):
+    from nids_jobs.definitions import build_definitions
+    from nids_resources.stores import ColdStoreResource
+
+    resources = {"cold_store": ColdStoreResource(url=str(tmp_path / "cold"))}
+    monkeypatch.setenv("NIDS_KAFKA_SENSOR_INTERVAL_S", "0")
+    with pytest.raises(SettingError, match="NIDS_KAFKA_SENSOR_INTERVAL_S=0 must be at least 1"):
+        build_definitions(resources)
+    monkeypatch.setenv("NIDS_KAFKA_SENSOR_INTERVAL_S", "7")
+    monkeypatch.setenv("NIDS_TRAINING_CRON", "daily")
+    with pytest.raises(SettingError, match="NIDS_TRAINING_CRON='daily' is not a cron expression"):
+        build_definitions(resources)
+    monkeypatch.setenv("NIDS_TRAINING_CRON", "0 4 * * *")
+    defs = build_definitions(resources | _other_resources(tmp_path))
+    assert defs.resolve_sensor_def("kafka_ingest_sensor").minimum_interval_seconds == 7
+    assert defs.resolve_schedule_def("daily_training_schedule").cron_schedule == "0 4 * * *"
+
+
+def test_daily_partitions_start_at_the_first_landed_day_unless_set(monkeypatch, tmp_path):
+    from datetime import date
+
+    from nids_jobs.definitions import first_partition_day
+    from nids_resources.settings import load_deployment_settings
+    from nids_resources.stores import ColdStoreResource
+
+    cold = ColdStoreResource(url=str(tmp_path / "cold"))
+    resources = {"cold_store": cold}
+    assert first_partition_day(load_deployment_settings(), resources) == date(2013, 1, 1)
+    for day in ("2019-03-02", "2018-12-31"):
+        (tmp_path / "cold" / "landing" / f"date={day}").mkdir(parents=True)
+        (tmp_path / "cold" / "landing" / f"date={day}" / "b.parquet").write_bytes(b"")
+    assert first_partition_day(load_deployment_settings(), resources) == date(2018, 12, 31)
+    monkeypatch.setenv("NIDS_COLD_START_DATE", "2018-06-01")
+    assert first_partition_day(load_deployment_settings(), resources) == date(2018, 6, 1)
+    monkeypatch.setenv("NIDS_COLD_START_DATE", "June")
+    with pytest.raises(SettingError, match="NIDS_COLD_START_DATE='June' is not a date"):
+        load_deployment_settings()
+
+
+def _other_resources(tmp_path) -> dict:
+    from tests.resources import make_resources
+
+    class _Broker:
+        bootstrap_servers = "127.0.0.1:9"
+
+    everything = make_resources(_Broker(), "t", tmp_path)
+    return {k: v for k, v in everything.items() if k != "cold_store"}

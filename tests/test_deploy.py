@@ -15,7 +15,7 @@ from nids_cli.driver import drain
 from nids_core.registry.versions import ModelRegistry
 from nids_devkit.mlflow_server import start_mlflow
 from nids_jobs.definitions import build_definitions
-from nids_resources.from_env import SETTINGS
+from nids_resources.from_env import all_settings
 from tests.ingest_helpers import replay
 from tests.model_helpers import read_reference_corpus
 from tests.resources import iot23, make_resources
@@ -47,7 +47,7 @@ def test_compose_file_describes_the_whole_stack():
     assert services["daemon"]["command"].startswith("dagster-daemon run")
     env = services["code"]["environment"]
     assert env == services["daemon"]["environment"] == services["webserver"]["environment"]
-    known = {name for name, _, _ in SETTINGS} | {
+    known = {row.variable for row in all_settings()} | {
         "DAGSTER_PG_HOST",
         "DAGSTER_PG_PORT",
         "DAGSTER_PG_DB",
