@@ -24,8 +24,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import duckdb
 import mlflow
 import numpy as np
@@ -39,6 +37,7 @@ from nids_cli.local_daemon import (
     stop_daemon,
     wait_until_idle,
 )
+from nids_core.kafka import DEFAULT_TOPIC
 from nids_core.kafka.log import KafkaSettings, open_producer
 from nids_core.model.splits import time_split
 from nids_core.model.training import TrainConfig
@@ -132,7 +131,7 @@ def producer_thread(bootstrap, topic, flows, rate, seconds, sent_log, stop):
 def end_to_end(flows, work, rate, seconds):
     home = work / "stack"
     with start_broker() as broker:
-        topic = "zeek.conn"
+        topic = DEFAULT_TOPIC
         create_topic(broker.bootstrap_servers, topic, 1)
         env = embedded_env(home, broker.bootstrap_servers, NIDS_KAFKA_TOPIC=topic)
         daemon = start_daemon(env, work / "daemon.log")

@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from dagster import DagsterInstance
 
 from nids_cli.driver import drain
+from nids_core.kafka import DEFAULT_TOPIC
 from nids_core.kafka.log import KafkaSettings, open_client, open_producer
+from nids_core.kafka.offsets import OffsetRange
 from nids_core.training_data.data_dir import find_data_dir, iot23_files
 from nids_devkit.broker import create_topic, start_broker
 from nids_devkit.replay import replay_files
@@ -83,7 +83,7 @@ def main() -> None:
     home.mkdir()
     repeat = -(-args.records // PER_PASS)
     with start_broker() as broker:
-        topic = "zeek.conn"
+        topic = DEFAULT_TOPIC
         create_topic(broker.bootstrap_servers, topic, args.partitions)
         settings = KafkaSettings(broker.bootstrap_servers, "bench-raw")
         t0 = time.perf_counter()
@@ -100,7 +100,9 @@ def main() -> None:
                 marks = client.watermarks(topic, parts)
                 t0 = time.perf_counter()
                 consumed = sum(
-                    len(client.read_range(topic, p, marks[p].low, marks[p].high)) for p in parts
+                    len(client.read_range(OffsetRange(topic, p, marks[p].low, marks[p].high)))
+                    for p in parts
+                    if marks[p].high > marks[p].low
                 )
                 raw_passes.append(time.perf_counter() - t0)
         raw_s = min(raw_passes)

@@ -15,6 +15,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
+    RunConfig,
     asset,
 )
 from pydantic import Field
@@ -29,6 +30,7 @@ from nids_assets.ingestion_checks import (
 )
 from nids_core.ingest.landing import land_batch, load_batch_into_hot
 from nids_core.kafka.lag import PartitionLag, lag_verdict
+from nids_core.kafka.offsets import OffsetRange
 from nids_resources.kafka import KafkaResource
 from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
@@ -51,19 +53,27 @@ class KafkaBatchConfig(Config):
     start: int = Field(ge=0, description="First offset of the batch.")
     end: int = Field(ge=1, description="One past the last offset of the batch.")
 
+    def offsets(self) -> OffsetRange:
+        return OffsetRange(self.topic, self.partition, self.start, self.end)
 
-def batch_run_config(topic: str, partition: int, start: int, end: int) -> dict:
+
+INGEST_ASSETS = ("flow_batch", "hot_flows", "consumer_offsets")
+
+
+def batch_run_config(offsets: OffsetRange) -> RunConfig:
     """Run config giving every ingest asset the same batch."""
-    cfg = {"config": {"topic": topic, "partition": partition, "start": start, "end": end}}
-    return {"ops": {name: cfg for name in ("flow_batch", "hot_flows", "consumer_offsets")}}
+    config = KafkaBatchConfig(
+        topic=offsets.topic, partition=offsets.partition, start=offsets.start, end=offsets.end
+    )
+    return RunConfig(ops={name: config for name in INGEST_ASSETS})
 
 
-def _batch_metadata(config: KafkaBatchConfig) -> dict:
+def _batch_metadata(offsets: OffsetRange) -> dict:
     return {
-        "topic": config.topic,
-        "partition": config.partition,
-        "offset_start": config.start,
-        "offset_end": config.end,
+        "topic": offsets.topic,
+        "partition": offsets.partition,
+        "offset_start": offsets.start,
+        "offset_end": offsets.end,
     }
 
 
@@ -90,10 +100,7 @@ def flow_batch(
         landed = land_batch(
             client,
             store,
-            config.topic,
-            config.partition,
-            config.start,
-            config.end,
+            config.offsets(),
             max_message_bytes=kafka.max_message_bytes,
             read_timeout_s=kafka.read_timeout_s,
             plausible=plausible_time.window(),
@@ -105,7 +112,7 @@ def flow_batch(
     )
     return MaterializeResult(
         metadata={
-            **_batch_metadata(config),
+            **_batch_metadata(config.offsets()),
             "records_read": m.records,
             "flows_landed": m.flows,
             "quarantined": m.quarantined,
@@ -145,7 +152,7 @@ def hot_flows(
     provenance wins, so duplicates and re-runs change nothing), its malformed records
     added to `quarantine`, in one transaction."""
     store = cold_store.store()
-    manifest = store.read_manifest(config.topic, config.partition, config.start, config.end)
+    manifest = store.read_manifest(config.offsets())
     with hot_store.connect() as con:
         load = load_batch_into_hot(con, store, manifest)
         c = load.counts
@@ -161,7 +168,7 @@ def hot_flows(
     )
     return MaterializeResult(
         metadata={
-            **_batch_metadata(config),
+            **_batch_metadata(config.offsets()),
             "records_read": manifest.records,
             "rows_stored": c.inserted,
             "quarantined": manifest.quarantined,
@@ -201,21 +208,23 @@ def consumer_offsets(
     after it is durable in the landing zone and the hot table (at-least-once delivery,
     made effectively-once by the keyed writes). Never moves an offset backwards, except an
     offset beyond the high watermark, which a recreated topic leaves invalid."""
+    batch = config.offsets()
+    topic, partition, end = batch.topic, batch.partition, batch.end
     with kafka.open_client() as client:
-        before = client.committed(config.topic, [config.partition])[config.partition]
-        high = client.watermarks(config.topic, [config.partition])[config.partition].high
+        before = client.committed(topic, [partition])[partition]
+        high = client.watermarks(topic, [partition])[partition].high
         # Forward only, except from an offset beyond the log's end (a recreated topic):
         # that one is invalid, and the batch just landed was read from the new log.
-        if before is None or before < config.end or before > high:
-            client.commit(config.topic, config.partition, config.end)
-        after = client.committed(config.topic, [config.partition])[config.partition]
-    if after is None or after < config.end or after > max(high, config.end):
+        if before is None or before < end or before > high:
+            client.commit(topic, partition, end)
+        after = client.committed(topic, [partition])[partition]
+    if after is None or after < end or after > max(high, end):
         raise RuntimeError(
-            f"commit of offset {config.end} for {config.topic}[{config.partition}] did not "
-            f"take: committed offset is {after}"
+            f"commit of offset {end} for {topic}[{partition}] did not take: committed offset "
+            f"is {after}"
         )
     metadata = {
-        **_batch_metadata(config),
+        **_batch_metadata(batch),
         "group_id": kafka.group_id,
         "committed_before": before if before is not None else -1,
         "committed_offset": after,
@@ -223,15 +232,15 @@ def consumer_offsets(
         "lag": max(0, high - after),
         "committed_at": datetime.now(UTC).isoformat(),
     }
-    context.log.info(f"committed {config.topic}[{config.partition}] at {after}; lag {high - after}")
-    lag = PartitionLag(config.partition, after, high, 0)
+    context.log.info(f"committed {topic}[{partition}] at {after}; lag {high - after}")
+    lag = PartitionLag(partition, after, high, 0)
     passed, severity = lag_verdict([lag], serving.lag_warn_records, serving.lag_fail_records)
     check = AssetCheckResult(
         check_name="consumer_lag",
         passed=passed,
         severity=AssetCheckSeverity(severity),
         metadata={
-            f"lag_partition_{config.partition}": lag.lag,
+            f"lag_partition_{partition}": lag.lag,
             "warn_above": serving.lag_warn_records,
             "fail_above": serving.lag_fail_records,
         },

@@ -179,19 +179,12 @@ def hot_flows_value_ranges(
     quarantines all of these, so any count is an error."""
     earliest, latest = plausible.bounds()
     sums = ", ".join(f"count(*) FILTER (WHERE {rule})" for rule in RANGE_RULES.values())
+    in_range, params = manifest.offsets.sql_filter()
     con.register("_uids", batch_uids.unique().to_frame("uid").to_arrow())
     try:
         row = con.execute(
-            f'SELECT {sums} FROM flows WHERE topic = $topic AND "partition" = $partition '
-            'AND "offset" >= $start AND "offset" < $end AND uid IN (SELECT uid FROM _uids)',
-            {
-                "earliest": earliest,
-                "latest": latest,
-                "topic": manifest.topic,
-                "partition": manifest.partition,
-                "start": manifest.start,
-                "end": manifest.end,
-            },
+            f"SELECT {sums} FROM flows WHERE {in_range} AND uid IN (SELECT uid FROM _uids)",
+            {"earliest": earliest, "latest": latest, **params},
         ).fetchone()
     finally:
         con.unregister("_uids")

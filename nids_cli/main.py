@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from nids_core.kafka import DEFAULT_TOPIC
+
 
 @click.group()
 def main() -> None:
@@ -24,7 +26,7 @@ def main() -> None:
 @click.option(
     "--bootstrap", envvar="NIDS_KAFKA_BOOTSTRAP", default="127.0.0.1:9092", show_default=True
 )
-@click.option("--topic", envvar="NIDS_KAFKA_TOPIC", default="zeek.conn", show_default=True)
+@click.option("--topic", envvar="NIDS_KAFKA_TOPIC", default=DEFAULT_TOPIC, show_default=True)
 @click.option(
     "--client",
     envvar="NIDS_KAFKA_CLIENT",
@@ -183,7 +185,7 @@ def label(verdict, uids, host, start, end, by, why, csv_file) -> None:
 
 @main.command()
 @click.option("--port", type=int, default=9092, show_default=True)
-@click.option("--topic", default="zeek.conn", show_default=True)
+@click.option("--topic", default=DEFAULT_TOPIC, show_default=True)
 @click.option("--partitions", type=int, default=1, show_default=True)
 def broker(port, topic, partitions) -> None:
     """Run the bundled Kafka-protocol broker (in memory) until interrupted (Ctrl-C or

@@ -3,6 +3,7 @@
 from dagster import ConfigurableResource
 from pydantic import field_validator, model_validator
 
+from nids_core.kafka import DEFAULT_TOPIC
 from nids_core.kafka.log import (
     KAFKA_CLIENTS,
     FlowLogClient,
@@ -25,7 +26,7 @@ class KafkaResource(TagsRunWorker, ConfigurableResource):
         description="Kafka bootstrap servers (host:port, comma-separated)",
     )
     topic: str = setting(
-        "zeek.conn", env="NIDS_KAFKA_TOPIC", description="Topic with Zeek conn records (JSON)"
+        DEFAULT_TOPIC, env="NIDS_KAFKA_TOPIC", description="Topic with Zeek conn records (JSON)"
     )
     group_id: str = setting(
         "nids-etl",

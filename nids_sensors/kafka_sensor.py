@@ -77,11 +77,11 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
     requests = [
         RunRequest(
             run_key=b.run_key,
-            run_config=batch_run_config(b.topic, b.partition, b.start, b.end),
+            run_config=batch_run_config(b.offsets),
             tags={
-                "nids/topic": b.topic,
-                "nids/partition": str(b.partition),
-                "nids/offset_range": f"{b.start}-{b.end}",
+                "nids/topic": b.offsets.topic,
+                "nids/partition": str(b.offsets.partition),
+                "nids/offset_range": f"{b.offsets.start}-{b.offsets.end}",
                 "nids/attempt": str(b.attempt),
                 "nids/generation": str(b.generation),
             },

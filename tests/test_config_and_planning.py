@@ -94,9 +94,9 @@ MARKS = {0: Watermarks(0, 250), 1: Watermarks(0, 0)}
 
 def test_plan_caps_ranges_and_explains_idle_partitions():
     plan = plan_batches("t", {0: None, 1: None}, MARKS, {}, {}, 100, now=1000.0)
-    assert [(b.partition, b.start, b.end, b.run_key) for b in plan.batches] == [
-        (0, 0, 100, "t:0:0-100")
-    ]
+    assert [
+        (b.offsets.partition, b.offsets.start, b.offsets.end, b.run_key) for b in plan.batches
+    ] == [(0, 0, 100, "t:0:0-100")]
     assert plan.waiting == {1: "no new records (committed 0, high watermark 0)"}
 
 
@@ -128,14 +128,16 @@ def test_offsets_reused_after_a_success_are_planned_afresh_under_new_run_keys():
     cursor = {0: InFlightBatch(100, 200, 1, requested_at=1000.0)}
     done = {0: (BatchStatus.SUCCEEDED, 1001.0)}
     plan = plan_batches("t", {0: None}, {0: Watermarks(0, 30)}, cursor, done, 100, 1002.0)
-    assert [(b.start, b.end, b.run_key) for b in plan.batches] == [(0, 30, "t:0:0-30~1")]
+    assert [(b.offsets.start, b.offsets.end, b.run_key) for b in plan.batches] == [
+        (0, 30, "t:0:0-30~1")
+    ]
     again = plan_batches("t", {0: None}, {0: Watermarks(0, 30)}, plan.cursor, {}, 100, 1003.0)
     assert not again.batches  # the new batch is in flight (its run not seen yet)
 
 
 def test_committed_offset_beyond_the_log_end_is_reset_to_the_low_watermark():
     plan = plan_batches("t", {0: 500}, {0: Watermarks(0, 40)}, {}, {}, 100, now=1.0)
-    assert [(b.start, b.end, b.generation) for b in plan.batches] == [(0, 40, 1)]
+    assert [(b.offsets.start, b.offsets.end, b.generation) for b in plan.batches] == [(0, 40, 1)]
     assert "beyond the high watermark" in plan.waiting[0]
 
 

@@ -17,6 +17,7 @@ from dagster import (
 from nids_assets.ingestion import batch_run_config
 from nids_cli.driver import drain, execute_request
 from nids_core.kafka.log import KafkaSettings, open_client
+from nids_core.kafka.offsets import OffsetRange
 from nids_core.stores.hot import ensure_schema
 from tests.ingest_helpers import file_digests, hot_counts, produce, replay, table_digest
 from tests.resources import FIXTURES, make_resources
@@ -189,7 +190,7 @@ def test_sensor_requests_exact_capped_ranges_then_skips(broker, topic, tmp_path,
     assert first.run_requests == [
         RunRequest(
             run_key=f"{topic}:0:0-20",
-            run_config=batch_run_config(topic, 0, 0, 20),
+            run_config=batch_run_config(OffsetRange(topic, 0, 0, 20)),
             tags={
                 "nids/topic": topic,
                 "nids/partition": "0",

@@ -14,6 +14,7 @@ import polars as pl
 
 from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.kafka.log import FlowLogClient
+from nids_core.kafka.offsets import OffsetRange
 from nids_core.stores.cold import BatchManifest, ColdStore, records_digest
 from nids_core.stores.hot import (
     UpsertCounts,
@@ -37,34 +38,29 @@ class LandedBatch:
 def land_batch(
     client: FlowLogClient,
     store: ColdStore,
-    topic: str,
-    partition: int,
-    start: int,
-    end: int,
+    offsets: OffsetRange,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     read_timeout_s: float = 60.0,
     plausible: PlausibleTime | None = None,
 ) -> LandedBatch:
     """Read one offset range from Kafka and land it as Parquet (flows and rejects), named by
     the range and a digest of the records it held."""
-    if end <= start:
-        raise ValueError(f"empty offset range [{start}, {end})")
     t0 = time.perf_counter()
     # Read whole, then parse whole: parsing chunks on a thread while the next is fetched
     # was measured slower with confluent-kafka (0.97 -> 1.11 s per 232k; the parser's C
     # loops and the consumer's share the GIL) and only 5% faster with kafka-python.
-    records = client.read_range(topic, partition, start, end, timeout_s=read_timeout_s)
+    records = client.read_range(offsets, timeout_s=read_timeout_s)
     t1 = time.perf_counter()
     parsed = parse_json_records(records.values, records.offsets, max_message_bytes, plausible)
     provenance = [
-        pl.lit(topic).alias("topic"),
-        pl.lit(partition, dtype=pl.Int32).alias("partition"),
+        pl.lit(offsets.topic).alias("topic"),
+        pl.lit(offsets.partition, dtype=pl.Int32).alias("partition"),
     ]
     flows = parsed.flows.with_columns(*provenance, pl.col("position").alias("offset"))
     rejects = parsed.rejects.with_columns(*provenance, pl.col("position").alias("offset"))
     t2 = time.perf_counter()
     digest = records_digest(flows, rejects)
-    manifest = store.write_batch(topic, partition, start, end, len(records), flows, rejects, digest)
+    manifest = store.write_batch(offsets, len(records), flows, rejects, digest)
     t3 = time.perf_counter()
     reasons = (
         dict(rejects.group_by("error").len().sort("len", descending=True).head(10).iter_rows())

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from nids_core.kafka.log import Watermarks
+from nids_core.kafka.offsets import OffsetRange
 
 
 class BatchStatus(StrEnum):
@@ -42,22 +43,19 @@ class InFlightBatch:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def offsets(self, topic: str, partition: int) -> OffsetRange:
+        return OffsetRange(topic, partition, self.start, self.end)
+
 
 @dataclass(frozen=True)
 class PlannedBatch:
-    topic: str
-    partition: int
-    start: int
-    end: int
+    offsets: OffsetRange
     attempt: int
     generation: int = 0
 
     @property
     def run_key(self) -> str:
-        base = f"{self.topic}:{self.partition}:{self.start}-{self.end}"
-        if self.generation:
-            base = f"{base}~{self.generation}"
-        return base if self.attempt == 1 else f"{base}#{self.attempt}"
+        return self.offsets.run_key(self.attempt, self.generation)
 
 
 @dataclass(frozen=True)
@@ -73,9 +71,7 @@ def retry_delay_s(attempt: int, base_s: float = 10.0, cap_s: float = 300.0) -> f
 
 
 def run_key(topic: str, partition: int, batch: InFlightBatch) -> str:
-    return PlannedBatch(
-        topic, partition, batch.start, batch.end, batch.attempt, batch.generation
-    ).run_key
+    return batch.offsets(topic, partition).run_key(batch.attempt, batch.generation)
 
 
 def plan_batches(
@@ -134,9 +130,7 @@ def plan_batches(
                 retry = InFlightBatch(
                     inflight.start, inflight.end, inflight.attempt + 1, now, generation
                 )
-                batches.append(
-                    PlannedBatch(topic, p, retry.start, retry.end, retry.attempt, generation)
-                )
+                batches.append(PlannedBatch(retry.offsets(topic, p), retry.attempt, generation))
                 new_cursor[p] = retry
                 continue
         if reset:
@@ -148,7 +142,7 @@ def plan_batches(
             continue
         end = min(marks.high, start + max_batch_records)
         batch = InFlightBatch(start, end, 1, now, generation)
-        batches.append(PlannedBatch(topic, p, start, end, 1, generation))
+        batches.append(PlannedBatch(OffsetRange(topic, p, start, end), 1, generation))
         new_cursor[p] = batch
         if reset:
             waiting[p] = f"offsets reset ({reset}): reading again from {start}"

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nids_core.kafka.offsets import OffsetRange
+
 KAFKA_CLIENTS: tuple[str, ...] = ("kafka-python", "confluent")
 
 
@@ -58,12 +60,9 @@ READ_POLL_RECORDS = 10_000
 
 @dataclass
 class RecordRange:
-    """Messages of one partition with offsets in [start, end)."""
+    """The messages read from an offset range: their offsets and values."""
 
-    topic: str
-    partition: int
-    start: int
-    end: int
+    span: OffsetRange
     offsets: list[int]
     values: list[bytes | None]
 
@@ -84,9 +83,7 @@ class FlowLogClient(ABC):
     def watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, Watermarks]: ...
 
     @abstractmethod
-    def read_range(
-        self, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0
-    ) -> RecordRange: ...
+    def read_range(self, span: OffsetRange, timeout_s: float = 60.0) -> RecordRange: ...
 
     @abstractmethod
     def commit(self, topic: str, partition: int, offset: int) -> None: ...
@@ -222,9 +219,8 @@ class KafkaPythonClient(FlowLogClient):
         self._consumer.assign([])
         return result
 
-    def read_range(
-        self, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0
-    ) -> RecordRange:
+    def read_range(self, span: OffsetRange, timeout_s: float = 60.0) -> RecordRange:
+        topic, partition, start, end = span.topic, span.partition, span.start, span.end
         tp = self._tp(topic, partition)
         self._consumer.assign([tp])
         self._consumer.seek(tp, start)
@@ -246,7 +242,7 @@ class KafkaPythonClient(FlowLogClient):
                         offsets.append(r.offset)
                         values.append(r.value)
         self._consumer.assign([])
-        return RecordRange(topic, partition, start, end, offsets, values)
+        return RecordRange(span, offsets, values)
 
     def commit(self, topic: str, partition: int, offset: int) -> None:
         from kafka.structs import OffsetAndMetadata
@@ -367,9 +363,8 @@ class ConfluentClient(FlowLogClient):
         self._consumer.unassign()
         return result
 
-    def read_range(
-        self, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0
-    ) -> RecordRange:
+    def read_range(self, span: OffsetRange, timeout_s: float = 60.0) -> RecordRange:
+        topic, partition, start, end = span.topic, span.partition, span.start, span.end
         from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         self._consumer.assign([TopicPartition(topic, partition, start)])
@@ -397,7 +392,7 @@ class ConfluentClient(FlowLogClient):
                     values.append(m.value())
                 position = max(position, off + 1)
         self._consumer.unassign()
-        return RecordRange(topic, partition, start, end, offsets, values)
+        return RecordRange(span, offsets, values)
 
     def commit(self, topic: str, partition: int, offset: int) -> None:
         from confluent_kafka import TopicPartition

@@ -31,6 +31,7 @@ from datetime import date, timedelta
 import fsspec
 import polars as pl
 
+from nids_core.kafka.offsets import OffsetRange
 from nids_core.schema import FLOW_SCHEMA, PROVENANCE_SCHEMA
 from nids_core.stores.hot import dedupe_batch
 
@@ -41,16 +42,10 @@ _PROVENANCE_KEY = ("uid", "topic", "partition", "offset")
 QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
 
 
-def range_name(topic: str, partition: int, start: int, end: int) -> str:
-    """File stem naming an offset range of one partition."""
-    return f"{topic}-p{partition:05d}-{start:020d}-{end:020d}"
-
-
-def batch_name(topic: str, partition: int, start: int, end: int, digest: str = "") -> str:
+def batch_name(offsets: OffsetRange, digest: str = "") -> str:
     """File stem naming one micro-batch: its range and the digest of its records (batches
     landed before digests existed have none)."""
-    base = range_name(topic, partition, start, end)
-    return f"{base}-{digest}" if digest else base
+    return f"{offsets.name}-{digest}" if digest else offsets.name
 
 
 def records_digest(flows: pl.DataFrame, rejects: pl.DataFrame) -> str:
@@ -80,8 +75,12 @@ class BatchManifest:
     digest: str = ""
 
     @property
+    def offsets(self) -> OffsetRange:
+        return OffsetRange(self.topic, self.partition, self.start, self.end)
+
+    @property
     def name(self) -> str:
-        return batch_name(self.topic, self.partition, self.start, self.end, self.digest)
+        return batch_name(self.offsets, self.digest)
 
 
 def parquet_bytes(frame: pl.DataFrame) -> bytes:
@@ -112,8 +111,8 @@ class ColdStore:
     def quarantine_file(self, name: str) -> str:
         return self._path("landing", "_quarantine", f"{name}.parquet")
 
-    def range_file(self, topic: str, partition: int, start: int, end: int) -> str:
-        return self._path("landing", "_ranges", f"{range_name(topic, partition, start, end)}.json")
+    def range_file(self, offsets: OffsetRange) -> str:
+        return self._path("landing", "_ranges", f"{offsets.name}.json")
 
     def cold_file(self, day: str) -> str:
         return self._path("flows", f"date={day}", "part-0.parquet")
@@ -140,10 +139,7 @@ class ColdStore:
 
     def write_batch(
         self,
-        topic: str,
-        partition: int,
-        start: int,
-        end: int,
+        offsets: OffsetRange,
         records: int,
         flows: pl.DataFrame,
         rejects: pl.DataFrame,
@@ -151,7 +147,7 @@ class ColdStore:
     ) -> BatchManifest:
         """Land one batch: flows split by UTC day, rejects, the manifest, then the pointer
         from its range to the manifest."""
-        name = batch_name(topic, partition, start, end, digest)
+        name = batch_name(offsets, digest)
         flows = flows.select(list(LANDING_SCHEMA)).sort("offset")
         days = flows.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_day"))
         rows_by_date: dict[str, int] = {}
@@ -162,10 +158,10 @@ class ColdStore:
             self.quarantine_file(name), parquet_bytes(rejects.select(list(QUARANTINE_SCHEMA)))
         )
         manifest = BatchManifest(
-            topic,
-            partition,
-            start,
-            end,
+            offsets.topic,
+            offsets.partition,
+            offsets.start,
+            offsets.end,
             records,
             flows.height,
             rejects.height,
@@ -174,15 +170,15 @@ class ColdStore:
         )
         body = json.dumps(manifest.__dict__, indent=1).encode()
         self._put(self.manifest_file(name), body)
-        self._put(self.range_file(topic, partition, start, end), body)
+        self._put(self.range_file(offsets), body)
         return manifest
 
     # ------------------------------------------------------------------ reads
-    def read_manifest(self, topic: str, partition: int, start: int, end: int) -> BatchManifest:
+    def read_manifest(self, offsets: OffsetRange) -> BatchManifest:
         """The manifest last landed for this range."""
         paths = [
-            self.range_file(topic, partition, start, end),
-            self.manifest_file(batch_name(topic, partition, start, end)),  # before digests
+            self.range_file(offsets),
+            self.manifest_file(batch_name(offsets)),  # landed before digests
         ]
         for path in paths:
             self.fs.invalidate_cache(path.rsplit("/", 1)[0])
@@ -191,9 +187,7 @@ class ColdStore:
                     return BatchManifest(**json.load(fh))
             except FileNotFoundError:
                 continue
-        raise FileNotFoundError(
-            f"batch {topic}[{partition}] [{start}, {end}) has not landed: no {paths[0]}"
-        )
+        raise FileNotFoundError(f"batch {offsets} has not landed: no {paths[0]}")
 
     def _read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
         with self.fs.open(path, "rb") as fh:
