@@ -13,8 +13,8 @@ import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
 from nids_core.ingest.plausibility import PlausibleTime
+from nids_core.schema import hot_flow_columns, value_rules_sql
 from nids_core.stores.cold import BatchManifest, ColdStore
-from nids_core.stores.hot import FLOWS_DDL
 
 FLOW_BATCH_ACCOUNTING = "flow_batch_accounting"
 HOT_FLOWS_ACCOUNTING = "hot_flows_accounting"
@@ -132,21 +132,12 @@ def hot_flows_accounting(
     )
 
 
-def expected_flow_columns() -> list[tuple[str, str]]:
-    """(name, type) of `flows` as the DDL declares them, in information_schema spelling."""
-    cols = []
-    for line in FLOWS_DDL.strip().splitlines()[1:-1]:
-        name, typ = line.strip().rstrip(",").split()[:2]
-        cols.append((name.strip('"'), {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}.get(typ, typ)))
-    return cols
-
-
 def hot_flows_schema(con: duckdb.DuckDBPyConnection) -> AssetCheckResult:
     actual = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_name = 'flows' ORDER BY ordinal_position"
     ).fetchall()
-    diff = sorted(set(expected_flow_columns()) ^ set(actual))
+    diff = sorted(set(hot_flow_columns()) ^ set(actual))
     return AssetCheckResult(
         check_name=HOT_FLOWS_SCHEMA,
         passed=not diff,
@@ -154,17 +145,7 @@ def hot_flows_schema(con: duckdb.DuckDBPyConnection) -> AssetCheckResult:
     )
 
 
-RANGE_RULES = {
-    "missing_required": "ts IS NULL OR uid IS NULL OR orig_h IS NULL OR resp_h IS NULL",
-    "port_out_of_range": "orig_p NOT BETWEEN 0 AND 65535 OR resp_p NOT BETWEEN 0 AND 65535",
-    "negative_volume": (
-        "duration < 0 OR orig_bytes < 0 OR resp_bytes < 0 OR orig_pkts < 0 OR resp_pkts < 0 "
-        "OR orig_ip_bytes < 0 OR resp_ip_bytes < 0 OR missed_bytes < 0"
-    ),
-    "unknown_label": "label IS NOT NULL AND label NOT IN ('benign', 'malicious')",
-    "non_finite_duration": "duration IS NOT NULL AND NOT isfinite(duration)",
-    "ts_outside_plausible_window": "ts < $earliest OR ts > $latest",
-}
+RANGE_RULES = value_rules_sql()
 
 
 def hot_flows_value_ranges(

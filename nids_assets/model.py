@@ -203,17 +203,16 @@ def gnn_model(
         # A champion whose files are missing or corrupt must not stop its replacement from
         # being trained: the challenger is then judged on the absolute thresholds alone.
         try:
-            champion = load_version(registry, str(current.version), serving.model_cache_dir)
+            champion = load_version(registry, current.version, serving.model_cache_dir)
         except Exception as exc:
             champion_problem = f"champion version {current.version} could not be loaded: {exc}"
             context.log.warning(champion_problem)
-    active = mlflow_tracking.active_run()
-    try:
+    with mlflow_tracking.run() as active:
         run = train_evaluate_log(
             frame,
             model_settings.train_config(),
             champion,
-            str(current.version) if champion is not None else None,
+            current.version if champion is not None else None,
             registered_model_name=registry.model_name,
             say=_progress_to(context),
         )
@@ -226,10 +225,6 @@ def gnn_model(
         registry.mark_gate(run.model_version, passed)
         mlflow.log_dict([g.__dict__ for g in gate], "evaluation/gate.json")
         mlflow.set_tag("nids.gate", "passed" if passed else "failed")
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    mlflow.end_run()
     checks = [
         AssetCheckResult(
             check_name=name,
@@ -320,7 +315,7 @@ def champion_model(
     challenger = registry.version_by_alias(CHALLENGER)
     if challenger is None:
         raise LookupError(f"{registry.model_name} has no `{CHALLENGER}`: materialize gnn_model")
-    promotion = registry.promote(str(challenger.version))
+    promotion = registry.promote(challenger.version)
     context.log.info(
         f"champion is now version {promotion.version} (was {promotion.previous or 'none'})"
     )

@@ -20,11 +20,11 @@ def _resolve(registry: ModelRegistry, which: str) -> str:
         mv = registry.version_by_alias(which)
         if mv is None:
             raise LookupError(f"{registry.model_name} has no `{which}`: train a model first")
-        return str(mv.version)
+        return mv.version
     if not which.isdigit():
         raise LookupError(f"--model {which!r}: use champion, challenger or a version number")
     try:
-        return str(registry.get_version(which).version)
+        return registry.get_version(which).version
     except MlflowException as exc:
         raise LookupError(f"{registry.model_name} has no version {which}") from exc
 

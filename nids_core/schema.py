@@ -95,3 +95,68 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "raw": pl.Binary(),
     "error": pl.String(),
 }
+
+# The hot table `flows`: a flow, its Kafka provenance and when it was stored.
+HOT_FLOW_SCHEMA: dict[str, pl.DataType] = {
+    **FLOW_SCHEMA,
+    **PROVENANCE_SCHEMA,
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+HOT_NOT_NULL: tuple[str, ...] = (*REQUIRED_COLUMNS, *PROVENANCE_SCHEMA, "ingested_at")
+
+
+def duckdb_type(dtype: pl.DataType) -> str:
+    """DuckDB's name for a column type of the flow schema."""
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
+    if isinstance(dtype, pl.List):
+        return f"{duckdb_type(dtype.inner)}[]"
+    names = {
+        pl.String: "VARCHAR",
+        pl.Int32: "INTEGER",
+        pl.Int64: "BIGINT",
+        pl.Float64: "DOUBLE",
+        pl.Boolean: "BOOLEAN",
+        pl.Binary: "BLOB",
+    }
+    for kind, name in names.items():
+        if isinstance(dtype, kind):
+            return name
+    raise TypeError(f"no DuckDB type for {dtype}")
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"' if name in ("partition", "offset") else name
+
+
+def flows_ddl() -> str:
+    """CREATE TABLE for the hot `flows` table, from HOT_FLOW_SCHEMA."""
+    columns = ",\n".join(
+        f"    {_quoted(name)} {duckdb_type(dtype)}" + (" NOT NULL" if name in HOT_NOT_NULL else "")
+        for name, dtype in HOT_FLOW_SCHEMA.items()
+    )
+    return f"CREATE TABLE IF NOT EXISTS flows (\n{columns}\n)"
+
+
+def hot_flow_columns() -> list[tuple[str, str]]:
+    """(name, type) of `flows` as DuckDB's information_schema spells them."""
+    spelled = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+    return [
+        (name, spelled.get(duckdb_type(dtype), duckdb_type(dtype)))
+        for name, dtype in HOT_FLOW_SCHEMA.items()
+    ]
+
+
+def value_rules_sql() -> dict[str, str]:
+    """The value rules ingest quarantines on, as SQL conditions a stored row must never meet
+    ($earliest and $latest bound a plausible ts)."""
+    return {
+        "missing_required": " OR ".join(f"{c} IS NULL" for c in REQUIRED_COLUMNS),
+        "port_out_of_range": " OR ".join(f"{c} NOT BETWEEN 0 AND 65535" for c in PORT_COLUMNS),
+        "negative_volume": " OR ".join(f"{c} < 0" for c in NON_NEGATIVE_COLUMNS),
+        "unknown_label": (
+            f"label IS NOT NULL AND label NOT IN ('{LABEL_BENIGN}', '{LABEL_MALICIOUS}')"
+        ),
+        "non_finite_duration": "duration IS NOT NULL AND NOT isfinite(duration)",
+        "ts_outside_plausible_window": "ts < $earliest OR ts > $latest",
+    }

@@ -1,5 +1,7 @@
 """MLflow: the tracking run (dagster-mlflow), the model registry, and model settings."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,16 +94,24 @@ class MlflowTrackingResource(ConfigurableResource):
             self._tracking = MlFlow(ctx)
         return self._tracking
 
-    def active_run(self) -> Any:
-        """The MLflow run of this Dagster run (restarted if a retried step ended it)."""
+    @contextmanager
+    def run(self) -> Iterator[Any]:
+        """This Dagster run's MLflow run, active inside the block: dagster-mlflow finds or
+        creates it (tag `dagster_run_id`), so a retried step logs into the same run; it is
+        ended FINISHED, or FAILED when the block raises. The one place the platform drives
+        MLflow's process-wide active run."""
         import mlflow
 
-        tracking = self.tracking
-        run = mlflow.active_run()
-        if run is None:
-            tracking._set_active_run(run_id=tracking.mlflow_run_id)
-            run = mlflow.active_run()
-        return run
+        run_id = self.tracking.mlflow_run_id
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != run_id:
+            active = mlflow.start_run(run_id=run_id)
+        try:
+            yield active
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run()
 
 
 class ModelRegistryResource(ConfigurableResource):

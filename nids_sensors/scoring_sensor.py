@@ -119,7 +119,7 @@ def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegis
     from nids_core.registry.versions import GateNotPassed, NoChampion
 
     try:
-        champion = str(model_registry.registry().servable_champion().version)
+        champion = model_registry.registry().servable_champion().version
     except (NoChampion, GateNotPassed) as exc:
         return SensorResult(skip_reason=SkipReason(str(exc)), cursor=cursor.dump())
     except (MlflowException, OSError) as exc:

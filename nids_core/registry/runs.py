@@ -187,6 +187,7 @@ def train_evaluate_log(
     # fit the flow-only baseline on exactly the same rows later.
     _log_bytes(parquet_bytes(pl.concat([train, validation])), TRAINING_ROWS_ARTIFACT)
     info = log_scorer(scorer, registered_model_name)
+    # MLflow hands the new version back as an int or a str depending on the store.
     version = str(info.registered_model_version) if info.registered_model_version else None
     mlflow.set_tag("mlflow.note.content", model_card(served, graph, base, champ, report))
     return ModelRun(

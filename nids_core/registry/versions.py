@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from nids_core.registry.names import CHALLENGER, CHAMPION, MODEL_NAME
@@ -57,7 +56,30 @@ class GateOverride:
             raise ValueError("a gate override needs who (--by) and why (--reason)")
 
 
-def gate_status(mv: ModelVersion) -> str:
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version as the registry hands it out. `version` is always a string: MLflow's
+    file and SQLite stores return ints, a tracking server strings; callers never convert."""
+
+    version: str
+    run_id: str | None
+    source: str | None
+    tags: dict[str, str]
+    aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, mv) -> RegisteredVersion:
+        """From MLflow's RegisteredVersion."""
+        return cls(
+            str(mv.version),
+            mv.run_id,
+            mv.source,
+            dict(mv.tags or {}),
+            tuple(getattr(mv, "aliases", None) or ()),
+        )
+
+
+def gate_status(mv: RegisteredVersion) -> str:
     """`passed`, `failed`, `overridden` or `missing` (never evaluated by the gate)."""
     if mv.tags.get(GATE_TAG) == "passed":
         return "passed"
@@ -75,24 +97,26 @@ class ModelRegistry:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     # ------------------------------------------------------------------ reads
-    def version_by_alias(self, alias: str) -> ModelVersion | None:
+    def version_by_alias(self, alias: str) -> RegisteredVersion | None:
         try:
-            return self.client.get_model_version_by_alias(self.model_name, alias)
+            return RegisteredVersion.of(
+                self.client.get_model_version_by_alias(self.model_name, alias)
+            )
         except MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise
 
-    def get_version(self, version: str | int) -> ModelVersion:
-        return self.client.get_model_version(self.model_name, str(version))
+    def get_version(self, version: str) -> RegisteredVersion:
+        """A version by number; the one place a number from outside (an int from MLflow's
+        file store, a CLI argument) becomes the registry's string."""
+        return RegisteredVersion.of(self.client.get_model_version(self.model_name, str(version)))
 
-    def uri(self, alias_or_version: str | int) -> str:
-        # A file/SQLite store hands versions back as int, a tracking server as str.
-        alias_or_version = str(alias_or_version)
+    def uri(self, alias_or_version: str) -> str:
         sep = "/" if alias_or_version.isdigit() else "@"
         return f"models:/{self.model_name}{sep}{alias_or_version}"
 
-    def servable_champion(self) -> ModelVersion:
+    def servable_champion(self) -> RegisteredVersion:
         """The champion, if serving it is allowed: its gate passed, or an operator overrode
         the gate for it. Raises NoChampion or GateNotPassed with what to do."""
         mv = self.version_by_alias(CHAMPION)
@@ -123,21 +147,19 @@ class ModelRegistry:
         return mv
 
     # ------------------------------------------------------------------ artifacts
-    def download(self, version: str | int, dst: str | Path) -> Path:
+    def download(self, version: str, dst: str | Path) -> Path:
         """Download a version's model files into `dst`, resolved through this registry (the
         `models:/` scheme would resolve against the process's default registry instead)."""
         import mlflow
 
-        source = self.client.get_model_version_download_uri(self.model_name, str(version))
+        source = self.client.get_model_version_download_uri(self.model_name, version)
         return Path(
             mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri
             )
         )
 
-    def download_run_artifact(
-        self, version: str | int, artifact_path: str, dst: str | Path
-    ) -> Path:
+    def download_run_artifact(self, version: str, artifact_path: str, dst: str | Path) -> Path:
         """Download a file logged with the run that produced a version."""
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -158,8 +180,8 @@ class ModelRegistry:
                 f"{artifact_path}: {str(exc)[:200]}"
             ) from exc
 
-    def record_checksum(self, version: str | int, digest: str) -> None:
-        self.client.set_model_version_tag(self.model_name, str(version), CHECKSUM_TAG, digest)
+    def record_checksum(self, version: str, digest: str) -> None:
+        self.client.set_model_version_tag(self.model_name, version, CHECKSUM_TAG, digest)
 
     # ------------------------------------------------------------------ aliases
     def set_challenger(self, version: str) -> None:
@@ -170,7 +192,9 @@ class ModelRegistry:
             self.model_name, version, GATE_TAG, "passed" if passed else "failed"
         )
 
-    def _require_gate(self, mv: ModelVersion, override: GateOverride | None, action: str) -> None:
+    def _require_gate(
+        self, mv: RegisteredVersion, override: GateOverride | None, action: str
+    ) -> None:
         status = gate_status(mv)
         if status == "passed":
             return
@@ -182,7 +206,7 @@ class ModelRegistry:
             )
         record = {**override.__dict__, "at": datetime.now(UTC).isoformat(), "action": action}
         self.client.set_model_version_tag(
-            self.model_name, str(mv.version), GATE_OVERRIDE_TAG, json.dumps(record)
+            self.model_name, mv.version, GATE_OVERRIDE_TAG, json.dumps(record)
         )
         log.warning(
             "gate override: %s version %s (gate %r) by %s: %s",
@@ -198,9 +222,9 @@ class ModelRegistry:
         champion keeps its version and is tagged as superseded; the new one records it."""
         mv = self.get_version(version)
         self._require_gate(mv, override, "make it champion")
-        version = str(version)
+        version = mv.version
         current = self.version_by_alias(CHAMPION)
-        previous = str(current.version) if current is not None else None
+        previous = current.version if current is not None else None
         if previous == version:
             return Promotion(version, None)
         now = datetime.now(UTC).isoformat()
@@ -224,7 +248,7 @@ class ModelRegistry:
         current = self.version_by_alias(CHAMPION)
         if current is None:
             raise LookupError(f"{self.model_name} has no champion to roll back")
-        target = str(to_version or current.tags.get(PREVIOUS_CHAMPION_TAG) or "")
+        target = to_version or current.tags.get(PREVIOUS_CHAMPION_TAG) or ""
         if not target:
             raise LookupError(
                 f"champion version {current.version} replaced no earlier champion; "
@@ -235,8 +259,8 @@ class ModelRegistry:
         self.client.set_registered_model_alias(self.model_name, CHAMPION, target)
         self.client.set_model_version_tag(
             self.model_name,
-            str(current.version),
+            current.version,
             "nids.rolled_back_at",
             datetime.now(UTC).isoformat(),
         )
-        return Promotion(target, str(current.version))
+        return Promotion(target, current.version)

@@ -57,7 +57,7 @@ def champion_scorer(registry: ModelRegistry, cache_dir: str | Path) -> tuple[str
     """(version, scorer) of the current champion, if it may be served (see
     ModelRegistry.servable_champion)."""
     mv = registry.servable_champion()
-    return str(mv.version), load_version(registry, str(mv.version), cache_dir)
+    return mv.version, load_version(registry, mv.version, cache_dir)
 
 
 def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -> FlowScorer:
@@ -65,7 +65,7 @@ def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -
     mv = registry.get_version(version)
     identity = _digest16(f"{mv.run_id}|{mv.source}")
     expected = mv.tags.get(CHECKSUM_TAG)
-    key = (registry.tracking_uri, registry.model_name, str(version), identity, expected or "")
+    key = (registry.tracking_uri, registry.model_name, mv.version, identity, expected or "")
     with _LOCK:
         if key in _MEMORY:
             return _MEMORY[key]
@@ -76,7 +76,7 @@ def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -
         if expected and local.is_dir() and artifact_digest(local) == expected:
             scorer = load_scorer(local)
         else:
-            scorer = _download_and_load(registry, str(version), expected, local)
+            scorer = _download_and_load(registry, mv.version, expected, local)
         _MEMORY[key] = scorer
         return scorer
 

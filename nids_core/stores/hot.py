@@ -21,40 +21,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from nids_core.schema import FLOW_COLUMNS
+from nids_core.schema import FLOW_COLUMNS, flows_ddl
 
-FLOWS_DDL = """
-CREATE TABLE IF NOT EXISTS flows (
-    ts TIMESTAMPTZ NOT NULL,
-    uid VARCHAR NOT NULL,
-    orig_h VARCHAR NOT NULL,
-    orig_p INTEGER NOT NULL,
-    resp_h VARCHAR NOT NULL,
-    resp_p INTEGER NOT NULL,
-    proto VARCHAR NOT NULL,
-    service VARCHAR,
-    duration DOUBLE,
-    orig_bytes BIGINT,
-    resp_bytes BIGINT,
-    conn_state VARCHAR,
-    local_orig BOOLEAN,
-    local_resp BOOLEAN,
-    missed_bytes BIGINT,
-    history VARCHAR,
-    orig_pkts BIGINT,
-    orig_ip_bytes BIGINT,
-    resp_pkts BIGINT,
-    resp_ip_bytes BIGINT,
-    tunnel_parents VARCHAR[],
-    label VARCHAR,
-    detailed_label VARCHAR,
-    capture VARCHAR,
-    topic VARCHAR NOT NULL,
-    "partition" INTEGER NOT NULL,
-    "offset" BIGINT NOT NULL,
-    ingested_at TIMESTAMPTZ NOT NULL
-)
-"""
+# Generated from the flow schema, so the table, its schema check and the value rules
+# cannot disagree.
+FLOWS_DDL = flows_ddl()
 
 PREDICTIONS_DDL = """
 CREATE TABLE IF NOT EXISTS predictions (
