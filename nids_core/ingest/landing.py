@@ -46,9 +46,8 @@ def land_batch(
     """Read one offset range from Kafka and land it as Parquet (flows and rejects), named by
     the range and a digest of the records it held."""
     t0 = time.perf_counter()
-    # Read whole, then parse whole: parsing chunks on a thread while the next is fetched
-    # was measured slower with confluent-kafka (0.97 -> 1.11 s per 232k; the parser's C
-    # loops and the consumer's share the GIL) and only 5% faster with kafka-python.
+    # Read whole, then parse whole: the parser's loops and the consumer's share the GIL,
+    # so parsing on a thread while the next chunk is fetched does not pay.
     records = client.read_range(offsets, timeout_s=read_timeout_s)
     t1 = time.perf_counter()
     parsed = parse_json_records(records.values, records.offsets, max_message_bytes, plausible)

@@ -53,8 +53,8 @@ class Watermarks:
     high: int
 
 
-# Records per poll while reading a range. kafka-python decodes faster in polls of this size
-# than in one poll of everything (bare consume 60-84k -> 128-136k records/s here).
+# Records per poll while reading a range: kafka-python decodes polls of this size faster
+# than one poll of everything.
 READ_POLL_RECORDS = 10_000
 
 
