@@ -102,10 +102,20 @@ class MlflowTrackingResource(ConfigurableResource):
         MLflow's process-wide active run."""
         import mlflow
 
-        run_id = self.tracking.mlflow_run_id
+        tracking = self.tracking  # dagster-mlflow starts or resumes the run here
         active = mlflow.active_run()
-        if active is None or active.info.run_id != run_id:
-            active = mlflow.start_run(run_id=run_id)
+        if active is None:  # a retried step, after the block ended the run
+            found = mlflow.search_runs(
+                experiment_ids=[tracking.experiment.experiment_id],
+                filter_string=f"tags.dagster_run_id = '{tracking.dagster_run_id}'",
+                output_format="list",
+                max_results=1,
+            )
+            active = mlflow.start_run(
+                run_id=found[0].info.run_id if found else None,
+                experiment_id=tracking.experiment.experiment_id,
+                tags={"dagster_run_id": tracking.dagster_run_id},
+            )
         try:
             yield active
         except BaseException:
