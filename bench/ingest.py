@@ -34,6 +34,7 @@ from nids_resources.mlflow import (
     ModelSettingsResource,
 )
 from nids_resources.plausibility import PlausibleTimeResource
+from nids_resources.reference import ReferenceCorpusResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
@@ -113,6 +114,7 @@ def main() -> None:
         )
 
         # (b) the ingest job end to end
+        cold_store = ColdStoreResource(url=str(work / "cold"))
         defs = build_definitions(
             {
                 "kafka": KafkaResource(
@@ -122,8 +124,11 @@ def main() -> None:
                     max_batch_records=args.max_batch_records,
                 ),
                 "hot_store": HotStoreResource(database=str(work / "hot.duckdb")),
-                "cold_store": ColdStoreResource(url=str(work / "cold")),
+                "cold_store": cold_store,
                 # Not used by ingestion; the code location needs them to load.
+                "reference_corpus": ReferenceCorpusResource(
+                    include_iot23=False, cold_store=cold_store
+                ),
                 "mlflow_tracking": MlflowTrackingResource(
                     mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}"
                 ),
