@@ -78,6 +78,7 @@ NON_NEGATIVE_COLUMNS: tuple[str, ...] = (
     "resp_ip_bytes",
 )
 PORT_COLUMNS: tuple[str, ...] = ("orig_p", "resp_p")
+MAX_PORT = 65535
 BOOLEAN_COLUMNS: tuple[str, ...] = ("local_orig", "local_resp")
 
 LABEL_BENIGN = "benign"
@@ -152,7 +153,7 @@ def value_rules_sql() -> dict[str, str]:
     ($earliest and $latest bound a plausible ts)."""
     return {
         "missing_required": " OR ".join(f"{c} IS NULL" for c in REQUIRED_COLUMNS),
-        "port_out_of_range": " OR ".join(f"{c} NOT BETWEEN 0 AND 65535" for c in PORT_COLUMNS),
+        "port_out_of_range": " OR ".join(f"{c} NOT BETWEEN 0 AND {MAX_PORT}" for c in PORT_COLUMNS),
         "negative_volume": " OR ".join(f"{c} < 0" for c in NON_NEGATIVE_COLUMNS),
         "unknown_label": (
             f"label IS NOT NULL AND label NOT IN ('{LABEL_BENIGN}', '{LABEL_MALICIOUS}')"

@@ -22,6 +22,7 @@ from nids_core.schema import (
     INTEGER_COLUMNS,
     LABEL_BENIGN,
     LABEL_MALICIOUS,
+    MAX_PORT,
     NON_NEGATIVE_COLUMNS,
     PORT_COLUMNS,
     REJECT_SCHEMA,
@@ -204,7 +205,7 @@ def normalize(
     for c in PORT_COLUMNS:
         zeek = CANONICAL_TO_ZEEK[c]
         errors.append(
-            pl.when((pl.col(c) < 0) | (pl.col(c) > 65535)).then(pl.lit(f"{zeek} out of range"))
+            pl.when((pl.col(c) < 0) | (pl.col(c) > MAX_PORT)).then(pl.lit(f"{zeek} out of range"))
         )
     frame = frame.with_columns(
         pl.concat_str(errors, separator="; ", ignore_nulls=True).alias("error")
