@@ -1,7 +1,7 @@
 """Kafka connection settings as a Dagster resource."""
 
 from dagster import ConfigurableResource
-from pydantic import field_validator, model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 
 from nids_core.kafka import DEFAULT_TOPIC
 from nids_core.kafka.log import (
@@ -85,18 +85,12 @@ class KafkaResource(TagsRunWorker, ConfigurableResource):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
-    @field_validator("client")
+    @field_validator("client", "security_protocol")
     @classmethod
-    def _client(cls, value: str) -> str:
-        if value not in KAFKA_CLIENTS:
-            raise ValueError(f"is not one of: {', '.join(KAFKA_CLIENTS)}")
-        return value
-
-    @field_validator("security_protocol")
-    @classmethod
-    def _protocol(cls, value: str) -> str:
-        if value not in SECURITY_PROTOCOLS:
-            raise ValueError(f"is not one of: {', '.join(SECURITY_PROTOCOLS)}")
+    def _one_of(cls, value: str, info: ValidationInfo) -> str:
+        choices = KAFKA_CLIENTS if info.field_name == "client" else SECURITY_PROTOCOLS
+        if value not in choices:
+            raise ValueError(f"is not one of: {', '.join(choices)}")
         return value
 
     @model_validator(mode="after")

@@ -143,40 +143,14 @@ def test_readme_commands_run_as_written(tmp_path):
         ]
         before = _cold_files(store, days)
         partition_range = f"{first}...{last}"
-        _run(
-            env,
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "nids_jobs.definitions",
-            "--select",
-            "cold_flows",
-            "--partition-range",
-            partition_range,
-        )
+        materialize = [str(BIN / "dagster"), "asset", "materialize", "-m", "nids_jobs.definitions"]
+        _run(env, *materialize, "--select", "cold_flows", "--partition-range", partition_range)
+        assert _cold_files(store, days) == before
+        dg_launch = [str(BIN / "dg"), "launch", "--assets", "cold_flows"]
+        _run(env, *dg_launch, "--partition-range", partition_range)
         assert _cold_files(store, days) == before
         _run(
-            env,
-            str(BIN / "dg"),
-            "launch",
-            "--assets",
-            "cold_flows",
-            "--partition-range",
-            partition_range,
-        )
-        assert _cold_files(store, days) == before
-        _run(
-            env,
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "nids_jobs.definitions",
-            "--select",
-            "cold_predictions",
-            "--partition-range",
-            partition_range,
+            env, *materialize, "--select", "cold_predictions", "--partition-range", partition_range
         )
         instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
         backfills = [
