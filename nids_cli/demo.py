@@ -45,8 +45,12 @@ def _quiet_libraries() -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow sets its loggers' level from this when it is imported, after this point.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Its notice that pickled models must be trusted: served models are checked against
+    # their recorded SHA-256 before they are unpickled (nids.artifact_sha256).
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     progress = logging.getLogger(TRAINING_PROGRESS_LOGGER)
     if not progress.handlers:
         handler = logging.StreamHandler()
