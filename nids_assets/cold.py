@@ -122,27 +122,23 @@ def cold_assets(partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]
         # backfill_policy is marked beta in this Dagster version; it is what makes a range
         # one run, so the warning says nothing an operator can act on.
         warnings.filterwarnings("ignore", category=BetaWarning)
-        return _cold_assets(partitions)
-
-
-def _cold_assets(partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]:
-    return [
-        asset(
-            name="cold_flows",
-            deps=["flow_batch"],
-            partitions_def=partitions,
-            group_name="cold_storage",
-            kinds={"parquet", "s3"},
-            retry_policy=RetryPolicy(max_retries=2, delay=5),
-            backfill_policy=BackfillPolicy.single_run(),
-        )(cold_flows),
-        asset(
-            name="cold_predictions",
-            deps=["cold_flows", "flow_predictions"],
-            partitions_def=partitions,
-            group_name="cold_storage",
-            kinds={"parquet", "pytorch"},
-            pool="duckdb",
-            backfill_policy=BackfillPolicy.single_run(),
-        )(cold_predictions),
-    ]
+        return [
+            asset(
+                name="cold_flows",
+                deps=["flow_batch"],
+                partitions_def=partitions,
+                group_name="cold_storage",
+                kinds={"parquet", "s3"},
+                retry_policy=RetryPolicy(max_retries=2, delay=5),
+                backfill_policy=BackfillPolicy.single_run(),
+            )(cold_flows),
+            asset(
+                name="cold_predictions",
+                deps=["cold_flows", "flow_predictions"],
+                partitions_def=partitions,
+                group_name="cold_storage",
+                kinds={"parquet", "pytorch"},
+                pool="duckdb",
+                backfill_policy=BackfillPolicy.single_run(),
+            )(cold_predictions),
+        ]

@@ -3,7 +3,7 @@ the environment variable it is read from with `setting(...)`, and the settings t
 to no resource (sensor intervals, schedules, partitions) are fields of the
 pydantic-settings model `DeploymentSettings`. Both are read when the code location loads
 (`build_definitions`), never at import; the README's configuration table is generated from
-these declarations (`python -m nids_resources.settings`).
+these declarations (`nids settings`).
 
 Secrets are passed to resources as `dagster.EnvVar` so they never appear in code, in the
 UI or in run configs; they are optional, so an unset secret means "not used".
@@ -12,7 +12,6 @@ UI or in run configs; they are optional, so an unset secret means "not used".
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -55,18 +54,13 @@ def env_names(model: type[BaseModel]) -> dict[str, str]:
     return names
 
 
-def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if environ is None else environ
-
-
-def from_env(model: type[BaseModel], environ: Mapping[str, str] | None = None, **fixed: Any) -> Any:
+def from_env(model: type[BaseModel], **fixed: Any) -> Any:
     """An instance of `model` (a resource) with every declared field that is set (non-empty)
     in the environment taken from there, secrets as `EnvVar`; `fixed` fields given as is.
     A bad value raises SettingError naming the variable, its value and why."""
-    environ = _environ(environ)
     values: dict[str, Any] = {}
     for name, var in env_names(model).items():
-        raw = environ.get(var)
+        raw = os.environ.get(var)
         if raw is None or raw == "":
             continue
         extra = model.model_fields[name].json_schema_extra
@@ -79,10 +73,12 @@ def from_env(model: type[BaseModel], environ: Mapping[str, str] | None = None, *
 
 def _explain(exc: ValidationError, model: type[BaseModel], values: dict[str, Any]) -> str:
     names = env_names(model)
+    by_variable = {var: name for name, var in names.items()}
     problems = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"] if isinstance(part, str)]
-        field = loc[0] if loc else None
+        # A resource reports the field; pydantic-settings the variable (its alias).
+        field = by_variable.get(loc[0], loc[0]) if loc else None
         var = names.get(field or "", field or model.__name__)
         value = values.get(field, error.get("input")) if field else None
         problems.append(_reason(var, value, error, model, field))
@@ -99,8 +95,6 @@ def _reason(var: str, value: Any, error: dict, model: type[BaseModel], field: st
         return f"{var}={value!r} is not true or false"
     if kind in ("date_from_datetime_parsing", "date_parsing"):
         return f"{var}={value!r} is not a date (YYYY-MM-DD)"
-    if kind == "literal_error":
-        return f"{var}={value!r} is not one of: {ctx.get('expected', '').replace(chr(39), '')}"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         low = _bound(model, field, ("ge", "gt"))
         high = _bound(model, field, ("le", "lt"))
@@ -137,14 +131,9 @@ def _bound(model: type[BaseModel], field: str | None, keys: tuple[str, ...]) -> 
     return None
 
 
-def deployment_setting(default: Any, *, env: str, description: str, **kw: Any) -> Any:
-    """A DeploymentSettings field read by pydantic-settings from variable `env`."""
-    extra = {"env": env}
-    if "shown_default" in kw:
-        extra["shown_default"] = kw.pop("shown_default")
-    return Field(
-        default, validation_alias=env, description=description, json_schema_extra=extra, **kw
-    )
+def deployment_setting(default: Any, *, env: str, **kw: Any) -> Any:
+    """A DeploymentSettings field, which pydantic-settings reads from variable `env`."""
+    return setting(default, env=env, validation_alias=env, **kw)
 
 
 class DeploymentSettings(BaseSettings):
@@ -219,19 +208,7 @@ def load_deployment_settings() -> DeploymentSettings:
     try:
         return DeploymentSettings()
     except ValidationError as exc:
-        fields = {f.validation_alias: name for name, f in DeploymentSettings.model_fields.items()}
-        raise SettingError(
-            "; ".join(
-                _reason(
-                    str(e["loc"][0]),
-                    e.get("input"),
-                    e,
-                    DeploymentSettings,
-                    fields.get(str(e["loc"][0])),
-                )
-                for e in exc.errors()
-            )
-        ) from None
+        raise SettingError(_explain(exc, DeploymentSettings, {})) from None
 
 
 @dataclass(frozen=True)
