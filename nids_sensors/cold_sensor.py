@@ -55,15 +55,17 @@ def _cold_flows_sensor(context: SensorEvaluationContext, partitions: DailyPartit
         days.update((dates.value if dates is not None else {}).keys())
     valid = set(partitions.get_partition_keys())
     out_of_range = sorted(days - valid)
+    outside = (
+        f"landed days outside the cold partitions: {', '.join(out_of_range)}; reload the code "
+        "location (its partitions start at the first landed day) or set NIDS_COLD_START_DATE, "
+        "then backfill cold_flows for them"
+    )
     if out_of_range:
-        context.log.warning(
-            f"landed days outside the cold partitions: {out_of_range}; reload the code "
-            "location (its partitions start at the first landed day) or set "
-            "NIDS_COLD_START_DATE, then backfill cold_flows for them"
-        )
+        context.log.warning(outside)
     touched = sorted(days & valid)
     if not touched:
-        return SensorResult(skip_reason=SkipReason("no landed days in range"), cursor=str(newest))
+        why = outside if out_of_range else "no landed days in range"
+        return SensorResult(skip_reason=SkipReason(why), cursor=str(newest))
     requests = [_rebuild_request(first, last, newest) for first, last in _contiguous(touched)]
     return SensorResult(run_requests=requests, cursor=str(newest))
 

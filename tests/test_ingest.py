@@ -335,3 +335,41 @@ def test_two_ingest_runs_at_once_share_duckdb_without_lock_errors(broker, tmp_pa
         assert "lock" not in out.lower(), out[-3000:]
     assert hot_counts(tmp_path) == (410, 410, 0)
     assert committed(broker, topic, 0) + committed(broker, topic, 1) == 410
+
+
+def test_days_landed_before_the_first_partition_are_kept_and_the_sensor_says_what_to_do(
+    broker, topic, tmp_path, instance, monkeypatch
+):
+    from datetime import UTC, datetime
+
+    from nids_cli.driver import tick_sensor
+    from nids_core.stores.cold import ColdStore
+    from nids_jobs.definitions import build_definitions
+    from tests.resources import iot23
+
+    stats = replay(broker, topic, [iot23("CTU-Honeypot-Capture-7-1-labeled.csv.gz")])
+    # A code location loaded before these (2019) flows landed, starting today.
+    monkeypatch.setenv("NIDS_COLD_START_DATE", datetime.now(UTC).date().isoformat())
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    assert drain(defs, instance, {}, cold=False).failed_runs == 0
+    store = ColdStore(str(tmp_path / "cold"))
+    landed = store.landing_days()
+    assert landed and all(day < "2020" for day in landed)
+    requests, skip, _ = tick_sensor(defs, instance, "cold_flows_sensor", {})
+    assert requests == []
+    assert skip == (
+        f"landed days outside the cold partitions: {', '.join(landed)}; reload the code "
+        "location (its partitions start at the first landed day) or set NIDS_COLD_START_DATE, "
+        "then backfill cold_flows for them"
+    )
+    # Nothing was lost: every flow is in the hot table and in the landing zone.
+    assert hot_counts(tmp_path)[0] == stats.sent
+    # Doing what it says: reloaded, the partitions start at the first landed day and a
+    # backfill of those days builds them from the landing zone.
+    monkeypatch.delenv("NIDS_COLD_START_DATE")
+    reloaded = build_definitions(make_resources(broker, topic, tmp_path))
+    job = reloaded.resolve_job_def("cold_flows_job")
+    assert job.partitions_def.get_first_partition_key() == landed[0]
+    for day in landed:
+        assert job.execute_in_process(instance=instance, partition_key=day).success
+    assert sum(store.read_cold_day(d).height for d in landed) == stats.sent
