@@ -12,7 +12,7 @@ from dagster import (
     asset,
 )
 
-from nids_assets.ingestion import DUCKDB_POOL, hot_flows
+from nids_assets.ingestion import hot_flows
 from nids_assets.model import champion_model
 from nids_core.serving.alerts import latest_attack_rate, refresh_alerts, top_alert_hosts
 from nids_resources.mlflow import ModelRegistryResource
@@ -28,7 +28,9 @@ ATTACK_RATE_CHECK = "attack_rate_in_newest_window"
     deps=[hot_flows, champion_model],
     group_name=SERVING_GROUP,
     kinds={"duckdb", "pytorch"},
-    pool=DUCKDB_POOL,
+    # No `duckdb` pool: the run's seconds of loading torch and the model would hold back
+    # every ingest run. It takes DuckDB's file lock (waiting with backoff) only to read
+    # the flows it scores and insert their predictions.
     # Requested by scoring_sensor while ingest runs go on (one scoring run at a time).
     freshness_policy=FreshnessPolicy.time_window(
         fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=2)
@@ -96,7 +98,6 @@ def flow_predictions(
     deps=[flow_predictions],
     group_name=SERVING_GROUP,
     kinds={"duckdb"},
-    pool=DUCKDB_POOL,
     check_specs=[
         AssetCheckSpec(
             ATTACK_RATE_CHECK,

@@ -18,10 +18,15 @@ telemetry:
   enabled: false
 run_queue:
   dequeue_interval_seconds: 1
+# Sensors tick side by side: a slow tick (the Kafka sensor's broker round trips) does not
+# hold back the scoring sensor's.
+sensors:
+  use_threads: true
+  num_workers: 4
 concurrency:
   pools:
-    # DuckDB allows one writing process per file: hot_flows, flow_predictions, alerts,
-    # cold_predictions and expire_hot_flows share pool "duckdb".
+    # DuckDB allows one writing process per file: hot_flows, cold_predictions and
+    # expire_hot_flows share pool "duckdb"; the scoring run waits on DuckDB's file lock.
     default_limit: 1
     granularity: run
 run_monitoring:
