@@ -5,27 +5,38 @@ unique per pass), then measures in the same run:
   (a) a bare consume of all records with the chosen client (our read_range loop), and
   (b) the ingest job end to end (sensor ticks -> landing Parquet -> DuckDB upsert ->
       offset commit, plus the cold-partition rebuild), until the group has no lag.
-The last line is the contract: `ingest[<client>]: <N> flows/s, <R>x raw consume`.
+With --hot-rows N the records are stamped as a live sensor at 1,000 flows/s sends them,
+(b) runs twice, on an empty hot store and on one pre-filled with N flows of the 24 hours
+before (and their predictions), and (c) times the hot store's per-batch work (upsert,
+scoring, alerts refresh) on both stores.
+The last line is the contract: `ingest[<client>]: <N> flows/s, <R>x raw consume` (with
+--hot-rows, for the pre-filled store).
 """
 
 import argparse
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 from dagster import DagsterInstance
+from hot_costs import LIVE_RATE, live_batches, measure, small_scorer
+from hot_prefill import prefill_hot
 
 from nids_cli.driver import drain
 from nids_core.kafka import DEFAULT_TOPIC
 from nids_core.kafka.log import KafkaSettings, open_client, open_producer
 from nids_core.kafka.offsets import OffsetRange
 from nids_core.training_data.data_dir import find_data_dir, iot23_files
+from nids_core.zeek.files import read_zeek_file
 from nids_devkit.broker import create_topic, start_broker
-from nids_devkit.replay import replay_files
+from nids_devkit.replay import replay_files, to_zeek_json
 from nids_jobs.definitions import build_definitions
 from nids_resources.kafka import KafkaResource
 from nids_resources.mlflow import (
@@ -68,117 +79,213 @@ def step_breakdown(instance) -> dict[str, float]:
     return totals
 
 
+def ingest_pass(args, broker, topic: str, work: Path, hot: Path, group: str, label: str):
+    """The ingest job end to end into `hot` as consumer group `group`; returns the rate."""
+    home = work / f"dagster_home-{group}"
+    home.mkdir()
+    cold_store = ColdStoreResource(url=str(work / f"cold-{group}"))
+    defs = build_definitions(
+        {
+            "kafka": KafkaResource(
+                bootstrap_servers=broker.bootstrap_servers,
+                topic=topic,
+                client=args.client,
+                group_id=group,
+                max_batch_records=args.max_batch_records,
+            ),
+            "hot_store": HotStoreResource(database=str(hot)),
+            "cold_store": cold_store,
+            # Not used by ingestion; the code location needs them to load.
+            "reference_corpus": ReferenceCorpusResource(include_iot23=False, cold_store=cold_store),
+            "mlflow_tracking": MlflowTrackingResource(
+                mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}"
+            ),
+            "model_registry": ModelRegistryResource(tracking_uri=f"sqlite:///{work / 'mlflow.db'}"),
+            "model_settings": ModelSettingsResource(),
+            "serving": ServingSettingsResource(),
+            "plausible_time": PlausibleTimeResource(),
+        }
+    )
+    overrides = {"concurrency": {"pools": {"default_limit": 1}}, "telemetry": {"enabled": False}}
+    with DagsterInstance.local_temp(tempdir=str(home), overrides=overrides) as instance:
+        t0 = time.perf_counter()
+        stats = drain(defs, instance, {}, log_level="WARNING", cold=False, serve=False)
+        ingest_s = time.perf_counter() - t0
+        # The cold rebuild is a separate job (its sensor ticks every minute); timed apart.
+        breakdown = step_breakdown(instance)
+        t0 = time.perf_counter()
+        cold = drain(
+            defs, instance, {"kafka_ingest_sensor": None}, log_level="WARNING", serve=False
+        )
+        cold_s = time.perf_counter() - t0
+    if stats.failed_runs or cold.failed_runs:
+        sys.exit(f"{stats.failed_runs + cold.failed_runs} runs failed")
+    import duckdb
+
+    con = duckdb.connect(str(hot), read_only=True)
+    stored = con.execute("SELECT count(*) FROM flows WHERE topic = ?", [topic]).fetchone()[0]
+    con.close()
+    if stored != args.sent:
+        sys.exit(f"stored {stored} flows of {args.sent} produced")
+    rate = args.sent / ingest_s
+    print(
+        f"ingest job end to end [{args.client}, {label}]: {args.sent} flows in {ingest_s:.2f} s "
+        f"({stats.ingest_runs} ingest runs of <= {args.max_batch_records}) = {rate:,.0f}/s"
+    )
+    print("    inside the job: " + ", ".join(f"{k} {v:.2f} s" for k, v in breakdown.items()))
+    fixed = (ingest_s - sum(breakdown.values())) / stats.ingest_runs
+    print(
+        f"    outside the batch work: {fixed:.2f} s per run (Dagster run and step machinery, "
+        "sensor tick, Kafka client setup, DuckDB checkpoint and checks)"
+    )
+    print(
+        f"    cold partitions rebuilt from landing: {cold.cold_runs} runs in {cold_s:.2f} s "
+        f"({cold_s / stats.ingest_runs:.2f} s per ingest batch)"
+    )
+    return rate
+
+
+def produce(args, broker, topic: str, files, live_start: datetime | None) -> int:
+    settings = KafkaSettings(broker.bootstrap_servers, "bench-raw")
+    t0 = time.perf_counter()
+    with open_producer("confluent", settings) as producer:
+        if live_start is None:
+            repeat = -(-args.records // PER_PASS)
+            sent = replay_files(files, producer, topic, repeat=repeat).sent
+        else:
+            flows = load_flows(files)
+            rows = pl.concat(live_batches(flows, live_start, LIVE_RATE, args.records, 1, "s"))
+            lines = to_zeek_json(rows)
+            keys = [u.encode() for u in rows["uid"]]
+            for i in range(0, len(lines), 10_000):
+                producer.send_many(
+                    topic, list(zip(keys[i : i + 10_000], lines[i : i + 10_000], strict=True))
+                )
+            producer.flush()
+            sent = len(lines)
+    how = "stamped live" if live_start else "as captured"
+    print(f"produced {sent} records ({how}) in {time.perf_counter() - t0:.1f} s")
+    return sent
+
+
+def bare_consume(args, broker, topic: str, consumed_expected: int) -> float:
+    """The bare consume rate; the better of two passes, since the first pays for the
+    broker's cold start that the ingest runs, coming later, do not."""
+    settings = KafkaSettings(broker.bootstrap_servers, "bench-raw")
+    raw_passes = []
+    for _ in range(2):
+        with open_client(args.client, settings) as client:
+            parts = client.partitions(topic)
+            marks = client.watermarks(topic, parts)
+            t0 = time.perf_counter()
+            consumed = sum(
+                len(client.read_range(OffsetRange(topic, p, marks[p].low, marks[p].high)))
+                for p in parts
+                if marks[p].high > marks[p].low
+            )
+            raw_passes.append(time.perf_counter() - t0)
+    if consumed != consumed_expected:
+        sys.exit(f"consumed {consumed} of {consumed_expected} records")
+    raw_s = min(raw_passes)
+    raw_rate = consumed / raw_s
+    print(
+        f"bare consume [{args.client}]: {consumed} records in {raw_s:.2f} s = {raw_rate:,.0f}/s "
+        f"(passes: {', '.join(f'{s:.2f} s' for s in raw_passes)})"
+    )
+    return raw_rate
+
+
+def hot_batch_costs(flows: pl.DataFrame, work: Path, rows: int, live_start: datetime) -> None:
+    """(c) the hot store's per-batch work, on an empty store and on a pre-filled one."""
+    t0 = time.perf_counter()
+    scorer = small_scorer(flows)
+    print(f"(c) trained a small scorer in {time.perf_counter() - t0:.1f} s")
+    after = live_start + timedelta(hours=1)  # later than the ingested stream
+    results = {}
+    for label, n in (("empty", 0), (f"{rows:,} rows", rows)):
+        path = work / f"costs-{n}.duckdb"
+        if n:
+            t0 = time.perf_counter()
+            prefill_hot(str(path), flows, n, after)
+            print(f"    pre-filled {n:,} flows in {time.perf_counter() - t0:.0f} s")
+        batches = live_batches(flows, after, LIVE_RATE, 50_000, 6, "c")
+        costs = measure(path, batches, scorer)
+        # The first batch of a store pays for its first scoring and alerts marks.
+        results[label] = [
+            statistics.median(v[1:]) for v in (costs.upsert_s, costs.scoring_s, costs.alerts_s)
+        ]
+        up, sc, al = results[label]
+        print(
+            f"    {label}: per batch of 50,000: upsert {up:.3f} s, scoring {sc:.3f} s, "
+            f"alerts {al:.3f} s (median of 5)"
+        )
+    (e_up, e_sc, e_al), (f_up, f_sc, f_al) = results.values()
+    print(
+        f"    full / empty: upsert {f_up / e_up:.2f}x, scoring {f_sc / e_sc:.2f}x, "
+        f"alerts {f_al / e_al:.2f}x"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--client", choices=["kafka-python", "confluent"], default="kafka-python")
     ap.add_argument("--records", type=int, default=200_000, help="at least this many records")
     ap.add_argument("--partitions", type=int, default=1)
     ap.add_argument("--max-batch-records", type=int, default=50_000)
+    ap.add_argument(
+        "--hot-rows",
+        type=int,
+        default=None,
+        help="also measure on a hot store pre-filled with this many flows (86000000: a day "
+        "at 1,000 flows/s)",
+    )
     args = ap.parse_args()
 
     files = iot23_files(find_data_dir())
     if not files:
         sys.exit("no IoT-23 captures in the data directory (see `nids data download`)")
     work = Path(tempfile.mkdtemp(prefix="nids-bench-"))
-    home = work / "dagster_home"
-    home.mkdir()
-    repeat = -(-args.records // PER_PASS)
-    with start_broker() as broker:
-        topic = DEFAULT_TOPIC
-        create_topic(broker.bootstrap_servers, topic, args.partitions)
-        settings = KafkaSettings(broker.bootstrap_servers, "bench-raw")
-        t0 = time.perf_counter()
-        with open_producer("confluent", settings) as producer:
-            sent = replay_files(files, producer, topic, repeat=repeat).sent
-        print(f"produced {sent} records in {time.perf_counter() - t0:.1f} s ({repeat} passes)")
-
-        # (a) bare consume with the same client; the better of two passes, since the first
-        # pays for the broker's cold start that the ingest runs, coming later, do not.
-        raw_passes = []
-        for _ in range(2):
-            with open_client(args.client, settings) as client:
-                parts = client.partitions(topic)
-                marks = client.watermarks(topic, parts)
-                t0 = time.perf_counter()
-                consumed = sum(
-                    len(client.read_range(OffsetRange(topic, p, marks[p].low, marks[p].high)))
-                    for p in parts
-                    if marks[p].high > marks[p].low
-                )
-                raw_passes.append(time.perf_counter() - t0)
-        raw_s = min(raw_passes)
-        raw_rate = consumed / raw_s
-        print(
-            f"bare consume [{args.client}]: {consumed} records in {raw_s:.2f} s = {raw_rate:,.0f}/s "
-            f"(passes: {', '.join(f'{s:.2f} s' for s in raw_passes)})"
-        )
-
-        # (b) the ingest job end to end
-        cold_store = ColdStoreResource(url=str(work / "cold"))
-        defs = build_definitions(
-            {
-                "kafka": KafkaResource(
-                    bootstrap_servers=broker.bootstrap_servers,
-                    topic=topic,
-                    client=args.client,
-                    max_batch_records=args.max_batch_records,
-                ),
-                "hot_store": HotStoreResource(database=str(work / "hot.duckdb")),
-                "cold_store": cold_store,
-                # Not used by ingestion; the code location needs them to load.
-                "reference_corpus": ReferenceCorpusResource(
-                    include_iot23=False, cold_store=cold_store
-                ),
-                "mlflow_tracking": MlflowTrackingResource(
-                    mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}"
-                ),
-                "model_registry": ModelRegistryResource(
-                    tracking_uri=f"sqlite:///{work / 'mlflow.db'}"
-                ),
-                "model_settings": ModelSettingsResource(),
-                "serving": ServingSettingsResource(),
-                "plausible_time": PlausibleTimeResource(),
-            }
-        )
-        overrides = {
-            "concurrency": {"pools": {"default_limit": 1}},
-            "telemetry": {"enabled": False},
-        }
-        with DagsterInstance.local_temp(tempdir=str(home), overrides=overrides) as instance:
-            t0 = time.perf_counter()
-            stats = drain(defs, instance, {}, log_level="WARNING", cold=False, serve=False)
-            ingest_s = time.perf_counter() - t0
-            # The cold rebuild is a separate job (its sensor ticks every minute); timed apart.
-            breakdown = step_breakdown(instance)
-            t0 = time.perf_counter()
-            cold = drain(
-                defs, instance, {"kafka_ingest_sensor": None}, log_level="WARNING", serve=False
+    live_start = None
+    if args.hot_rows is not None:
+        live_start = datetime.now(UTC).replace(microsecond=0)
+    try:
+        with start_broker() as broker:
+            topic = DEFAULT_TOPIC
+            create_topic(broker.bootstrap_servers, topic, args.partitions)
+            args.sent = produce(args, broker, topic, files, live_start)
+            raw_rate = bare_consume(args, broker, topic, args.sent)
+            rate = ingest_pass(
+                args, broker, topic, work, work / "hot.duckdb", "nids-etl", "empty hot store"
             )
-            cold_s = time.perf_counter() - t0
-        if stats.failed_runs or cold.failed_runs:
-            sys.exit(f"{stats.failed_runs + cold.failed_runs} runs failed")
-        import duckdb
-
-        con = duckdb.connect(str(work / "hot.duckdb"), read_only=True)
-        stored = con.execute("SELECT count(*) FROM flows").fetchone()[0]
-        con.close()
-        if stored != sent:
-            sys.exit(f"stored {stored} flows of {sent} produced")
-    rate = sent / ingest_s
-    print(
-        f"ingest job end to end [{args.client}]: {sent} flows in {ingest_s:.2f} s "
-        f"({stats.ingest_runs} ingest runs of <= {args.max_batch_records})"
-    )
-    print("inside the job: " + ", ".join(f"{k} {v:.2f} s" for k, v in breakdown.items()))
-    fixed = (ingest_s - sum(breakdown.values())) / stats.ingest_runs
-    print(
-        f"outside the batch work: {fixed:.2f} s per run (Dagster run and step machinery, "
-        "sensor tick, Kafka client setup, DuckDB checkpoint and checks)"
-    )
-    print(f"cold partitions rebuilt from landing: {cold.cold_runs} runs in {cold_s:.2f} s")
-    print(f"peak RSS: {peak_rss_mib():,.0f} MiB")
-    shutil.rmtree(work, ignore_errors=True)
+            if args.hot_rows:
+                flows = load_flows(files)
+                t0 = time.perf_counter()
+                prefill_hot(str(work / "full.duckdb"), flows, args.hot_rows, live_start)
+                print(
+                    f"pre-filled a hot store with {args.hot_rows:,} flows of the 24 h before the "
+                    f"stream in {time.perf_counter() - t0:.0f} s"
+                )
+                empty_rate = rate
+                rate = ingest_pass(
+                    args,
+                    broker,
+                    topic,
+                    work,
+                    work / "full.duckdb",
+                    "nids-etl-full",
+                    f"{args.hot_rows:,} rows in the hot store",
+                )
+                print(f"    ingest rate full / empty: {rate / empty_rate:.2f}x")
+                (work / "full.duckdb").unlink()
+                hot_batch_costs(flows, work, args.hot_rows, live_start)
+        print(f"peak RSS: {peak_rss_mib():,.0f} MiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"ingest[{args.client}]: {rate:,.0f} flows/s, {rate / raw_rate:.2f}x raw consume")
+
+
+def load_flows(files) -> pl.DataFrame:
+    return pl.concat([read_zeek_file(f).flows for f in files])
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from nids_core.stores.hot import PREDICTION_COLUMNS
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
@@ -97,7 +98,8 @@ def cold_predictions(
         else:
             with hot_store.connect() as con:
                 frame = con.execute(
-                    "SELECT p.* FROM predictions p JOIN flows f USING (uid) "
+                    f"SELECT {', '.join(f'p.{c}' for c in PREDICTION_COLUMNS)} "
+                    "FROM predictions p JOIN flows f USING (uid) "
                     "WHERE CAST(timezone('UTC', f.ts) AS DATE) = ?",
                     [date.fromisoformat(day)],
                 ).pl()

@@ -158,7 +158,7 @@ def hot_flows(
         c = load.counts
         duplicates = c.duplicates_in_batch + c.already_present
         checks = [
-            hot_flows_accounting(con, manifest, load.uids, load.rejects, c.inserted, duplicates),
+            hot_flows_accounting(con, manifest, load, c.inserted, duplicates),
             hot_flows_schema(con),
             hot_flows_value_ranges(con, manifest, load.uids, plausible_time.window()),
         ]

@@ -12,6 +12,7 @@ import duckdb
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
+from nids_core.ingest.landing import HotLoad
 from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.schema import hot_flow_columns, value_rules_sql
 from nids_core.stores.cold import BatchManifest, ColdStore
@@ -94,18 +95,22 @@ def flow_batch_accounting(store: ColdStore, manifest: BatchManifest) -> AssetChe
 def hot_flows_accounting(
     con: duckdb.DuckDBPyConnection,
     manifest: BatchManifest,
-    batch_uids: pl.Series,
-    batch_rejects: pl.DataFrame,
+    load: HotLoad,
     stored: int,
     duplicates: int,
 ) -> AssetCheckResult:
-    """Balance the batch and recount it in the committed tables. Rejects are matched by
-    offset *and* bytes: after offset reuse the range may also hold an earlier record's."""
-    uids = batch_uids.unique().to_frame("uid")
+    """Balance the batch and recount it in the committed tables (its uids among the rows
+    of its ts ranges). Rejects are matched by offset *and* bytes: after offset reuse the
+    range may also hold an earlier record's."""
+    uids = load.uids.unique().to_frame("uid")
+    in_ranges, params = load.ts_ranges.sql("f.ts")
     con.register("_uids", uids.to_arrow())
-    con.register("_rejects", batch_rejects.select("offset", "raw").to_arrow())
+    con.register("_rejects", load.rejects.select("offset", "raw").to_arrow())
     try:
-        present = con.execute("SELECT count(*) FROM _uids JOIN flows USING (uid)").fetchone()[0]
+        present = con.execute(
+            f"SELECT count(*) FROM flows f WHERE {in_ranges} AND f.uid IN (SELECT uid FROM _uids)",
+            params,
+        ).fetchone()[0]
         quarantined = con.execute(
             "SELECT count(*) FROM _rejects r WHERE EXISTS (SELECT 1 FROM quarantine q "
             'WHERE q.topic = ? AND q."partition" = ? AND q."offset" = r."offset" '

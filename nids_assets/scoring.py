@@ -66,10 +66,7 @@ def flow_predictions(
             serving.max_flows_per_scoring_run,
             plausible_time.window().latest(),
         )
-        total, remaining = con.execute(
-            "SELECT (SELECT count(*) FROM predictions), "
-            "(SELECT count(*) FROM flows f ANTI JOIN predictions p USING (uid))"
-        ).fetchone()
+        total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
     if counts.unscorable:
         context.log.warning(f"{counts.unscorable} flows got no finite score: left unscored")
     context.log.info(
@@ -89,7 +86,7 @@ def flow_predictions(
             else 0.0,
             "unscorable": counts.unscorable,
             "predictions_total": int(total),
-            "unscored_remaining": int(remaining),
+            "unscored_remaining": counts.remaining,
         }
     )
 
@@ -115,7 +112,8 @@ def alerts(
 ) -> MaterializeResult:
     """Table `alerts`: per source host and NIDS_ALERT_WINDOW_MINUTES window, the flows scored
     at or above NIDS_ALERT_MIN_SCORE (count, peers, ports, max and mean score, first and last
-    seen, model versions), rebuilt for the windows still in the hot table."""
+    seen, model versions), rebuilt for the windows that got predictions since the last
+    refresh (every window still in the hot table, the first time)."""
     latest = plausible_time.window().latest()
     with hot_store.connect() as con:
         refreshed = refresh_alerts(
@@ -144,6 +142,7 @@ def alerts(
             "alerts": refreshed.alerts,
             "alerting_hosts": refreshed.hosts,
             "windows": refreshed.windows,
+            "windows_refreshed": refreshed.refreshed_windows,
             "top_hosts": ", ".join(f"{h} ({a})" for h, a, *_ in top) or "none",
         },
         check_results=[check],

@@ -11,7 +11,11 @@ from dagster import (
     op,
 )
 
-from nids_core.stores.lifecycle import expire_hot_data, quarantine_implausible
+from nids_core.stores.lifecycle import (
+    expire_hot_data,
+    quarantine_implausible,
+    remove_uids_stored_twice,
+)
 from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
@@ -29,13 +33,20 @@ def expire_hot_flows(
     UTC day, only when the day's cold partition holds all of them (rebuilt from the landing
     zone first if it does not); predictions are merged into the cold store first. Flows
     whose ts lies outside the plausible window (stored by earlier versions) are moved to
-    `quarantine` instead: they would never expire."""
+    `quarantine` instead: they would never expire. A uid stored twice (a record sent again
+    with another ts) keeps its lowest-offset row and its first prediction."""
     cutoff = datetime.now(UTC) - timedelta(hours=serving.hot_retention_hours)
     store = cold_store.store()
     earliest, latest = plausible_time.window().bounds()
     with hot_store.connect() as con:
         moved = quarantine_implausible(con, earliest, latest)
+        twice_flows, twice_predictions = remove_uids_stored_twice(con)
         results = expire_hot_data(con, store, cutoff)
+    if twice_flows or twice_predictions:
+        context.log.warning(
+            f"removed {twice_flows} flows and {twice_predictions} predictions of uids stored "
+            "twice (records sent again with another ts); the lowest offset's copy is kept"
+        )
     if moved:
         context.log.warning(
             f"moved {moved} hot flows with a ts outside the plausible window to quarantine"

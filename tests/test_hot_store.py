@@ -1,10 +1,19 @@
 """The keyed upsert into the hot `flows` table, on real DuckDB files."""
 
+from datetime import timedelta
+
 import duckdb
 import polars as pl
 import pytest
 
-from nids_core.stores.hot import FLOWS_DDL, ensure_schema, upsert_flows
+from nids_core.stores.hot import (
+    FLOWS_DDL,
+    MAX_TS_RANGES,
+    TS_RANGE_GAP,
+    TsRanges,
+    ensure_schema,
+    upsert_flows,
+)
 from nids_core.zeek.files import read_zeek_file
 from tests.resources import FIXTURES
 
@@ -54,6 +63,48 @@ def test_upsert_stores_each_uid_once_and_lowest_provenance_wins(tmp_path, ddl):
     want = {u: (0, 7 + i) for i, u in enumerate(lower["uid"].to_list())}
     assert stored(con) == want
     assert con.execute("SELECT count(*), count(DISTINCT uid) FROM flows").fetchone() == (25, 25)
+    con.close()
+
+
+def test_ts_ranges_cover_every_timestamp_and_split_at_the_widest_gaps():
+    ts = read_zeek_file(FIXTURES / "conn.log").flows["ts"]
+    hours = pl.Series([ts.min() - timedelta(hours=h) for h in range(1, 40)])
+    batch_ts = pl.concat([ts, hours, ts.head(3)])  # late records and repeated values
+    ranges = TsRanges.of(batch_ts)
+    assert 1 < len(ranges.bounds) <= MAX_TS_RANGES
+    assert all(any(lo <= t <= hi for lo, hi in ranges.bounds) for t in batch_ts)
+    # Ranges are ordered and apart by more than TS_RANGE_GAP; the fixture's own span, whose
+    # gaps are all smaller, stays one range.
+    for (_, hi), (lo, _) in zip(ranges.bounds, ranges.bounds[1:], strict=False):
+        assert lo - hi > TS_RANGE_GAP
+    assert TsRanges.of(ts).bounds == ((ts.min(), ts.max()),)
+    assert TsRanges.of(ts.head(0)).bounds == ()
+
+
+def test_a_late_copy_is_found_among_rows_of_other_hours(tmp_path):
+    """The bounded lookup finds a stored copy wherever its ts lies, also in a batch whose
+    other rows are hours later, and never matches a row outside the batch's ranges."""
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    ensure_schema(con)
+    early = batch(partition=0, first_offset=0, rows=10)
+    later = (
+        batch(partition=0, first_offset=10, rows=30)
+        .tail(20)
+        .with_columns(pl.col("ts") + timedelta(hours=6))
+    )
+    upsert_flows(con, early)
+    upsert_flows(con, later)
+    # One redelivered early record (from a higher offset) arrives with new flows of hour 6.
+    mixed = pl.concat(
+        [
+            early.head(1).with_columns(pl.col("offset") + 500),
+            later.with_columns(pl.col("uid") + "-new", pl.col("offset") + 100),
+        ]
+    )
+    counts = upsert_flows(con, mixed)
+    assert (counts.inserted, counts.already_present, counts.replaced) == (20, 1, 0)
+    assert con.execute("SELECT count(*), count(DISTINCT uid) FROM flows").fetchone() == (50, 50)
+    assert stored(con)[early["uid"][0]] == (0, 0)
     con.close()
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from nids_cli.driver import drain
 from nids_core.stores.cold import ColdStore
+from nids_core.stores.lifecycle import remove_uids_stored_twice
 from nids_devkit.broker import create_topic, free_port, start_broker
 from nids_jobs.definitions import build_definitions
 from nids_resources.stores import ColdStoreResource
@@ -138,8 +139,11 @@ def test_a_failed_landing_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 def test_a_flow_delivered_again_with_a_ts_on_another_day_is_stored_once_in_cold(
     broker, topic, tmp_path, instance, make_defs
 ):
-    """The hot table keeps one row per uid (the first delivery); the cold store, rebuilt for
-    the days the batches touched, must agree instead of keeping the flow on both days."""
+    """The cold store, rebuilt for the days the batches touched, keeps the flow once (the
+    first delivery's copy) instead of on both days. The hot table finds copies of a record
+    by uid among the rows of the same ts (what keeps a batch's cost apart from the table's
+    size), so it holds the re-stamped copy until the hourly lifecycle pass, which keeps the
+    first delivery's."""
     first = [_good(i) for i in range(5)]
     moved = rec(uid="Cgood2", ts=GOOD["ts"] + 86_400)  # the same flow, a day later
     produce(broker, topic, first)
@@ -156,6 +160,10 @@ def test_a_flow_delivered_again_with_a_ts_on_another_day_is_stored_once_in_cold(
     assert cold.height == cold["uid"].n_unique() == 6
     kept = cold.filter(pl.col("uid") == "Cgood2")
     assert kept["offset"].to_list() == [2]  # the first delivery's copy, on its own day
+    assert hot_counts(tmp_path)[:2] == (7, 6)
+    with duckdb.connect(str(tmp_path / "hot.duckdb")) as con:
+        assert remove_uids_stored_twice(con) == (1, 0)
+        assert con.execute("SELECT \"offset\" FROM flows WHERE uid = 'Cgood2'").fetchall() == [(2,)]
     assert hot_counts(tmp_path)[:2] == (6, 6)
     # Rebuilding the same range again gives the same files.
     from tests.ingest_helpers import file_digests

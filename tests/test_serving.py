@@ -331,9 +331,11 @@ def test_a_far_future_flow_stored_earlier_neither_pins_the_newest_window_nor_sta
     now = datetime.now(UTC).replace(microsecond=0)
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
     flows = _stored_flows(con, pl.Series("ts", [now, now, now, datetime(2286, 11, 20, tzinfo=UTC)]))
-    for uid, score in zip(flows["uid"], [0.1, 0.2, 0.95, 1.0], strict=True):
+    for uid, ts, score in zip(flows["uid"], flows["ts"], [0.1, 0.2, 0.95, 1.0], strict=True):
         label = "malicious" if score >= 0.9 else "benign"
-        con.execute("INSERT INTO predictions VALUES (?, ?, ?, '1', now())", [uid, score, label])
+        con.execute(
+            "INSERT INTO predictions VALUES (?, ?, ?, '1', now(), ?)", [uid, score, label, ts]
+        )
     window, scored, attacks = latest_attack_rate(con, 0.9, 15)
     assert (scored, attacks) == (3, 1) and window.startswith(str(now.year))
     con.close()
@@ -393,3 +395,106 @@ def _stored_flows(con, ts: pl.Expr | pl.Series, *columns) -> pl.DataFrame:
     ensure_schema(con)
     upsert_flows(con, flows)
     return flows
+
+
+def _batch(flows: pl.DataFrame, first_offset: int) -> pl.DataFrame:
+    return flows.with_columns(
+        pl.lit("zeek.conn").alias("topic"),
+        pl.lit(0, dtype=pl.Int32).alias("partition"),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + first_offset).alias("offset"),
+    )
+
+
+def _alert_rows(con) -> list[tuple]:
+    return con.execute(
+        "SELECT * EXCLUDE (refreshed_at) FROM alerts ORDER BY window_start, orig_h"
+    ).fetchall()
+
+
+def test_scoring_and_alerts_read_only_what_arrived_and_agree_with_a_full_rebuild(
+    champion, tmp_path, monkeypatch
+):
+    """Each flow is scored once however the work is cut (a run cut short by max_flows
+    leaves the rest to the next); each refresh rebuilds only the windows with new
+    predictions, and the alerts it leaves equal a rebuild of every window from scratch."""
+    from nids_core.serving import alerts
+    from nids_core.serving.alerts import latest_attack_rate, refresh_alerts
+    from nids_core.serving.model_cache import load_version
+    from nids_core.serving.scoring import score_unscored
+    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from tests.resources import iot23
+
+    # Here everything happens within a second: the minute of predictions each refresh
+    # reads again (against clock steps) would be all of them.
+    monkeypatch.setattr(alerts, "ALERTS_LOOKBACK", timedelta(0))
+    registry, v1, _ = champion
+    scorer = load_version(registry, v1, tmp_path / "cache")
+    flows = read_zeek_file(iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")).flows.sort("ts")
+    first, second = flows.head(200), flows.slice(200, 200)
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    ensure_schema(con)
+    upsert_flows(con, _batch(first, 0))
+    cut = score_unscored(con, scorer, v1, max_flows=150)
+    assert (cut.inserted, cut.remaining) == (150, 50)
+    rest = score_unscored(con, scorer, v1, max_flows=150)
+    assert (rest.inserted, rest.remaining) == (50, 0)
+    assert score_unscored(con, scorer, v1).inserted == 0
+    full_first = refresh_alerts(con, 0.0, 15)
+    assert full_first.refreshed_windows == full_first.windows > 0
+
+    upsert_flows(con, _batch(second, 200))
+    assert score_unscored(con, scorer, v1).inserted == second.height
+    assert con.execute("SELECT count(*), count(DISTINCT uid) FROM predictions").fetchone() == (
+        400,
+        400,
+    )
+    late_windows = con.execute(
+        "SELECT count(DISTINCT time_bucket(INTERVAL 15 MINUTE, ts)) FROM predictions "
+        'WHERE uid IN (SELECT uid FROM flows WHERE "offset" >= 200)'
+    ).fetchone()[0]
+    incremental = refresh_alerts(con, 0.0, 15)
+    assert incremental.refreshed_windows == late_windows < incremental.windows
+    rows = _alert_rows(con)
+    newest = latest_attack_rate(con, 0.0, 15)
+
+    con.execute("DELETE FROM alerts_progress")
+    con.execute("DELETE FROM alerts")
+    rebuilt = refresh_alerts(con, 0.0, 15)
+    assert rebuilt.refreshed_windows == rebuilt.windows == incremental.windows
+    assert _alert_rows(con) == rows
+    assert latest_attack_rate(con, 0.0, 15) == newest
+    assert (
+        newest[1]
+        == con.execute(
+            "SELECT count(*) FROM flows WHERE time_bucket(INTERVAL 15 MINUTE, ts) = "
+            "(SELECT max(time_bucket(INTERVAL 15 MINUTE, ts)) FROM flows)"
+        ).fetchone()[0]
+    )
+    con.close()
+
+
+def test_a_hot_store_keyed_on_uid_gets_prediction_timestamps_once(tmp_path):
+    """Files made before predictions carried the flow's ts: the keyed table is rebuilt
+    without its key, each prediction given its flow's ts, its rows kept."""
+    from nids_core.stores.hot import ensure_schema
+
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    flows = _stored_flows(con, pl.lit(datetime(2026, 11, 20, 8, tzinfo=UTC)).alias("ts"))
+    con.execute("DROP TABLE predictions")
+    con.execute(
+        "CREATE TABLE predictions (uid VARCHAR PRIMARY KEY, score DOUBLE NOT NULL, "
+        "predicted_label VARCHAR NOT NULL, model_version VARCHAR NOT NULL, "
+        "predicted_at TIMESTAMPTZ NOT NULL)"
+    )
+    for uid in flows["uid"].head(3):
+        con.execute("INSERT INTO predictions VALUES (?, 0.5, 'benign', '1', now())", [uid])
+    ensure_schema(con)
+    ensure_schema(con)  # once only
+    rows = con.execute("SELECT uid, ts FROM predictions ORDER BY uid").fetchall()
+    assert rows == sorted((u, datetime(2026, 11, 20, 8, tzinfo=UTC)) for u in flows["uid"][:3])
+    keys = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'predictions' "
+        "AND constraint_type = 'PRIMARY KEY'"
+    ).fetchone()[0]
+    assert keys == 0
+    con.close()

@@ -17,6 +17,7 @@ from nids_core.kafka.log import FlowLogClient
 from nids_core.kafka.offsets import OffsetRange
 from nids_core.stores.cold import BatchManifest, ColdStore, records_digest
 from nids_core.stores.hot import (
+    TsRanges,
     UpsertCounts,
     ensure_schema,
     insert_quarantine,
@@ -82,6 +83,7 @@ class HotLoad:
     seconds: float
     uids: pl.Series
     rejects: pl.DataFrame
+    ts_ranges: TsRanges  # where the batch's rows lie in `flows`
 
 
 def load_batch_into_hot(
@@ -94,4 +96,11 @@ def load_batch_into_hot(
     with transaction(con):
         counts = upsert_flows(con, flows)
         quarantined_new = insert_quarantine(con, rejects)
-    return HotLoad(counts, quarantined_new, time.perf_counter() - t0, flows["uid"], rejects)
+    return HotLoad(
+        counts,
+        quarantined_new,
+        time.perf_counter() - t0,
+        flows["uid"],
+        rejects,
+        TsRanges.of(flows["ts"]),
+    )

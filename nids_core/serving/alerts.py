@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 
 from nids_core.ingest.plausibility import PlausibleTime
-from nids_core.stores.hot import transaction
+from nids_core.stores.hot import TsRanges, transaction
 
 ALERTS_DDL = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -30,11 +30,56 @@ CREATE TABLE IF NOT EXISTS alerts (
 """
 
 
+# Where the last refresh finished reading `predictions` (its newest `predicted_at`), and
+# the newest flow ts among them (the newest window).
+ALERTS_PROGRESS_DDL = """
+CREATE TABLE IF NOT EXISTS alerts_progress (
+    refreshed_through TIMESTAMPTZ NOT NULL,
+    newest_ts TIMESTAMPTZ
+)
+"""
+# Predictions made this long before the mark are read again: a clock stepped back by less
+# than this loses no window.
+ALERTS_LOOKBACK = timedelta(minutes=1)
+
+
 @dataclass(frozen=True)
 class AlertRefresh:
     windows: int
     alerts: int
     hosts: int
+    refreshed_windows: int = 0
+
+
+def _alert_rows_sql(width: str, where: str) -> str:
+    return f"""
+        INSERT INTO alerts
+        SELECT time_bucket({width}, f.ts) AS window_start,
+               time_bucket({width}, f.ts) + {width} AS window_end,
+               f.orig_h,
+               count(*) FILTER (WHERE p.score >= $min) AS attack_flows,
+               count(*) AS flows,
+               max(p.score) AS max_score,
+               avg(p.score) FILTER (WHERE p.score >= $min) AS mean_score,
+               count(DISTINCT f.resp_h) FILTER (WHERE p.score >= $min) AS distinct_peers,
+               count(DISTINCT f.resp_p) FILTER (WHERE p.score >= $min) AS distinct_peer_ports,
+               min(f.ts) FILTER (WHERE p.score >= $min) AS first_seen,
+               max(f.ts) FILTER (WHERE p.score >= $min) AS last_seen,
+               string_agg(DISTINCT p.model_version, ',' ORDER BY p.model_version)
+                   AS model_versions,
+               now() AS refreshed_at
+        FROM flows f JOIN predictions p USING (uid)
+        WHERE f.ts <= $latest AND {where}
+        GROUP BY 1, 2, 3
+        HAVING count(*) FILTER (WHERE p.score >= $min) > 0
+    """
+
+
+def _progress(con: duckdb.DuckDBPyConnection) -> tuple[datetime | None, datetime | None]:
+    row = con.execute(
+        "SELECT max(refreshed_through), max(newest_ts) FROM alerts_progress"
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
 
 
 def refresh_alerts(
@@ -43,45 +88,71 @@ def refresh_alerts(
     window_minutes: int,
     latest: datetime | None = None,
 ) -> AlertRefresh:
-    """Rebuild alert rows for every window that still has hot flows, in one transaction
-    (older alerts, whose flows have left the hot table, are kept as they were). Flows with
-    a `ts` after `latest` (beyond the plausible window) make no alert window."""
+    """Rebuild the alert rows of the windows that got predictions since the last refresh,
+    in one transaction: the windows of the predictions made since then, found through the
+    `predicted_at` and `ts` zone maps, so a refresh costs what arrived, not what the hot
+    table holds. The first refresh (no mark yet) rebuilds every window that still has hot
+    flows. Older alerts, whose flows have left the hot table, are kept as they were. Flows
+    with a `ts` after `latest` (beyond the plausible window) make no alert window."""
     width = f"INTERVAL {int(window_minutes)} MINUTE"
     latest = latest or PlausibleTime().latest()
+    mark, newest_ts = _progress(con)
+    params = {"min": min_score, "latest": latest}
     with transaction(con):
-        con.execute(
-            f"DELETE FROM alerts WHERE window_start >= "
-            f"(SELECT time_bucket({width}, min(ts)) FROM flows)"
-        )
+        if mark is None:
+            through, newest_new = con.execute(
+                "SELECT max(predicted_at), max(ts) FILTER (WHERE ts <= $latest) FROM predictions",
+                {"latest": latest},
+            ).fetchone()
+            con.execute(
+                f"DELETE FROM alerts WHERE window_start >= "
+                f"(SELECT time_bucket({width}, min(ts)) FROM flows)"
+            )
+            where, refreshed = "true", None
+        else:
+            since = {"since": mark - ALERTS_LOOKBACK, "latest": latest}
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _windows AS "
+                f"SELECT DISTINCT time_bucket({width}, ts) AS window_start FROM predictions "
+                "WHERE predicted_at > $since AND ts <= $latest",
+                since,
+            )
+            through, newest_new = con.execute(
+                "SELECT max(predicted_at), max(ts) FILTER (WHERE ts <= $latest) "
+                "FROM predictions WHERE predicted_at > $since",
+                since,
+            ).fetchone()
+            starts = con.execute("SELECT window_start FROM _windows").pl()["window_start"]
+            refreshed = starts.len()
+            ranges = TsRanges.of_windows(starts, timedelta(minutes=window_minutes))
+            f_in, f_params = ranges.sql("f.ts", "f_ts")
+            p_in, p_params = ranges.sql("p.ts", "p_ts")
+            params.update(f_params)
+            params.update(p_params)
+            con.execute(
+                "DELETE FROM alerts WHERE window_start IN (SELECT window_start FROM _windows)"
+            )
+            where = (
+                f"{f_in} AND {p_in} AND time_bucket({width}, f.ts) IN "
+                "(SELECT window_start FROM _windows)"
+            )
         con.execute("DELETE FROM alerts WHERE window_start > $latest", {"latest": latest})
-        con.execute(
-            f"""
-            INSERT INTO alerts
-            SELECT time_bucket({width}, f.ts) AS window_start,
-                   time_bucket({width}, f.ts) + {width} AS window_end,
-                   f.orig_h,
-                   count(*) FILTER (WHERE p.score >= $min) AS attack_flows,
-                   count(*) AS flows,
-                   max(p.score) AS max_score,
-                   avg(p.score) FILTER (WHERE p.score >= $min) AS mean_score,
-                   count(DISTINCT f.resp_h) FILTER (WHERE p.score >= $min) AS distinct_peers,
-                   count(DISTINCT f.resp_p) FILTER (WHERE p.score >= $min) AS distinct_peer_ports,
-                   min(f.ts) FILTER (WHERE p.score >= $min) AS first_seen,
-                   max(f.ts) FILTER (WHERE p.score >= $min) AS last_seen,
-                   string_agg(DISTINCT p.model_version, ',' ORDER BY p.model_version)
-                       AS model_versions,
-                   now() AS refreshed_at
-            FROM flows f JOIN predictions p USING (uid)
-            WHERE f.ts <= $latest
-            GROUP BY 1, 2, 3
-            HAVING count(*) FILTER (WHERE p.score >= $min) > 0
-            """,
-            {"min": min_score, "latest": latest},
-        )
+        if refreshed != 0:
+            con.execute(_alert_rows_sql(width, where), params)
+        con.execute("DROP TABLE IF EXISTS _windows")
+        if through is not None:
+            newest = max((t for t in (newest_ts, newest_new) if t is not None), default=None)
+            con.execute("DELETE FROM alerts_progress")
+            con.execute(
+                "INSERT INTO alerts_progress VALUES ($through, $newest)",
+                {"through": through, "newest": newest},
+            )
     alerts, hosts, windows = con.execute(
         "SELECT count(*), count(DISTINCT orig_h), count(DISTINCT window_start) FROM alerts"
     ).fetchone()
-    return AlertRefresh(int(windows), int(alerts), int(hosts))
+    if refreshed is None:
+        refreshed = int(windows)
+    return AlertRefresh(int(windows), int(alerts), int(hosts), refreshed)
 
 
 def latest_attack_rate(
@@ -92,20 +163,30 @@ def latest_attack_rate(
 ) -> tuple[str | None, int, int]:
     """(window start, scored flows, flows at or above `min_score`) of the newest window
     that has predictions, among flows no later than `latest` (the plausible window: one
-    far-future flow must not stand for "the newest window" for good)."""
-    width = f"INTERVAL {int(window_minutes)} MINUTE"
-    row = con.execute(
-        f"""
-        SELECT time_bucket({width}, f.ts) AS w, count(*), count(*) FILTER (WHERE p.score >= ?)
-        FROM flows f JOIN predictions p USING (uid)
-        WHERE f.ts <= ?
-        GROUP BY 1 ORDER BY 1 DESC LIMIT 1
-        """,
-        [min_score, latest or PlausibleTime().latest()],
-    ).fetchone()
-    if row is None:
+    far-future flow must not stand for "the newest window" for good). The newest window is
+    the one the last alerts refresh recorded; it is counted through the `ts` zone maps."""
+    latest = latest or PlausibleTime().latest()
+    _, newest = _progress(con)
+    if newest is None or newest > latest:
+        newest = con.execute(
+            "SELECT max(ts) FROM predictions WHERE ts <= $latest", {"latest": latest}
+        ).fetchone()[0]
+    if newest is None:
         return None, 0, 0
-    return str(row[0]), int(row[1]), int(row[2])
+    width = timedelta(minutes=window_minutes)
+    start = con.execute(
+        f"SELECT time_bucket(INTERVAL {int(window_minutes)} MINUTE, $ts)", {"ts": newest}
+    ).fetchone()[0]
+    row = con.execute(
+        """
+        SELECT count(*), count(*) FILTER (WHERE p.score >= $min)
+        FROM flows f JOIN predictions p USING (uid)
+        WHERE f.ts >= $start AND f.ts < $end AND p.ts >= $start AND p.ts < $end
+          AND f.ts <= $latest
+        """,
+        {"min": min_score, "start": start, "end": start + width, "latest": latest},
+    ).fetchone()
+    return str(start), int(row[0]), int(row[1])
 
 
 def top_alert_hosts(con: duckdb.DuckDBPyConnection, limit: int = 5) -> list[tuple]:

@@ -9,13 +9,21 @@ A score that is not a number never becomes a verdict: such a flow gets no predic
 is counted as unscorable), and rows a model cannot read (a non-finite duration or a `ts`
 beyond the plausible window, stored before ingest quarantined them) are neither scored
 nor used as context.
+
+A run reads only what arrived since the last one, whatever the table holds: the flows
+ingested after the `scoring_progress` mark (less SCORING_LOOKBACK, against clock steps),
+checked against the predictions made since then, and as context only the rows of their
+graph windows, which DuckDB finds through the `ts` zone maps. A run that scored all it
+found moves the mark to the newest `ingested_at` it saw; a run cut short by `max_flows`
+leaves it, so the next run starts where this one could not finish. A flow that got no
+finite score is counted once, then left.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -24,6 +32,11 @@ import polars as pl
 from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.model.gnn import FlowScorer
 from nids_core.schema import FLOW_COLUMNS
+from nids_core.stores.hot import TsRanges
+
+# Flows ingested this long before the mark are read again (and found scored): a clock
+# stepped back by less than this loses no flow.
+SCORING_LOOKBACK = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,7 @@ class ScoreCounts:
     predicted_attacks: int
     seconds: float
     unscorable: int = 0
+    remaining: int = 0  # readable flows left for the next run (beyond max_flows)
 
 
 def predictions_frame(
@@ -62,6 +76,17 @@ def scorable_sql(alias: str = "f") -> str:
     return f"({alias}.duration IS NULL OR isfinite({alias}.duration)) AND {alias}.ts <= $latest"
 
 
+def scoring_mark(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The newest `ingested_at` a finished scoring run has read up to (None: none yet)."""
+    row = con.execute("SELECT max(scored_through) FROM scoring_progress").fetchone()
+    return row[0] if row else None
+
+
+def _set_scoring_mark(con: duckdb.DuckDBPyConnection, mark: datetime) -> None:
+    con.execute("DELETE FROM scoring_progress")
+    con.execute("INSERT INTO scoring_progress VALUES ($mark)", {"mark": mark})
+
+
 def score_unscored(
     con: duckdb.DuckDBPyConnection,
     scorer: FlowScorer,
@@ -76,29 +101,69 @@ def score_unscored(
     window_us = int(scorer.window.total_seconds() * 1_000_000) if scorer.window else None
     bucket = bucket_sql(window_us, "f.ts")
     limit = f"LIMIT {int(max_flows)}" if max_flows else ""
-    # One pass over the flows without a prediction: the readable ones (oldest first, at
-    # most `max_flows`) are scored, the others only counted.
+    mark = scoring_mark(con)
+    since = "true"
+    if mark is not None:
+        since = "f.ingested_at > $since"
+        params["since"] = mark - SCORING_LOOKBACK
+    # The flows ingested since the mark, less those with a prediction: a prediction carries
+    # its flow's ts, so it is looked for among the predictions of the same ts ranges.
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _pending AS "
-        f"SELECT f.uid, f.ts, {bucket} AS bucket, {scorable_sql()} AS readable FROM flows f "
-        "ANTI JOIN predictions p ON p.uid = f.uid",
+        "CREATE OR REPLACE TEMP TABLE _new AS "
+        f"SELECT f.uid, f.ts, f.ingested_at, {bucket} AS bucket, {scorable_sql()} AS readable "
+        f"FROM flows f WHERE {since}",
         params,
     )
+    predicted = "predictions"
+    if mark is not None:
+        ranges = TsRanges.of(con.execute("SELECT ts FROM _new").pl()["ts"])
+        in_ranges, predicted_params = ranges.sql("p.ts")
+        predicted = f"(SELECT p.uid FROM predictions p WHERE {in_ranges})"
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _unscored AS SELECT uid, bucket FROM _pending "
-        f"WHERE readable ORDER BY ts, uid {limit}"
+        "CREATE OR REPLACE TEMP TABLE _pending AS "
+        f"SELECT n.* FROM _new n ANTI JOIN {predicted} q ON q.uid = n.uid",
+        predicted_params if mark is not None else {},
+    )
+    newest = con.execute("SELECT max(ingested_at) FROM _new").fetchone()[0]
+    con.execute("DROP TABLE _new")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unscored AS SELECT uid, ts, bucket FROM _pending "
+        "WHERE readable QUALIFY row_number() OVER (PARTITION BY uid ORDER BY ts) = 1 "
+        f"ORDER BY ts, uid {limit}"
     )
     unscored = con.execute("SELECT count(*) FROM _unscored").fetchone()[0]
-    unreadable = con.execute("SELECT count(*) FROM _pending WHERE NOT readable").fetchone()[0]
+    readable, unreadable = con.execute(
+        "SELECT count(*) FILTER (WHERE readable), count(*) FILTER (WHERE NOT readable) "
+        "FROM _pending"
+    ).fetchone()
     con.execute("DROP TABLE _pending")
+    remaining = int(readable) - int(unscored)
     if unscored == 0:
+        if newest is not None and remaining == 0:
+            _set_scoring_mark(con, newest)
+        con.execute("DROP TABLE IF EXISTS _unscored")
         return ScoreCounts(0, 0, 0, 0, 0, time.perf_counter() - t0, unscorable=int(unreadable))
+    # Context: the rows of the windows being scored, found through their ts range (which
+    # prunes the scan) and then their window number (which is exact).
+    params = {"latest": params["latest"]}
+    in_windows = "true"
+    if window_us:
+        ranges = TsRanges.of(con.execute("SELECT ts FROM _unscored").pl()["ts"])
+        window = timedelta(microseconds=window_us)
+        widened = TsRanges(
+            tuple(
+                (_window_start(lo, window_us), _window_start(hi, window_us) + window)
+                for lo, hi in ranges.bounds
+            )
+        )
+        in_windows, ts_params = widened.sql("f.ts")
+        params.update(ts_params)
     cols = ", ".join(f"f.{c}" for c in FLOW_COLUMNS)
     context = con.execute(
         f"SELECT {cols}, (u.uid IS NOT NULL) AS _target FROM flows f "
         f"LEFT JOIN _unscored u ON u.uid = f.uid "
-        f"WHERE {bucket} IN (SELECT DISTINCT bucket FROM _unscored) AND {scorable_sql()} "
-        "ORDER BY f.ts, f.uid",
+        f"WHERE {in_windows} AND {bucket} IN (SELECT DISTINCT bucket FROM _unscored) "
+        f"AND {scorable_sql()} ORDER BY f.ts, f.uid",
         params,
     ).pl()
     windows = con.execute("SELECT count(DISTINCT bucket) FROM _unscored").fetchone()[0]
@@ -106,14 +171,17 @@ def score_unscored(
     target = context["_target"].to_numpy()
     out = predictions_frame(
         context["uid"].filter(context["_target"]), scores[target], scorer.threshold, model_version
-    )
+    ).unique("uid", keep="first", maintain_order=True)
     con.register("_scored", out.to_arrow())
     try:
         inserted = con.execute(
-            "INSERT INTO predictions (uid, score, predicted_label, model_version, predicted_at) "
-            "SELECT uid, score, predicted_label, model_version, now() FROM _scored "
-            "ON CONFLICT (uid) DO NOTHING"
+            "INSERT INTO predictions "
+            "(uid, score, predicted_label, model_version, predicted_at, ts) "
+            "SELECT s.uid, s.score, s.predicted_label, s.model_version, now(), u.ts "
+            "FROM _scored s JOIN _unscored u USING (uid) ORDER BY u.ts"
         ).fetchone()[0]
+        if remaining == 0:
+            _set_scoring_mark(con, newest)
     finally:
         con.unregister("_scored")
         con.execute("DROP TABLE IF EXISTS _unscored")
@@ -126,4 +194,15 @@ def score_unscored(
         attacks,
         time.perf_counter() - t0,
         unscorable=int(unreadable) + int(target.sum()) - out.height,
+        remaining=remaining,
     )
+
+
+def _window_start(ts: datetime, window_us: int) -> datetime:
+    """Start of the graph window holding `ts` (aligned as bucket_sql numbers them)."""
+    return ts - timedelta(microseconds=_epoch_us(ts) % window_us)
+
+
+def _epoch_us(ts: datetime) -> int:
+    delta = ts - datetime(1970, 1, 1, tzinfo=ts.tzinfo)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

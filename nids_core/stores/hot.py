@@ -4,11 +4,15 @@ Writes are keyed so that replaying a message, a batch or a backfill changes noth
 `flows` is keyed on Zeek's `uid` (the lowest Kafka provenance wins, whatever the order of
 delivery), `quarantine` on (topic, partition, offset).
 
-`flows` has no primary-key index: the upsert finds stored uids with one anti-join per
-batch, which DuckDB runs as a hash join on the batch's uids over the `uid` column. An ART
-index would cost about twice as much per inserted row, hold every uid of the last 24 h in
-memory, and add nothing: every writer of `flows` holds the `duckdb` pool (size 1) and
-DuckDB's file lock, so no two upserts overlap.
+`flows` has no primary-key index: the upsert finds stored copies of the batch's uids with
+one anti-join per batch, over only the stored rows whose `ts` can equal a batch row's. A
+copy of a record (a redelivery, a replayed batch, a backfill) carries the record's `uid`
+and `ts` both, so a lookup bounded to the batch's `ts` ranges finds every one of them, and
+DuckDB skips every row group whose `ts` zone map lies outside those ranges: rows are
+appended in arrival order, so the lookup touches the last minutes of the table, not the
+24 hours it holds. An ART index would cost about twice as much per inserted row, hold
+every uid of the last 24 h in memory, and add nothing: every writer of `flows` holds the
+`duckdb` pool (size 1) and DuckDB's file lock, so no two upserts overlap.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -27,14 +32,24 @@ from nids_core.schema import FLOW_COLUMNS, flows_ddl
 # cannot disagree.
 FLOWS_DDL = flows_ddl()
 
+# One row per uid, kept by the scoring run's anti-join (not a key index: an ART index
+# over a day of uids costs seconds per insert and a gigabyte of memory). `ts` is the flow's,
+# so the rows of a time window are found through its zone maps without reading `flows`.
 PREDICTIONS_DDL = """
 CREATE TABLE IF NOT EXISTS predictions (
-    uid VARCHAR PRIMARY KEY,
+    uid VARCHAR NOT NULL,
     score DOUBLE NOT NULL,
     predicted_label VARCHAR NOT NULL,
     model_version VARCHAR NOT NULL,
-    predicted_at TIMESTAMPTZ NOT NULL
+    predicted_at TIMESTAMPTZ NOT NULL,
+    ts TIMESTAMPTZ
 )
+"""
+PREDICTION_COLUMNS = ("uid", "score", "predicted_label", "model_version", "predicted_at")
+
+# Where the last scoring run finished reading `flows` (its newest `ingested_at`).
+SCORING_PROGRESS_DDL = """
+CREATE TABLE IF NOT EXISTS scoring_progress (scored_through TIMESTAMPTZ NOT NULL)
 """
 
 # Keyed by (topic, partition, offset, raw), not by offset alone: offsets are reused after a
@@ -96,11 +111,41 @@ def read_only_query(
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the hot tables if they do not exist."""
-    from nids_core.serving.alerts import ALERTS_DDL
+    from nids_core.serving.alerts import ALERTS_DDL, ALERTS_PROGRESS_DDL
 
-    for ddl in (FLOWS_DDL, PREDICTIONS_DDL, QUARANTINE_DDL, ALERTS_DDL):
+    for ddl in (
+        FLOWS_DDL,
+        PREDICTIONS_DDL,
+        QUARANTINE_DDL,
+        ALERTS_DDL,
+        SCORING_PROGRESS_DDL,
+        ALERTS_PROGRESS_DDL,
+    ):
         con.execute(ddl)
     _drop_quarantine_offset_key(con)
+    _rebuild_keyed_predictions(con)
+
+
+def _rebuild_keyed_predictions(con: duckdb.DuckDBPyConnection) -> None:
+    """Files made before predictions carried the flow's `ts` keyed `predictions` on uid;
+    rebuild such a table without the key, each row given its flow's ts (once)."""
+    has_ts = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'predictions' "
+        "AND column_name = 'ts'"
+    ).fetchone()[0]
+    if has_ts:
+        return
+    cols = ", ".join(f"p.{c}" for c in PREDICTION_COLUMNS)
+    with transaction(con):
+        con.execute(
+            f"CREATE TABLE _predictions_with_ts AS SELECT {cols}, f.ts FROM predictions p "
+            "LEFT JOIN (SELECT uid, min(ts) AS ts FROM flows GROUP BY uid) f USING (uid) "
+            "ORDER BY p.predicted_at"
+        )
+        con.execute("DROP TABLE predictions")
+        con.execute(PREDICTIONS_DDL)
+        con.execute("INSERT INTO predictions SELECT * FROM _predictions_with_ts")
+        con.execute("DROP TABLE _predictions_with_ts")
 
 
 def _drop_quarantine_offset_key(con: duckdb.DuckDBPyConnection) -> None:
@@ -134,6 +179,55 @@ def dedupe_batch(flows: pl.DataFrame) -> pl.DataFrame:
     return flows.sort(list(_PROVENANCE)).unique("uid", keep="first", maintain_order=True)
 
 
+# Batch timestamps further apart than this start a new lookup range (a late record does
+# not widen one range over the hours between it and the rest); at most MAX_TS_RANGES.
+TS_RANGE_GAP = timedelta(minutes=5)
+MAX_TS_RANGES = 16
+
+
+@dataclass(frozen=True)
+class TsRanges:
+    """Closed `ts` intervals that hold every `ts` of a batch: a SQL condition that lets
+    DuckDB skip the row groups outside them."""
+
+    bounds: tuple[tuple[datetime, datetime], ...]
+
+    @classmethod
+    def of(cls, ts: pl.Series) -> TsRanges:
+        values = ts.drop_nulls().unique().sort()
+        if values.is_empty():
+            return cls(())
+        gaps = values.diff().slice(1)
+        # Split at the widest gaps above TS_RANGE_GAP, at most MAX_TS_RANGES - 1 of them.
+        wide = (
+            pl.DataFrame({"at": pl.int_range(1, values.len(), eager=True), "gap": gaps})
+            .filter(pl.col("gap") > TS_RANGE_GAP)
+            .top_k(MAX_TS_RANGES - 1, by="gap")
+            .sort("at")["at"]
+            .to_list()
+        )
+        starts = [0, *wide]
+        ends = [*(i - 1 for i in wide), values.len() - 1]
+        return cls(tuple((values[a], values[b]) for a, b in zip(starts, ends, strict=True)))
+
+    @classmethod
+    def of_windows(cls, starts: pl.Series, width: timedelta) -> TsRanges:
+        """Ranges holding every window [start, start + width) of `starts`."""
+        ranges = cls.of(starts)
+        return cls(tuple((lo, hi + width) for lo, hi in ranges.bounds))
+
+    def sql(self, column: str = "ts", name: str = "ts") -> tuple[str, dict[str, datetime]]:
+        """(condition, parameters named `<name>_lo<i>`, `<name>_hi<i>`) true for rows whose
+        `column` lies in one of the ranges."""
+        if not self.bounds:
+            return "false", {}
+        terms, params = [], {}
+        for i, (lo, hi) in enumerate(self.bounds):
+            terms.append(f"{column} BETWEEN ${name}_lo{i} AND ${name}_hi{i}")
+            params[f"{name}_lo{i}"], params[f"{name}_hi{i}"] = lo, hi
+        return "(" + " OR ".join(terms) + ")", params
+
+
 def upsert_flows(con: duckdb.DuckDBPyConnection, flows: pl.DataFrame) -> UpsertCounts:
     """Upsert canonical flows with provenance into `flows`, keyed on uid.
 
@@ -143,13 +237,16 @@ def upsert_flows(con: duckdb.DuckDBPyConnection, flows: pl.DataFrame) -> UpsertC
     """
     unique = dedupe_batch(flows)
     cols = [*FLOW_COLUMNS, *_PROVENANCE]
+    stored_in_range, params = TsRanges.of(unique["ts"]).sql("f.ts")
     con.register("_batch", unique.select(cols).to_arrow())
     try:
         col_list = ", ".join(_q(c) for c in cols)
-        # Anti-join: only uids not stored yet (files made with a uid primary key work too).
+        # Anti-join against the stored rows whose ts can be a batch row's (files made with a
+        # uid primary key work too).
         inserted = con.execute(
             f"INSERT INTO flows ({col_list}, ingested_at) SELECT {col_list}, now() FROM _batch "
-            "WHERE uid NOT IN (SELECT uid FROM flows)"
+            f"WHERE uid NOT IN (SELECT f.uid FROM flows f WHERE {stored_in_range})",
+            params,
         ).fetchone()[0]
         already = unique.height - int(inserted)
         replaced = 0
@@ -161,7 +258,8 @@ def upsert_flows(con: duckdb.DuckDBPyConnection, flows: pl.DataFrame) -> UpsertC
             sets = ", ".join(f"{_q(c)} = b.{_q(c)}" for c in cols if c != "uid")
             replaced = con.execute(
                 f"UPDATE flows f SET {sets}, ingested_at = now() FROM _batch b "
-                f"WHERE f.uid = b.uid AND {lower}"
+                f"WHERE f.uid = b.uid AND {stored_in_range} AND {lower}",
+                params,
             ).fetchone()[0]
     finally:
         con.unregister("_batch")

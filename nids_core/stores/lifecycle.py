@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from nids_core.stores.cold import ColdStore
-from nids_core.stores.hot import transaction
+from nids_core.stores.hot import PREDICTION_COLUMNS, transaction
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,39 @@ def _missing_from_cold(store: ColdStore, day: str, uids: pl.Series) -> int:
         return uids.len()
     cold = store.read_cold_day(day)["uid"]
     return int((~uids.is_in(cold.implode())).sum())
+
+
+def remove_uids_stored_twice(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """Keep one row per uid in `flows` (the lowest Kafka provenance, as the upsert would)
+    and in `predictions` (the first made), in one transaction; returns the rows removed
+    from each. The per-batch upsert finds every copy of a record, which carries the same
+    uid and ts; a record sent again with *another* ts (a sensor that re-stamps it) is found
+    only here, so the hot table holds it twice until this hourly pass."""
+    with transaction(con):
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _twice AS SELECT uid FROM flows GROUP BY uid "
+            "HAVING count(*) > 1"
+        )
+        flows = con.execute(
+            'DELETE FROM flows f USING (SELECT uid, topic, "partition", "offset", '
+            'row_number() OVER (PARTITION BY uid ORDER BY topic, "partition", "offset") AS n '
+            "FROM flows WHERE uid IN (SELECT uid FROM _twice)) x "
+            "WHERE x.n > 1 AND f.uid = x.uid AND f.topic = x.topic "
+            'AND f."partition" = x."partition" AND f."offset" = x."offset"'
+        ).fetchone()[0]
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _twice AS SELECT uid FROM predictions GROUP BY uid "
+            "HAVING count(*) > 1"
+        )
+        predictions = con.execute(
+            "DELETE FROM predictions p USING (SELECT uid, predicted_at, min(predicted_at) "
+            "OVER (PARTITION BY uid) AS first_at FROM predictions "
+            "WHERE uid IN (SELECT uid FROM _twice)) x "
+            "WHERE p.uid = x.uid AND p.predicted_at = x.predicted_at "
+            "AND x.predicted_at > x.first_at"
+        ).fetchone()[0]
+        con.execute("DROP TABLE _twice")
+    return int(flows), int(predictions)
 
 
 IMPLAUSIBLE_REASON = "ts outside the plausible window (found in the hot table)"
@@ -106,7 +139,8 @@ def expire_hot_data(
             )
             continue
         predictions = con.execute(
-            "SELECT p.* FROM predictions p JOIN flows f USING (uid) WHERE " + _in_day("f.ts"),
+            f"SELECT {', '.join(f'p.{c}' for c in PREDICTION_COLUMNS)} FROM predictions p "
+            "JOIN flows f USING (uid) WHERE " + _in_day("f.ts"),
             [cutoff, day_value],
         ).pl()
         exported = store.merge_predictions(day, predictions) if predictions.height else 0
