@@ -3,13 +3,14 @@
 The rows are the real IoT-23 flows, repeated with their uids made unique, stamped at an
 even rate over the 24 hours before `until` and inserted in time order, the order a live
 sensor inserts them. Each flow gets a prediction, as the scoring runs would have given it,
-so scoring and alerts see a table that size too.
+so scoring and alerts see a table that size too, with the marks of the last scoring run
+and alerts refresh.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -28,6 +29,8 @@ def prefill_hot(path: str, flows: pl.DataFrame, rows: int, until: datetime) -> f
     base = flows.select(FLOW_COLUMNS).with_row_index("i").with_columns(pl.col("i").cast(pl.Int64))
     step_us = DAY.total_seconds() * 1e6 / rows
     start = until - DAY
+    # Ingested as they happened, the last one a few seconds before now.
+    ingested = min(until, datetime.now(UTC)) - DAY - timedelta(seconds=10)
     cols = [c for c in FLOW_COLUMNS if c not in ("uid", "ts")]
     con = duckdb.connect(path)
     try:
@@ -46,18 +49,27 @@ def prefill_hot(path: str, flows: pl.DataFrame, rows: int, until: datetime) -> f
                        $start + to_microseconds(CAST((r.range * {n} + b.i) * {step_us} AS BIGINT)),
                        {", ".join(f"b.{c}" for c in cols)},
                        '{PREFILL_TOPIC}', 0, r.range * {n} + b.i,
-                       $start + to_microseconds(CAST((r.range * {n} + b.i) * {step_us} AS BIGINT))
+                       $ingested + to_microseconds(CAST((r.range * {n} + b.i) * {step_us} AS BIGINT))
                 FROM _base b CROSS JOIN range({first}, {last}) r
                 WHERE r.range * {n} + b.i < {rows}
                 ORDER BY 2
                 """,
-                {"start": start},
+                {"start": start, "ingested": ingested},
             )
-        # Every prefilled flow was scored a few seconds after it arrived.
+            # Every prefilled flow was scored a few seconds after it arrived.
+            con.execute(
+                "INSERT INTO predictions "
+                "(uid, score, predicted_label, model_version, predicted_at, ts) "
+                "SELECT uid, 0.01, 'benign', 'prefill', ingested_at + INTERVAL 5 SECOND, ts "
+                f"FROM flows WHERE topic = '{PREFILL_TOPIC}' "
+                f'AND "offset" >= {first * n} AND "offset" < {last * n} ORDER BY ts'
+            )
+        # The marks a day of scoring runs and alerts refreshes leaves.
+        con.execute("DELETE FROM scoring_progress")
+        con.execute("INSERT INTO scoring_progress SELECT max(ingested_at) FROM flows")
+        con.execute("DELETE FROM alerts_progress")
         con.execute(
-            "INSERT INTO predictions (uid, score, predicted_label, model_version, predicted_at, ts) "
-            "SELECT uid, 0.01, 'benign', 'prefill', ingested_at + INTERVAL 5 SECOND, ts "
-            f"FROM flows WHERE topic = '{PREFILL_TOPIC}' ORDER BY ingested_at"
+            "INSERT INTO alerts_progress SELECT max(predicted_at), max(ts) FROM predictions"
         )
         con.execute("CHECKPOINT")
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 
@@ -110,7 +110,8 @@ def refresh_alerts(
             )
             where, refreshed = "true", None
         else:
-            since = {"since": mark - ALERTS_LOOKBACK, "latest": latest}
+            # A mark ahead of the clock (which then stepped back) must not hide new rows.
+            since = {"since": min(mark, datetime.now(UTC)) - ALERTS_LOOKBACK, "latest": latest}
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE _windows AS "
                 f"SELECT DISTINCT time_bucket({width}, ts) AS window_start FROM predictions "

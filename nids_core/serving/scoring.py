@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -105,7 +105,8 @@ def score_unscored(
     since = "true"
     if mark is not None:
         since = "f.ingested_at > $since"
-        params["since"] = mark - SCORING_LOOKBACK
+        # A mark ahead of the clock (which then stepped back) must not hide new flows.
+        params["since"] = min(mark, datetime.now(UTC)) - SCORING_LOOKBACK
     # The flows ingested since the mark, less those with a prediction: a prediction carries
     # its flow's ts, so it is looked for among the predictions of the same ts ranges.
     con.execute(
