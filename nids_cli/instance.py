@@ -18,11 +18,6 @@ telemetry:
   enabled: false
 run_queue:
   dequeue_interval_seconds: 1
-# Sensors tick side by side: a slow tick (the Kafka sensor's broker round trips) does not
-# hold back the scoring sensor's.
-sensors:
-  use_threads: true
-  num_workers: 4
 concurrency:
   pools:
     # DuckDB allows one writing process per file: hot_flows, cold_predictions and
