@@ -198,7 +198,13 @@ def test_readme_commands_run_as_written(tmp_path):
             _wait(assets_listed, 120, "dg dev served the 12 assets")
         finally:
             os.killpg(dev.pid, signal.SIGTERM)
-            dev.wait(60)
+            try:
+                dev.wait(60)
+            except subprocess.TimeoutExpired:
+                # Cleanup, not what this test checks: on a loaded machine a sensor tick in
+                # flight when `dg dev` stops its code server can hold the daemon past this.
+                os.killpg(dev.pid, signal.SIGKILL)
+                dev.wait(30)
     finally:
         # `nids broker` stops its broker on SIGTERM, as on Ctrl-C.
         broker.send_signal(signal.SIGTERM)
