@@ -19,7 +19,6 @@ import argparse
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -266,10 +265,7 @@ def hot_batch_costs(flows: pl.DataFrame, work: Path, rows: int, live_start: date
             print(f"    pre-filled {n:,} flows in {time.perf_counter() - t0:.0f} s")
         batches = live_batches(flows, after, LIVE_RATE, 50_000, 6, "c")
         costs = measure(path, batches, scorer)
-        # The first batch of a store pays for its first scoring and alerts marks.
-        results[label] = [
-            statistics.median(v[1:]) for v in (costs.upsert_s, costs.scoring_s, costs.alerts_s)
-        ]
+        results[label] = costs.medians()
         up, sc, al = results[label]
         print(
             f"    {label}: per batch of 50,000: upsert {up:.3f} s, scoring {sc:.3f} s, "

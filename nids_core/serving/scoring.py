@@ -115,7 +115,7 @@ def score_unscored(
         f"FROM flows f WHERE {since}",
         params,
     )
-    predicted = "predictions"
+    predicted, predicted_params = "predictions", {}
     if mark is not None:
         ranges = TsRanges.of(con.execute("SELECT ts FROM _new").pl()["ts"])
         in_ranges, predicted_params = ranges.sql("p.ts")
@@ -123,7 +123,7 @@ def score_unscored(
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _pending AS "
         f"SELECT n.* FROM _new n ANTI JOIN {predicted} q ON q.uid = n.uid",
-        predicted_params if mark is not None else {},
+        predicted_params,
     )
     newest = con.execute("SELECT max(ingested_at) FROM _new").fetchone()[0]
     con.execute("DROP TABLE _new")
@@ -149,15 +149,10 @@ def score_unscored(
     params = {"latest": params["latest"]}
     in_windows = "true"
     if window_us:
-        ranges = TsRanges.of(con.execute("SELECT ts FROM _unscored").pl()["ts"])
-        window = timedelta(microseconds=window_us)
-        widened = TsRanges(
-            tuple(
-                (_window_start(lo, window_us), _window_start(hi, window_us) + window)
-                for lo, hi in ranges.bounds
-            )
-        )
-        in_windows, ts_params = widened.sql("f.ts")
+        buckets = con.execute("SELECT DISTINCT bucket FROM _unscored").pl()["bucket"]
+        starts = pl.from_epoch(buckets * window_us, time_unit="us").dt.replace_time_zone("UTC")
+        ranges = TsRanges.of_windows(starts, timedelta(microseconds=window_us))
+        in_windows, ts_params = ranges.sql("f.ts")
         params.update(ts_params)
     cols = ", ".join(f"f.{c}" for c in FLOW_COLUMNS)
     context = con.execute(
@@ -197,13 +192,3 @@ def score_unscored(
         unscorable=int(unreadable) + int(target.sum()) - out.height,
         remaining=remaining,
     )
-
-
-def _window_start(ts: datetime, window_us: int) -> datetime:
-    """Start of the graph window holding `ts` (aligned as bucket_sql numbers them)."""
-    return ts - timedelta(microseconds=_epoch_us(ts) % window_us)
-
-
-def _epoch_us(ts: datetime) -> int:
-    delta = ts - datetime(1970, 1, 1, tzinfo=ts.tzinfo)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
