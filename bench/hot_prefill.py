@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import polars as pl
 
-from nids_core.schema import FLOW_COLUMNS
+from nids_core.schema import FLOW_COLUMNS, PROVENANCE_SCHEMA
+from nids_core.stores.cold import ColdStore
 from nids_core.stores.hot import ensure_schema
 
 PREFILL_TOPIC = "bench.prefill"  # provenance of the prefilled rows, apart from the stream's
@@ -75,3 +76,24 @@ def prefill_hot(path: str, flows: pl.DataFrame, rows: int, until: datetime) -> f
     finally:
         con.close()
     return time.perf_counter() - t0
+
+
+def prefill_cold(hot_path: str, cold: ColdStore, days: list[str]) -> dict[str, int]:
+    """Write the pre-filled hot rows of `days` as those days' compacted cold files, so the
+    cold days the stream reaches hold what the day's traffic left in them; rows per day."""
+    columns = ", ".join(f'"{c}"' for c in [*FLOW_COLUMNS, *PROVENANCE_SCHEMA])
+    rows = {}
+    con = duckdb.connect(hot_path, read_only=True)
+    try:
+        for day in days:
+            path = cold.cold_file(day)
+            cold.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+            rows[day] = con.execute(
+                f"COPY (SELECT {columns} FROM flows WHERE ts >= $start AND ts < $end "
+                f"ORDER BY ts, uid) TO '{path}' (FORMAT parquet, COMPRESSION zstd)",
+                {"start": start, "end": start + timedelta(days=1)},
+            ).fetchone()[0]
+    finally:
+        con.close()
+    return rows

@@ -26,20 +26,54 @@ from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
 
-def cold_flows(context: AssetExecutionContext, cold_store: ColdStoreResource) -> MaterializeResult:
-    """Cold flows of one UTC day at `<cold>/flows/date=YYYY-MM-DD/part-0.parquet`, rebuilt whole
-    and atomically from that day's landing files: deduplicated on uid (also against the day
-    before and after: a flow delivered again with a timestamp on a neighbouring day is kept
-    once, the first delivery's copy), sorted by (ts, uid), so backfilling any range any
-    number of times, in any grouping, gives identical files."""
+class ColdFlowsConfig(Config):
+    append_batches: list[str] = Field(
+        default=[],
+        description="Empty (a backfill, the sensor's compaction of a closed day): rebuild each "
+        "day whole from the landing zone. Batch names (what the sensor requests for new "
+        "batches): append those landed batches to their days as files, without reading the "
+        "rest of the day.",
+    )
+
+
+def cold_flows(
+    context: AssetExecutionContext, config: ColdFlowsConfig, cold_store: ColdStoreResource
+) -> MaterializeResult:
+    """Cold flows of one UTC day under `<cold>/flows/date=YYYY-MM-DD/`. New batches are
+    appended as files (`batch-<name>.parquet`, a copy of the batch's landing file: the cost
+    is the batch's, not the day's); once the day is closed, or when it is backfilled, it is
+    compacted into `part-0.parquet`: rebuilt whole from that day's landing files,
+    deduplicated on uid (also against the day before and after: a flow delivered again with
+    a timestamp on a neighbouring day is kept once, the first delivery's copy) and sorted
+    by (ts, uid), so backfilling any range any number of times, in any grouping, gives
+    identical files. Read through the store, a day holds the same rows before and after
+    compaction."""
     store = cold_store.store()
     days = list(context.partition_keys)
+    if config.append_batches:
+        rows = store.append_batches(config.append_batches, set(days))
+        context.log.info(
+            f"appended {len(config.append_batches)} batches to cold days "
+            + ", ".join(f"{d} (+{n} flows)" for d, n in rows.items())
+        )
+        return MaterializeResult(
+            metadata={
+                "mode": "append",
+                "rows_appended": sum(rows.values()),
+                "rows_appended_by_day": MetadataValue.json(rows),
+                "batches_appended": len(config.append_batches),
+                "path": f"{store.url}/flows/date={days[0]}/"
+                if len(days) == 1
+                else f"{store.url}/flows/date={{{days[0]}..{days[-1]}}}/",
+            }
+        )
     rows = store.rewrite_cold_days(days)
     for day in days:
         context.log.info(f"cold partition {day}: {rows[day]} flows -> {store.cold_file(day)}")
     # One result for the run; with a range, each day's figures are in `rows_by_day`.
     return MaterializeResult(
         metadata={
+            "mode": "compaction",
             "rows": sum(rows.values()),
             "rows_by_day": MetadataValue.json(rows),
             "path": f"{store.url}/flows/date={days[0]}/part-0.parquet"

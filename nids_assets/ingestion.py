@@ -122,6 +122,7 @@ def flow_batch(
             "parse_seconds": round(landed.parse_seconds, 3),
             "write_seconds": round(landed.write_seconds, 3),
             "records_per_second": round(m.records / total, 1) if total > 0 else 0.0,
+            "batch": m.name,
             "landing_manifest": store.manifest_file(m.name),
             "records_digest": m.digest,
         },

@@ -83,7 +83,9 @@ def build_definitions(
         schedules=[daily_training_schedule(settings.training_cron), hourly_lifecycle_schedule],
         sensors=[
             kafka_ingest_sensor(settings.kafka_sensor_interval_s),
-            cold_flows_sensor(settings.cold_sensor_interval_s, partitions),
+            cold_flows_sensor(
+                settings.cold_sensor_interval_s, partitions, settings.cold_compact_after_s
+            ),
             reference_corpus_sensor(settings.reference_sensor_interval_s),
             scoring_sensor(settings.scoring_sensor_interval_s),
             dead_run_sensor(settings.dead_run_sensor_interval_s),

@@ -22,7 +22,8 @@ cold_flows_job = define_asset_job(
     "cold_flows_job",
     selection=AssetSelection.assets("cold_flows"),
     executor_def=in_process_executor,
-    description="Rebuild cold daily partitions from the landing zone.",
+    description="Append new landed batches to their cold days, or compact (rebuild) days "
+    "from the landing zone.",
     tags={"dagster/max_runtime": "3600"},
 )
 

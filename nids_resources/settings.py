@@ -161,6 +161,13 @@ class DeploymentSettings(BaseSettings):
         description="Seconds between cold-partition sensor ticks",
         ge=1,
     )
+    cold_compact_after_s: int = deployment_setting(
+        3600,
+        env="NIDS_COLD_COMPACT_AFTER_S",
+        description="Seconds after a day closed, and after its last appended batch, before "
+        "its cold partition is compacted",
+        ge=0,
+    )
     reference_sensor_interval_s: int = deployment_setting(
         60,
         env="NIDS_REFERENCE_SENSOR_INTERVAL_S",

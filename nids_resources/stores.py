@@ -1,5 +1,6 @@
 """Storage resources: the hot DuckDB file and the landing/cold Parquet store."""
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -60,6 +61,12 @@ class ColdStoreResource(TagsRunWorker, ConfigurableResource):
         None, env="AWS_SECRET_ACCESS_KEY", description="S3 secret key", secret=True
     )
     aws_region: str | None = setting(None, env="AWS_REGION", description="S3 region")
+    compaction_memory: str = setting(
+        "2GB",
+        env="NIDS_COLD_COMPACTION_MEMORY",
+        description="Memory a cold day's compaction may use before it spills to disk "
+        "(DuckDB's memory_limit, e.g. 2GB)",
+    )
 
     @field_validator("url")
     @classmethod
@@ -69,6 +76,13 @@ class ColdStoreResource(TagsRunWorker, ConfigurableResource):
         if value.startswith("s3://") and len(value) <= len("s3://"):
             raise ValueError("names no bucket")
         return value
+
+    @field_validator("compaction_memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
+            raise ValueError("is not an amount of memory such as 512MB or 2GB")
+        return value.strip()
 
     def storage_options(self) -> dict:
         if not self.url.startswith("s3://"):
@@ -94,4 +108,4 @@ class ColdStoreResource(TagsRunWorker, ConfigurableResource):
         return opts
 
     def store(self) -> ColdStore:
-        return ColdStore(self.url, self.storage_options())
+        return ColdStore(self.url, self.storage_options(), self.compaction_memory)

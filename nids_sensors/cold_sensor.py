@@ -1,12 +1,17 @@
-"""Cold-store sensor: days touched by newly landed batches get their cold partition rebuilt."""
+"""Cold-store sensor: new landed batches are appended to their cold days; a closed day is
+compacted once no batch has reached it for a while."""
 
-from datetime import date, timedelta
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DailyPartitionsDefinition,
     DefaultSensorStatus,
+    RunConfig,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
@@ -15,15 +20,43 @@ from dagster import (
     sensor,
 )
 
+from nids_assets.cold import ColdFlowsConfig
 from nids_jobs.jobs import cold_flows_job
 
+# Batch names per append run: keeps a run config small when a backlog is drained.
+BATCHES_PER_RUN = 200
 
-def cold_flows_sensor(interval_s: int, partitions: DailyPartitionsDefinition) -> SensorDefinition:
+
+@dataclass
+class ColdCursor:
+    """Where the sensor stands: the newest `flow_batch` materialization it has read, and
+    the days it appended to that are not compacted yet (day -> epoch of the last append)."""
+
+    after: int | None = None
+    uncompacted: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> "ColdCursor":
+        if not cursor:
+            return cls()
+        if cursor.isdigit():  # the cursor of a sensor that rebuilt days on every batch
+            return cls(after=int(cursor))
+        state = json.loads(cursor)
+        return cls(after=state["after"], uncompacted=dict(state["uncompacted"]))
+
+    def dump(self) -> str:
+        return json.dumps({"after": self.after, "uncompacted": self.uncompacted}, sort_keys=True)
+
+
+def cold_flows_sensor(
+    interval_s: int, partitions: DailyPartitionsDefinition, compact_after_s: int
+) -> SensorDefinition:
     """The sensor, looking every `interval_s` seconds, over the code location's daily
-    partitions."""
+    partitions; a day is compacted `compact_after_s` after it closed and after its last
+    append, whichever is later."""
 
     def evaluate(context: SensorEvaluationContext):
-        return _cold_flows_sensor(context, partitions)
+        return _cold_flows_sensor(context, partitions, compact_after_s, time.time())
 
     return sensor(
         name="cold_flows_sensor",
@@ -31,43 +64,80 @@ def cold_flows_sensor(interval_s: int, partitions: DailyPartitionsDefinition) ->
         minimum_interval_seconds=interval_s,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            "Reads new `flow_batch` materializations and requests a rebuild of the cold daily "
-            "partitions they touched (one run per stretch of consecutive days, keyed by the newest "
-            "landing event)."
+            "Reads new `flow_batch` materializations and requests runs that append those "
+            "batches to the cold days they touched (one run per stretch of consecutive days, "
+            "keyed by the newest landing event); a day that closed, and got no new batch, "
+            f"{compact_after_s} s ago is then compacted (rebuilt whole from the landing zone)."
         ),
     )(evaluate)
 
 
-def _cold_flows_sensor(context: SensorEvaluationContext, partitions: DailyPartitionsDefinition):
-    after = int(context.cursor) if context.cursor else None
+def _cold_flows_sensor(
+    context: SensorEvaluationContext,
+    partitions: DailyPartitionsDefinition,
+    compact_after_s: int,
+    now: float,
+):
+    state = ColdCursor.parse(context.cursor)
     result = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("flow_batch"), after_storage_id=after),
+        AssetRecordsFilter(asset_key=AssetKey("flow_batch"), after_storage_id=state.after),
         limit=10_000,
         ascending=True,
     )
-    if not result.records:
-        return SkipReason("no new landed batches")
-    newest = max(r.storage_id for r in result.records)
-    days: set[str] = set()
-    for record in result.records:
-        md = record.asset_materialization.metadata if record.asset_materialization else {}
-        dates = md.get("dates")
-        days.update((dates.value if dates is not None else {}).keys())
-    valid = set(partitions.get_partition_keys())
-    out_of_range = sorted(days - valid)
-    outside = (
-        f"landed days outside the cold partitions: {', '.join(out_of_range)}; reload the code "
-        "location (its partitions start at the first landed day) or set NIDS_COLD_START_DATE, "
-        "then backfill cold_flows for them"
-    )
-    if out_of_range:
-        context.log.warning(outside)
-    touched = sorted(days & valid)
-    if not touched:
-        why = outside if out_of_range else "no landed days in range"
-        return SensorResult(skip_reason=SkipReason(why), cursor=str(newest))
-    requests = [_rebuild_request(first, last, newest) for first, last in _contiguous(touched)]
-    return SensorResult(run_requests=requests, cursor=str(newest))
+    requests: list[RunRequest] = []
+    skip = "no new landed batches"
+    appended: set[str] = set()
+    if result.records:
+        newest = max(r.storage_id for r in result.records)
+        batches: dict[str, set[str]] = {}  # day -> batch names
+        unnamed: set[str] = set()  # days of batches landed before they were named
+        for record in result.records:
+            md = record.asset_materialization.metadata if record.asset_materialization else {}
+            dates = md.get("dates")
+            name = md.get("batch")
+            for day in dates.value if dates is not None else {}:
+                if name is None:
+                    unnamed.add(day)
+                else:
+                    batches.setdefault(day, set()).add(str(name.value))
+        valid = set(partitions.get_partition_keys())
+        out_of_range = sorted((set(batches) | unnamed) - valid)
+        if out_of_range:
+            skip = (
+                f"landed days outside the cold partitions: {', '.join(out_of_range)}; reload "
+                "the code location (its partitions start at the first landed day) or set "
+                "NIDS_COLD_START_DATE, then backfill cold_flows for them"
+            )
+            context.log.warning(skip)
+        elif not batches and not unnamed:
+            skip = "no landed days in range"
+        appended = set(batches) & valid
+        for first, last in _contiguous(sorted(appended)):
+            names = sorted(
+                set().union(*(batches[d] for d in sorted(appended) if first <= d <= last))
+            )
+            requests.extend(_append_requests(first, last, names, newest))
+        for first, last in _contiguous(sorted((unnamed & valid) - appended)):
+            requests.append(_range_request("cold", first, last, newest))
+        for day in appended:
+            state.uncompacted[day] = now
+        state.after = newest
+    for day, last_append in sorted(state.uncompacted.items()):
+        if day in appended:
+            continue
+        if now >= max(_day_end(day), last_append) + compact_after_s:
+            requests.append(
+                RunRequest(run_key=f"cold-compact:{day}:{last_append:.3f}", partition_key=day)
+            )
+            del state.uncompacted[day]
+    if not requests:
+        return SensorResult(skip_reason=SkipReason(skip), cursor=state.dump())
+    return SensorResult(run_requests=requests, cursor=state.dump())
+
+
+def _day_end(day: str) -> float:
+    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
+    return (start + timedelta(days=1)).timestamp()
 
 
 def _contiguous(days: list[str]) -> list[tuple[str, str]]:
@@ -81,13 +151,26 @@ def _contiguous(days: list[str]) -> list[tuple[str, str]]:
     return [(g[0].isoformat(), g[-1].isoformat()) for g in groups]
 
 
-def _rebuild_request(first: str, last: str, newest: int) -> RunRequest:
-    """One run per stretch of consecutive days (a partition range), a plain partition run
-    for a single day."""
+def _append_requests(first: str, last: str, names: list[str], newest: int) -> list[RunRequest]:
+    """Runs appending `names` to the days first..last, at most BATCHES_PER_RUN each."""
+    requests = []
+    for i in range(0, len(names), BATCHES_PER_RUN):
+        chunk = names[i : i + BATCHES_PER_RUN]
+        config = RunConfig(ops={"cold_flows": ColdFlowsConfig(append_batches=chunk)})
+        key = f"{newest}" if len(names) <= BATCHES_PER_RUN else f"{newest}:{i // BATCHES_PER_RUN}"
+        requests.append(_range_request("cold", first, last, key, config))
+    return requests
+
+
+def _range_request(
+    kind: str, first: str, last: str, key: int | str, config: RunConfig | None = None
+) -> RunRequest:
+    """A plain partition run for a single day, a partition-range run for several."""
     if first == last:
-        return RunRequest(run_key=f"cold:{first}:{newest}", partition_key=first)
+        return RunRequest(run_key=f"{kind}:{first}:{key}", partition_key=first, run_config=config)
     return RunRequest(
-        run_key=f"cold:{first}..{last}:{newest}",
+        run_key=f"{kind}:{first}..{last}:{key}",
+        run_config=config,
         tags={
             "dagster/asset_partition_range_start": first,
             "dagster/asset_partition_range_end": last,

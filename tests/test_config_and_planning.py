@@ -48,6 +48,14 @@ def test_bad_cold_url_names_the_variable(monkeypatch):
         cold_store_from_env()
 
 
+def test_bad_compaction_memory_names_the_variable(monkeypatch):
+    monkeypatch.setenv("NIDS_COLD_COMPACTION_MEMORY", "2 gigs")
+    with pytest.raises(SettingError, match="NIDS_COLD_COMPACTION_MEMORY='2 gigs' is not an amount"):
+        cold_store_from_env()
+    monkeypatch.setenv("NIDS_COLD_COMPACTION_MEMORY", "512MB")
+    assert cold_store_from_env().store().compaction_memory == "512MB"
+
+
 def test_secrets_come_from_the_environment_only(monkeypatch):
     monkeypatch.setenv("NIDS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("NIDS_KAFKA_SASL_MECHANISM", "PLAIN")

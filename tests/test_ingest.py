@@ -283,6 +283,60 @@ def test_cold_backfill_run_twice_gives_identical_files(
     assert sum(store.read_cold_day(d).height for d in days) == 410
 
 
+def test_new_batches_are_appended_to_cold_days_and_a_closed_day_is_compacted(
+    broker, topic, tmp_path, instance, monkeypatch
+):
+    """A batch is appended to its cold day as a file without reading the rest of the day
+    (appending works with the day's compacted file unreadable); the sensor compacts a
+    closed day once no batch has reached it for NIDS_COLD_COMPACT_AFTER_S; a reader sees the
+    same rows before and after."""
+    from nids_cli.driver import tick_sensor
+    from nids_jobs.definitions import build_definitions
+
+    lines = (FIXTURES / "conn.json.log").read_bytes().splitlines()
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    store = defs.resources["cold_store"].store()
+    cursors: dict = {}
+    produce(broker, topic, lines[:30])
+    result = drain(defs, instance, cursors, serve=False)
+    assert result.failed_runs == 0 and result.cold_runs == 1
+    (day,) = store.cold_days()
+    assert len(store.appended_batches(day)) == 1 and not store.fs.exists(store.cold_file(day))
+    appended = store.read_cold_day(day)
+    assert appended.height == appended["uid"].n_unique() == 30
+    assert latest_metadata(instance, "cold_flows")["mode"] == "append"
+    # The day closed long ago, but the default waits an hour after its last append.
+    requests, skip, cursors["cold_flows_sensor"] = tick_sensor(
+        defs, instance, "cold_flows_sensor", cursors
+    )
+    assert requests == [] and skip == "no new landed batches"
+
+    monkeypatch.setenv("NIDS_COLD_COMPACT_AFTER_S", "0")
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    job = defs.resolve_job_def("cold_flows_job")
+
+    def compact() -> None:
+        requests, _, cursors["cold_flows_sensor"] = tick_sensor(
+            defs, instance, "cold_flows_sensor", cursors
+        )
+        assert [(r.partition_key, r.run_config) for r in requests] == [(day, {})]
+        assert execute_request(defs, instance, job.name, requests[0])
+        assert store.appended_batches(day) == [] and store.fs.exists(store.cold_file(day))
+
+    compact()
+    assert store.read_cold_day(day).equals(appended)
+    assert latest_metadata(instance, "cold_flows")["mode"] == "compaction"
+
+    store.fs.pipe_file(store.cold_file(day), b"not parquet")  # an append must not read it
+    produce(broker, topic, lines[30:])
+    result = drain(defs, instance, cursors, serve=False)
+    assert result.failed_runs == 0 and result.cold_runs == 1
+    assert len(store.appended_batches(day)) == 1
+    compact()  # rebuilt from the landing zone
+    whole = store.read_cold_day(day)
+    assert whole.height == whole["uid"].n_unique() == len(lines)
+
+
 @pytest.mark.slow
 def test_two_ingest_runs_at_once_share_duckdb_without_lock_errors(broker, tmp_path):
     import subprocess

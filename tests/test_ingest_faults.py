@@ -118,6 +118,10 @@ def test_reused_offsets_land_beside_earlier_records_and_cold_stays_exact(
     # The group reset on the same broker gives the same records again: nothing changes.
     incarnation(lines[25:])
     assert len(store.landing_files(day)) == 2 and hot_counts(tmp_path) == (50, 50, 0)
+    # Compacted (on S3 too): the same 50 flows, in one file.
+    appended = store.read_cold_day(day)
+    assert store.rewrite_cold_day(day) == 50 and store.appended_batches(day) == []
+    assert store.read_cold_day(day).equals(appended)
 
 
 def test_a_failed_landing_write_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -139,8 +143,8 @@ def test_a_failed_landing_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 def test_a_flow_delivered_again_with_a_ts_on_another_day_is_stored_once_in_cold(
     broker, topic, tmp_path, instance, make_defs
 ):
-    """The cold store, rebuilt for the days the batches touched, keeps the flow once (the
-    first delivery's copy) instead of on both days. The hot table finds copies of a record
+    """The cold store keeps the flow once (the first delivery's copy) instead of on both
+    days: read while the batches are appended to their days, and once they are compacted. The hot table finds copies of a record
     by uid among the rows of the same ts (what keeps a batch's cost apart from the table's
     size), so it holds the re-stamped copy until the hourly lifecycle pass, which keeps the
     first delivery's."""
@@ -155,7 +159,8 @@ def test_a_flow_delivered_again_with_a_ts_on_another_day_is_stored_once_in_cold(
     assert result.failed_runs == 0 and result.cold_runs == 1
     store = defs.resources["cold_store"].store()
     days = store.cold_days()
-    assert len(days) == 2
+    assert len(days) == 2 and all(store.appended_batches(d) for d in days)
+    # Appended, not yet compacted: read through the compaction's rules.
     cold = pl.concat([store.read_cold_day(d) for d in days])
     assert cold.height == cold["uid"].n_unique() == 6
     kept = cold.filter(pl.col("uid") == "Cgood2")
@@ -165,6 +170,10 @@ def test_a_flow_delivered_again_with_a_ts_on_another_day_is_stored_once_in_cold(
         assert remove_uids_stored_twice(con) == (1, 0)
         assert con.execute("SELECT \"offset\" FROM flows WHERE uid = 'Cgood2'").fetchall() == [(2,)]
     assert hot_counts(tmp_path)[:2] == (6, 6)
+    # Compacted: the same rows, in one file per day, the appended files gone.
+    assert store.rewrite_cold_days(days) == {days[0]: 6, days[1]: 0}
+    assert pl.concat([store.read_cold_day(d) for d in days]).equals(cold)
+    assert not any(store.appended_batches(d) for d in days)
     # Rebuilding the same range again gives the same files.
     from tests.ingest_helpers import file_digests
 

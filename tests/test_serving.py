@@ -137,7 +137,7 @@ def test_missing_champion_fails_with_a_clear_message(broker, topic, tmp_path, ml
 
 
 def test_lifecycle_never_deletes_flows_missing_from_cold(broker, topic, tmp_path, instance):
-    """Expire everything older than 'now + 1 day': the day whose cold file was deleted is
+    """Expire everything older than 'now + 1 day': the day whose cold files were deleted is
     rebuilt from landing first; the day whose landing files are gone too is kept."""
     replay(
         broker,
@@ -158,8 +158,8 @@ def test_lifecycle_never_deletes_flows_missing_from_cold(broker, topic, tmp_path
         )
     )
     # rebuilt_day: only its cold file is gone; kept_day: its landing files are gone too.
-    (tmp_path / "cold" / "flows" / f"date={rebuilt_day}" / "part-0.parquet").unlink()
-    (tmp_path / "cold" / "flows" / f"date={kept_day}" / "part-0.parquet").unlink()
+    shutil.rmtree(tmp_path / "cold" / "flows" / f"date={rebuilt_day}")
+    shutil.rmtree(tmp_path / "cold" / "flows" / f"date={kept_day}")
     shutil.rmtree(tmp_path / "cold" / "landing" / f"date={kept_day}")
 
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))

@@ -7,7 +7,14 @@ Layout under the store's root URL (<batch> = <topic>-p<partition>-<start>-<end>-
     landing/_batches/<batch>.json                        its manifest
     landing/_ranges/<topic>-p<partition>-<start>-<end>.json
                                                          the manifest last landed for a range
-    flows/date=YYYY-MM-DD/part-0.parquet                 one cold day
+    flows/date=YYYY-MM-DD/part-0.parquet                 one cold day, compacted
+    flows/date=YYYY-MM-DD/batch-<batch>.parquet          a batch appended to it since
+
+A cold day grows by appending landed batches as files (a cost per batch that does not
+depend on the day's size) and is compacted into `part-0.parquet` once it is closed, or when
+it is backfilled: rebuilt whole from the landing zone, deduplicated and sorted. Reading a
+day through `read_cold_day` applies the compaction's rules to whatever files it holds, so
+a reader sees the same rows before and after compaction.
 
 A batch is named by its offset range *and* a digest of the records read, because offsets
 are not an identity: a restarted broker, a recreated topic or a reset consumer group hands
@@ -22,21 +29,24 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tempfile
 import uuid
 from array import array
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import duckdb
 import fsspec
 import polars as pl
 
 from nids_core.kafka.offsets import OffsetRange
 from nids_core.schema import FLOW_SCHEMA, PROVENANCE_SCHEMA
-from nids_core.stores.hot import dedupe_batch
 
 LANDING_SCHEMA = {**FLOW_SCHEMA, **PROVENANCE_SCHEMA}
 _PROVENANCE_KEY = ("uid", "topic", "partition", "offset")
+_APPENDED_PREFIX = "batch-"
 
 
 QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
@@ -83,6 +93,15 @@ class BatchManifest:
         return batch_name(self.offsets, self.digest)
 
 
+def _stem(path: str) -> str:
+    return path.rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
+def _neighbours(day: str) -> list[str]:
+    d = date.fromisoformat(day)
+    return [str(d - timedelta(days=1)), str(d + timedelta(days=1))]
+
+
 def parquet_bytes(frame: pl.DataFrame) -> bytes:
     buf = io.BytesIO()
     frame.write_parquet(buf, compression="zstd", statistics=True)
@@ -92,8 +111,11 @@ def parquet_bytes(frame: pl.DataFrame) -> bytes:
 class ColdStore:
     """Parquet files under one root URL (`/path` or `s3://bucket/prefix`)."""
 
-    def __init__(self, url: str, storage_options: dict | None = None):
+    def __init__(
+        self, url: str, storage_options: dict | None = None, compaction_memory: str = "2GB"
+    ):
         self.url = url.rstrip("/")
+        self.compaction_memory = compaction_memory
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.is_local = "file" in protocols
@@ -115,7 +137,12 @@ class ColdStore:
         return self._path("landing", "_ranges", f"{offsets.name}.json")
 
     def cold_file(self, day: str) -> str:
+        """A day's compacted file."""
         return self._path("flows", f"date={day}", "part-0.parquet")
+
+    def appended_file(self, day: str, name: str) -> str:
+        """Batch `name`'s flows of `day`, appended to the cold day since its compaction."""
+        return self._path("flows", f"date={day}", f"{_APPENDED_PREFIX}{name}.parquet")
 
     # ------------------------------------------------------------------ writes
     def _put(self, path: str, data: bytes) -> None:
@@ -189,6 +216,16 @@ class ColdStore:
                 continue
         raise FileNotFoundError(f"batch {offsets} has not landed: no {paths[0]}")
 
+    def read_batch_manifest(self, name: str) -> BatchManifest:
+        """The manifest of the batch landed as `name` (see `batch_name`)."""
+        path = self.manifest_file(name)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        try:
+            with self.fs.open(path, "rb") as fh:
+                return BatchManifest(**json.load(fh))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"batch {name} has not landed: no {path}") from None
+
     def _read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
         with self.fs.open(path, "rb") as fh:
             return pl.read_parquet(fh.read(), columns=columns)
@@ -235,12 +272,32 @@ class ColdStore:
         """Landing Parquet files holding flows of one UTC day."""
         return self._day_files("landing", day)
 
+    def append_batches(
+        self, names: Sequence[str], days: Collection[str] | None = None
+    ) -> dict[str, int]:
+        """Append landed batches to their cold days (only `days`, if given): each batch's
+        landing file of a day is copied to `flows/date=D/batch-<name>.parquet`. The day's
+        other files are neither read nor rewritten, so the cost is the batch's; appending a
+        batch again writes the same bytes. Returns the rows appended per day."""
+        rows: dict[str, int] = {}
+        for name in names:
+            manifest = self.read_batch_manifest(name)
+            for day, count in manifest.rows_by_date.items():
+                if days is not None and day not in days:
+                    continue
+                data = self.fs.cat_file(self.landing_file(day, name))
+                self._put(self.appended_file(day, name), data)
+                rows[day] = rows.get(day, 0) + count
+        return dict(sorted(rows.items()))
+
     def rewrite_cold_day(self, day: date | str) -> int:
-        """Rebuild one cold partition whole from the landing zone; returns its row count."""
+        """Compact one cold partition: rebuilt whole from the landing zone; returns its rows."""
         return self.rewrite_cold_days([str(day)])[str(day)]
 
     def rewrite_cold_days(self, days: Sequence[date | str]) -> dict[str, int]:
-        """Rebuild cold partitions whole from the landing zone; returns rows per day.
+        """Compact cold partitions: each rebuilt whole from the landing zone into
+        `part-0.parquet`, then the appended batch files it now holds are removed; returns
+        rows per day.
 
         Rows are deduplicated on uid, the copy with the lowest Kafka provenance winning (as
         in the hot table), within the day and against the day before and after it: a flow
@@ -249,39 +306,103 @@ class ColdStore:
         days, never on which days are rebuilt together, and is sorted by (ts, uid), so the
         same landing data always gives byte-identical files.
         """
-        keys = list(_PROVENANCE_KEY)
-        uid_cache: dict[str, pl.DataFrame] = {}
-
-        def landed(day: str, columns: list[str] | None = None) -> pl.DataFrame:
-            frames = [self._read_parquet(f, columns) for f in self.landing_files(day)]
-            schema = {k: v for k, v in LANDING_SCHEMA.items() if columns is None or k in columns}
-            return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
-
-        def uids(day: str) -> pl.DataFrame:
-            if day not in uid_cache:
-                uid_cache[day] = landed(day, keys)
-            return uid_cache[day]
-
         rows = {}
         for day in sorted({str(d) for d in days}):
-            flows = dedupe_batch(landed(day).select(list(LANDING_SCHEMA)))
-            d = date.fromisoformat(day)
-            neighbours = [str(d - timedelta(days=1)), str(d + timedelta(days=1))]
-            others = pl.concat([uids(n) for n in neighbours])
-            if others.height and flows.height:
-                # The same rule as within the day: of all copies of a uid on the three days,
-                # the lowest provenance wins; ours stay only where they are the winner.
-                winners = dedupe_batch(pl.concat([flows.select(keys), others]))
-                flows = flows.join(winners, on=keys, how="semi")
-            flows = flows.sort(["ts", "uid"])
-            self._put(self.cold_file(day), parquet_bytes(flows))
-            rows[day] = flows.height
+            files = self.landing_files(day)
+            neighbours = [f for n in _neighbours(day) for f in self.landing_files(n)]
+            rows[day] = self._compact(day, files, neighbours)
+            # Batches appended since are in part-0 now; one landed after the listing above
+            # keeps its appended file until the next compaction.
+            compacted = {_stem(f) for f in files}
+            for path in self._appended_files(day):
+                if _stem(path).removeprefix(_APPENDED_PREFIX) in compacted:
+                    self.fs.rm(path)
         return rows
 
+    def _compact(self, day: str, files: list[str], neighbour_files: list[str]) -> int:
+        """Write `part-0.parquet` of `day` from its landing `files` by the day's rules (see
+        `_day_rows`); returns its rows."""
+        if not files:
+            self._put(self.cold_file(day), parquet_bytes(pl.DataFrame(schema=LANDING_SCHEMA)))
+            return 0
+        target = self.cold_file(day)
+        parent = target.rsplit("/", 1)[0]
+        with self._day_query(files, neighbour_files) as (con, select, params, tmp):
+            if self.is_local:
+                self.fs.makedirs(parent, exist_ok=True)
+                out = f"{parent}/.{uuid.uuid4().hex}.tmp"
+            else:
+                out = f"{tmp}/part-0.parquet"
+            try:
+                rows = con.execute(
+                    f"COPY ({select}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)", params
+                ).fetchone()[0]
+                if self.is_local:
+                    self.fs.mv(out, target)
+                else:
+                    self.fs.put_file(out, target)
+                    self.fs.invalidate_cache(parent)
+            finally:
+                if self.is_local and self.fs.exists(out):
+                    self.fs.rm(out)
+        return int(rows)
+
+    @contextmanager
+    def _day_query(
+        self, files: list[str], neighbour_files: list[str], columns: Sequence[str] | None = None
+    ):
+        """A DuckDB connection and the SELECT giving a day's rows from its `files`: one per
+        uid, the copy with the lowest (topic, partition, offset) among these files and
+        `neighbour_files` (ties: the first file in sorted order), none where a neighbouring
+        day's copy wins; sorted by (ts, uid). DuckDB works within `compaction_memory`,
+        spilling to a temporary directory, so a day of any size fits."""
+        with tempfile.TemporaryDirectory(prefix="nids-cold-") as tmp:
+            if not self.is_local:  # DuckDB reads local copies; the store is reached by fsspec
+                local = [f"{tmp}/{i}.parquet" for i in range(len(files) + len(neighbour_files))]
+                self.fs.get([*files, *neighbour_files], local)
+                files, neighbour_files = local[: len(files)], local[len(files) :]
+            config = {"memory_limit": self.compaction_memory, "temp_directory": f"{tmp}/spill"}
+            con = duckdb.connect(config=config)
+            try:
+                con.execute("SET TimeZone = 'UTC'")  # timestamps come back as UTC, as stored
+                key = "{'t': topic, 'p': \"partition\", 'o': \"offset\", 'i': file_index}"
+                scan = "read_parquet($files, hive_partitioning = false)"
+                con.execute(
+                    f"CREATE TEMP TABLE winners AS SELECT uid, min({key}) AS w FROM {scan} "
+                    "GROUP BY uid",
+                    {"files": [*files, *neighbour_files]},
+                )
+                shown = ", ".join(f'"{c}"' for c in (columns or LANDING_SCHEMA))
+                # The day's files come first in both lists: file_index names the same file.
+                select = (
+                    f"SELECT {shown} FROM {scan} AS f SEMI JOIN winners AS w "
+                    f"ON w.uid = f.uid AND w.w = {key} ORDER BY ts, uid"
+                )
+                yield con, select, {"files": files}, tmp
+            finally:
+                con.close()
+
+    def _appended_files(self, day: str) -> list[str]:
+        files = self._day_files("flows", day)
+        return [f for f in files if _stem(f).startswith(_APPENDED_PREFIX)]
+
+    def appended_batches(self, day: date | str) -> list[str]:
+        """Names of the batches appended to a cold day since its compaction."""
+        return [_stem(f).removeprefix(_APPENDED_PREFIX) for f in self._appended_files(str(day))]
+
     def read_cold_day(self, day: date | str, columns: list[str] | None = None) -> pl.DataFrame:
-        path = self.cold_file(str(day))
-        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
-        return self._read_parquet(path, columns)
+        """The flows of one cold day. A compacted day is its file as written; a day with
+        appended batches is read through the compaction's rules (dedupe on uid within the
+        day and against its neighbours' cold files, sorted by ts and uid)."""
+        day = str(day)
+        files = self._day_files("flows", day)
+        if not files:
+            raise FileNotFoundError(f"no cold partition {day}: {self.cold_file(day)} is missing")
+        if [_stem(f) for f in files] == ["part-0"]:
+            return self._read_parquet(files[0], columns)
+        neighbours = [f for n in _neighbours(day) for f in self._day_files("flows", n)]
+        with self._day_query(files, neighbours, columns) as (con, select, params, _):
+            return con.execute(select, params).pl()
 
     def predictions_file(self, day: str, model_version: str | None = None) -> str:
         kind = "predictions" if model_version is None else f"rescored/version={model_version}"
@@ -332,6 +453,5 @@ class ColdStore:
         return sorted(f"{relative_dir}/{n}" for n in names if n.endswith(".parquet"))
 
     def cold_day_exists(self, day: date | str) -> bool:
-        path = self.cold_file(str(day))
-        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
-        return self.fs.exists(path)
+        """Whether a cold day holds any file (compacted or appended)."""
+        return bool(self._day_files("flows", str(day)))
