@@ -498,3 +498,26 @@ def test_a_hot_store_keyed_on_uid_gets_prediction_timestamps_once(tmp_path):
     ).fetchone()[0]
     assert keys == 0
     con.close()
+
+
+def test_a_scoring_mark_ahead_of_the_clock_does_not_hide_new_flows(champion, tmp_path):
+    """The clock stepped back after a scoring run (an NTP correction of a fast clock): its
+    mark lies in the future, and flows ingested after the step must still be scored."""
+    from nids_core.serving import scoring
+    from nids_core.serving.model_cache import load_version
+    from nids_core.serving.scoring import score_unscored
+    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from tests.resources import iot23
+
+    registry, v1, _ = champion
+    scorer = load_version(registry, v1, tmp_path / "cache")
+    flows = read_zeek_file(iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")).flows.sort("ts")
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    ensure_schema(con)
+    upsert_flows(con, _batch(flows.head(100), 0))
+    assert score_unscored(con, scorer, v1).inserted == 100
+    scoring._set_scoring_mark(con, datetime.now(UTC) + timedelta(hours=6))
+    upsert_flows(con, _batch(flows.slice(100, 100), 100))
+    assert score_unscored(con, scorer, v1).inserted == 100
+    assert con.execute("SELECT count(DISTINCT uid) FROM predictions").fetchone() == (200,)
+    con.close()
