@@ -285,7 +285,12 @@ def main() -> None:
     ap.add_argument("--client", choices=["kafka-python", "confluent"], default="kafka-python")
     ap.add_argument("--records", type=int, default=200_000, help="at least this many records")
     ap.add_argument("--partitions", type=int, default=1)
-    ap.add_argument("--max-batch-records", type=int, default=50_000)
+    ap.add_argument(
+        "--max-batch-records",
+        type=int,
+        default=KafkaResource.model_fields["max_batch_records"].default,
+        help="the ingest runs' ceiling (default: NIDS_KAFKA_MAX_BATCH_RECORDS's default)",
+    )
     ap.add_argument(
         "--daemon",
         action="store_true",

@@ -39,7 +39,7 @@ class KafkaResource(TagsRunWorker, ConfigurableResource):
         description="Kafka client: kafka-python or confluent",
     )
     max_batch_records: int = setting(
-        50_000, env="NIDS_KAFKA_MAX_BATCH_RECORDS", description="Most records per ingest run", ge=1
+        100_000, env="NIDS_KAFKA_MAX_BATCH_RECORDS", description="Most records per ingest run", ge=1
     )
     max_message_bytes: int = setting(
         DEFAULT_MAX_MESSAGE_BYTES,
