@@ -1,5 +1,7 @@
 """Serving side: score new hot flows with the champion, and group attacks into alerts."""
 
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from dagster import (
@@ -7,10 +9,13 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
+    Config,
     FreshnessPolicy,
     MaterializeResult,
     asset,
 )
+from pydantic import Field
 
 from nids_assets.ingestion import hot_flows
 from nids_assets.model import champion_model
@@ -24,6 +29,41 @@ SERVING_GROUP = "serving"
 ATTACK_RATE_CHECK = "attack_rate_in_newest_window"
 
 
+# A following scoring run looks for new flows this often, stops after this long without
+# any, and asks the registry whether the champion changed every this many passes.
+FOLLOW_POLL_S = 1.0
+FOLLOW_IDLE_EXIT_S = 10.0
+CHAMPION_CHECK_PASSES = 10
+
+
+class FlowPredictionsConfig(Config):
+    follow_seconds: int | None = Field(
+        default=None,
+        description="Seconds this run keeps scoring flows as they land after its first pass "
+        "(empty: NIDS_SCORE_FOLLOW_S; 0: one pass, as the in-process driver runs it).",
+    )
+
+
+@dataclass
+class _Totals:
+    scored: int = 0
+    attacks: int = 0
+    windows: int = 0
+    context_flows: int = 0
+    seconds: float = 0.0
+    unscorable: int = 0
+    passes: int = 0
+
+    def add(self, counts) -> None:
+        self.scored += counts.inserted
+        self.attacks += counts.predicted_attacks
+        self.windows += counts.windows
+        self.context_flows += counts.context_flows
+        self.seconds += counts.seconds
+        self.unscorable += counts.unscorable
+        self.passes += 1
+
+
 @asset(
     deps=[hot_flows, champion_model],
     group_name=SERVING_GROUP,
@@ -33,62 +73,128 @@ ATTACK_RATE_CHECK = "attack_rate_in_newest_window"
     # the flows it scores and insert their predictions.
     # Requested by scoring_sensor while ingest runs go on (one scoring run at a time).
     freshness_policy=FreshnessPolicy.time_window(
-        fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=2)
+        fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=10)
     ),
 )
 def flow_predictions(
     context: AssetExecutionContext,
+    config: FlowPredictionsConfig,
     hot_store: HotStoreResource,
     model_registry: ModelRegistryResource,
     serving: ServingSettingsResource,
     plausible_time: PlausibleTimeResource,
-) -> MaterializeResult:
-    """Table `predictions` (uid, score, predicted_label, model_version, predicted_at): every
-    hot flow without a prediction is scored by the model with alias `champion`, its graph
-    built over its time window of the hot table so it has its recent neighbours as context.
-    Inserted once, never overwritten: a new champion scores only flows that arrive after it.
-    The champion is read from the MLflow registry and served only if its gate passed (or an
-    operator overrode the gate); its files are checked against the checksum recorded at
-    registration before loading, and cached per version. Without a servable champion the
-    run fails; it never writes default predictions, and a score that is not a number is
-    never a verdict."""
+):
+    """Table `predictions` (uid, score, predicted_label, model_version, predicted_at, ts):
+    every hot flow without a prediction is scored by the model with alias `champion`, its
+    graph built over its time window of the hot table so it has its recent neighbours as
+    context. Inserted once, never overwritten: a new champion scores only flows that arrive
+    after it. The champion is read from the MLflow registry and served only if its gate
+    passed (or an operator overrode the gate); its files are checked against the checksum
+    recorded at registration before loading, and cached per version. Without a servable
+    champion the run fails; it never writes default predictions, and a score that is not a
+    number is never a verdict.
+
+    A run then follows the stream for NIDS_SCORE_FOLLOW_S seconds: each second it scores
+    the flows that landed and refreshes `alerts` (an observation of each asset per pass),
+    so a flow is scored seconds after it lands instead of waiting for a new run to load
+    torch and the model. It stops early after 10 s without new flows, when the champion
+    changes, or when the attack rate of the newest window starts to fail its check (so the
+    `alerts` step reports it now)."""
     # torch and MLflow load in the scoring run only, not in every process that loads the
     # code location (sensors, ingest runs).
     from nids_core.serving.model_cache import champion_scorer
     from nids_core.serving.scoring import score_unscored
 
-    version, scorer = champion_scorer(model_registry.registry(), serving.model_cache_dir)
-    with hot_store.connect() as con:
-        counts = score_unscored(
-            con,
-            scorer,
-            version,
-            serving.max_flows_per_scoring_run,
-            plausible_time.window().latest(),
-        )
-        total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
-    if counts.unscorable:
-        context.log.warning(f"{counts.unscorable} flows got no finite score: left unscored")
-    context.log.info(
-        f"champion v{version}: scored {counts.inserted} flows ({counts.predicted_attacks} "
-        f"attacks) in {counts.windows} windows, {counts.context_flows} flows of context"
+    registry = model_registry.registry()
+    version, scorer = champion_scorer(registry, serving.model_cache_dir)
+    follow = (
+        serving.score_follow_seconds if config.follow_seconds is None else config.follow_seconds
     )
-    return MaterializeResult(
+    totals = _Totals()
+
+    def score_pass():
+        with hot_store.connect() as con:
+            counts = score_unscored(
+                con,
+                scorer,
+                version,
+                serving.max_flows_per_scoring_run,
+                plausible_time.window().latest(),
+            )
+            rate = _refresh_alerts(con, serving, plausible_time, counts.inserted > 0)
+            total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+        totals.add(counts)
+        return counts, rate, total
+
+    counts, rate, total = score_pass()
+    failing = rate >= serving.max_attack_rate
+    deadline = time.monotonic() + follow
+    last_new = time.monotonic()
+    stopped = "one pass" if not follow else "followed for NIDS_SCORE_FOLLOW_S"
+    while time.monotonic() + FOLLOW_POLL_S < deadline and counts.remaining == 0:
+        time.sleep(FOLLOW_POLL_S)
+        counts, rate, total = score_pass()
+        if counts.inserted:
+            last_new = time.monotonic()
+            yield AssetObservation(
+                asset_key="flow_predictions",
+                metadata={"scored": counts.inserted, "predictions_total": int(total)},
+            )
+            now_failing = rate >= serving.max_attack_rate
+            yield AssetObservation(
+                asset_key="alerts", metadata={"attack_rate_newest_window": round(rate, 4)}
+            )
+            if now_failing and not failing:
+                stopped = "attack rate of the newest window reached NIDS_ALERT_MAX_ATTACK_RATE"
+                break
+            failing = now_failing
+        elif time.monotonic() - last_new >= FOLLOW_IDLE_EXIT_S:
+            stopped = f"no new flows for {FOLLOW_IDLE_EXIT_S:.0f} s"
+            break
+        if (
+            totals.passes % CHAMPION_CHECK_PASSES == 0
+            and registry.servable_champion().version != version
+        ):
+            stopped = "the champion changed"
+            break
+    if totals.unscorable:
+        context.log.warning(f"{totals.unscorable} flows got no finite score: left unscored")
+    context.log.info(
+        f"champion v{version}: scored {totals.scored} flows ({totals.attacks} attacks) in "
+        f"{totals.passes} passes; stopped: {stopped}"
+    )
+    yield MaterializeResult(
         metadata={
             "model_version": version,
-            "scored": counts.inserted,
-            "predicted_attacks": counts.predicted_attacks,
-            "graph_windows": counts.windows,
-            "context_flows": counts.context_flows,
-            "seconds": round(counts.seconds, 3),
-            "flows_per_second": round(counts.inserted / counts.seconds, 1)
-            if counts.seconds > 0 and counts.inserted
+            "scored": totals.scored,
+            "predicted_attacks": totals.attacks,
+            "graph_windows": totals.windows,
+            "context_flows": totals.context_flows,
+            "seconds": round(totals.seconds, 3),
+            "flows_per_second": round(totals.scored / totals.seconds, 1)
+            if totals.seconds > 0 and totals.scored
             else 0.0,
-            "unscorable": counts.unscorable,
+            "unscorable": totals.unscorable,
             "predictions_total": int(total),
             "unscored_remaining": counts.remaining,
+            "passes": totals.passes,
+            "stopped": stopped,
         }
     )
+
+
+def _refresh_alerts(
+    con, serving: ServingSettingsResource, plausible_time: PlausibleTimeResource, new: bool
+) -> float:
+    """Refresh the alerts of the windows with new predictions (if there are `new` ones);
+    the attack rate of the newest window."""
+    latest = plausible_time.window().latest()
+    if new:
+        refresh_alerts(con, serving.alert_min_score, serving.alert_window_minutes, latest)
+    _, scored, attacks = latest_attack_rate(
+        con, serving.alert_min_score, serving.alert_window_minutes, latest
+    )
+    return attacks / scored if scored else 0.0
 
 
 @asset(

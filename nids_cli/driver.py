@@ -97,10 +97,11 @@ def _drive_sensor(
     max_rounds: int,
     stop_on_failure: bool,
     on_run=None,
+    ops_config: dict | None = None,
 ) -> tuple[int, int, str | None]:
     """Tick a sensor and run what it requests in-process (each request in the job it
-    names, else the sensor's own), until it has nothing to request. Returns (runs, failed
-    runs, the sensor's last skip reason)."""
+    names, else the sensor's own, with `ops_config` added to its run config), until it has
+    nothing to request. Returns (runs, failed runs, the sensor's last skip reason)."""
     runs = failed = 0
     skip = None
     for _ in range(max_rounds):
@@ -110,6 +111,10 @@ def _drive_sensor(
         for req in requests:
             job = req.job_name or default_job
             assert job, f"{sensor_name} requested a run without naming its job"
+            if ops_config:
+                config = dict(req.run_config or {})
+                config["ops"] = {**config.get("ops", {}), **ops_config}
+                req = req.with_replaced_attrs(run_config=config)
             ok = execute_request(defs, instance, job, req, log_level)
             runs += 1
             failed += 0 if ok else 1
@@ -128,7 +133,8 @@ def run_scoring(
     max_rounds: int = 5,
 ) -> tuple[int, int]:
     """Tick the scoring sensor and run what it requests in-process, until it has nothing
-    to request (or a run fails). Returns (runs, failed runs)."""
+    to request (or a run fails); each run scores once, rather than following the stream
+    (the driver's caller goes on once it returns). Returns (runs, failed runs)."""
     runs, failed, _ = _drive_sensor(
         defs,
         instance,
@@ -138,6 +144,7 @@ def run_scoring(
         log_level,
         max_rounds,
         stop_on_failure=True,
+        ops_config={"flow_predictions": {"config": {"follow_seconds": 0}}},
     )
     return runs, failed
 

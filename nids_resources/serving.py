@@ -17,8 +17,15 @@ class ServingSettingsResource(ConfigurableResource):
     max_flows_per_scoring_run: int = setting(
         500_000,
         env="NIDS_SCORE_MAX_FLOWS",
-        description="Most flows scored in one flow_predictions run",
+        description="Most flows scored in one scoring pass",
         ge=1,
+    )
+    score_follow_seconds: int = setting(
+        300,
+        env="NIDS_SCORE_FOLLOW_S",
+        description="Seconds a scoring run keeps scoring flows as they land, each second "
+        "(0: one pass per run)",
+        ge=0,
     )
     alert_min_score: float = setting(
         0.9,

@@ -62,12 +62,17 @@ def _produce_stream(bootstrap: str, flows: pl.DataFrame, sent: list, stop: threa
 
 
 def _predictions_total(instance: DagsterInstance) -> int:
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("flow_predictions")), limit=1, ascending=False
-    ).records
+    """The predictions the newest scoring pass left: a following scoring run reports each
+    pass as an observation of flow_predictions, and materializes it when it ends."""
+    filter_ = AssetRecordsFilter(asset_key=AssetKey("flow_predictions"))
+    records = [
+        *instance.fetch_materializations(filter_, limit=1, ascending=False).records,
+        *instance.fetch_observations(filter_, limit=1, ascending=False).records,
+    ]
     if not records:
         return 0
-    return int(records[0].asset_materialization.metadata["predictions_total"].value)
+    newest = max(records, key=lambda r: r.storage_id).asset_event
+    return int(newest.metadata["predictions_total"].value)
 
 
 def _read(home, sql: str):

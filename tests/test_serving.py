@@ -521,3 +521,82 @@ def test_a_scoring_mark_ahead_of_the_clock_does_not_hide_new_flows(champion, tmp
     assert score_unscored(con, scorer, v1).inserted == 100
     assert con.execute("SELECT count(DISTINCT uid) FROM predictions").fetchone() == (200,)
     con.close()
+
+
+_LAND_LATER = """
+import json, sys, time
+import duckdb, polars as pl
+from nids_core.stores.hot import read_only_query, upsert_flows
+hot, second, out = sys.argv[1:]
+count = lambda: read_only_query(hot, "SELECT count(*) FROM predictions")[0][0]
+while count() < 100:
+    time.sleep(0.2)
+while True:
+    try:
+        con = duckdb.connect(hot)
+    except duckdb.IOException:
+        time.sleep(0.05)
+        continue
+    with con:
+        upsert_flows(con, pl.read_parquet(second))
+    break
+landed = time.time()
+while count() < 200:
+    time.sleep(0.1)
+open(out, "w").write(json.dumps([landed, time.time()]))
+"""
+
+
+def test_a_scoring_run_follows_the_stream_and_scores_what_lands_while_it_runs(
+    broker, topic, tmp_path, instance, champion
+):
+    """A scoring run stays up for NIDS_SCORE_FOLLOW_S (as under the daemon): flows that
+    land while it runs are scored by it seconds later, each such pass reported as an
+    observation, and it stops once no new flows have come for 10 s."""
+    import subprocess
+    import sys
+    import time
+
+    from nids_assets.scoring import FOLLOW_IDLE_EXIT_S
+    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from tests.resources import iot23
+
+    registry, _, _ = champion
+    defs = _defs(broker, topic, tmp_path, registry)
+    flows = read_zeek_file(iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")).flows.sort("ts")
+    hot = tmp_path / "hot.duckdb"
+    with duckdb.connect(str(hot)) as con:
+        ensure_schema(con)
+        upsert_flows(con, _batch(flows.head(100), 0))
+
+    # Another process lands the second batch once the run's first pass is in, as an ingest
+    # run would (the scoring run holds DuckDB's file lock only while it scores), and notes
+    # when it landed and when it was scored.
+    second = tmp_path / "second.parquet"
+    _batch(flows.slice(100, 100), 100).write_parquet(second)
+    timings = tmp_path / "timings.json"
+    lander = subprocess.Popen(
+        [sys.executable, "-c", _LAND_LATER, str(hot), str(second), str(timings)],
+        start_new_session=True,
+    )
+    started = time.time()
+    result = defs.resolve_job_def("scoring_job").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"flow_predictions": {"config": {"follow_seconds": 120}}}},
+    )
+    ended = time.time()
+    assert lander.wait(30) == 0
+    landed, scored = json.loads(timings.read_text())
+    assert result.success
+    assert scored - landed < 5  # by the same run, within seconds
+    assert ended - scored < FOLLOW_IDLE_EXIT_S + 5 and ended - started < 60
+    md = {
+        k: v.value
+        for k, v in instance.get_latest_materialization_event(
+            AssetKey("flow_predictions")
+        ).asset_materialization.metadata.items()
+    }
+    assert md["scored"] == 200 and md["passes"] >= 2 and md["stopped"].startswith("no new flows")
+    observed = instance.fetch_observations(AssetKey("flow_predictions"), limit=10).records
+    assert [r.asset_event.metadata["scored"].value for r in observed] == [100]
+    assert _hot(tmp_path, "SELECT count(DISTINCT uid) FROM predictions") == [(200,)]
