@@ -3,7 +3,8 @@
 Eager automation waits until no upstream run is in progress; with a Zeek feed that never
 stops, one ingest run is always in flight, so it never fired. This sensor instead requests
 one scoring run (flow_predictions, then alerts) whenever `hot_flows` has materialized since
-the last successful scoring run and no scoring run is in flight.
+the last successful scoring run, or an ingest run is in flight, and no scoring run is in
+flight (a scoring run follows the stream for a while: see flow_predictions).
 The champion is read from the MLflow registry, not from Dagster's record of
 `champion_model`, so a fresh Dagster instance pointed at a registry with a champion scores
 from its first batch; without a servable champion the sensor says why and requests nothing.
@@ -31,7 +32,7 @@ from dagster import (
 )
 
 from nids_core.ingest.planning import UNSEEN_RUN_GRACE_S, BatchStatus, retry_delay_s
-from nids_jobs.jobs import scoring_job
+from nids_jobs.jobs import ingest_job, scoring_job
 from nids_resources.mlflow import ModelRegistryResource
 from nids_sensors.dead_runs import reap_dead_runs
 from nids_sensors.run_state import IN_FLIGHT_STATUSES, run_status
@@ -81,6 +82,14 @@ def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> 
     return None
 
 
+def _ingest_in_flight(context: SensorEvaluationContext) -> bool:
+    return bool(
+        context.instance.get_run_records(
+            filters=RunsFilter(job_name=ingest_job.name, statuses=IN_FLIGHT_STATUSES), limit=1
+        )
+    )
+
+
 def scoring_sensor(interval_s: int) -> SensorDefinition:
     """The sensor, looking every `interval_s` seconds (a setting read at load)."""
     return sensor(
@@ -108,12 +117,18 @@ def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegis
     if wait:
         return SensorResult(skip_reason=SkipReason(wait), cursor=cursor.dump())
     newest = _newest_hot_flows(context)
+    ahead = ""
     if newest <= cursor.covered and cursor.run_key is None:
-        # Checked before asking the registry: an idle tick costs one event-log query.
-        return SensorResult(
-            skip_reason=SkipReason("no new hot flows since the last scoring run"),
-            cursor=cursor.dump(),
-        )
+        # Checked before asking the registry: an idle tick costs an event-log query or two.
+        if not _ingest_in_flight(context):
+            return SensorResult(
+                skip_reason=SkipReason("no new hot flows since the last scoring run"),
+                cursor=cursor.dump(),
+            )
+        # An ingest run is landing flows: start scoring now, so that loading torch and the
+        # model overlaps the ingest run and the run, following the stream, scores the batch
+        # as soon as it lands.
+        ahead = f":ahead-{int(time.time())}"
     from mlflow.exceptions import MlflowException
 
     from nids_core.registry.versions import GateNotPassed, NoChampion
@@ -129,7 +144,7 @@ def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegis
         )
     cursor.attempt += 1
     cursor.upto, cursor.requested_at = newest, time.time()
-    cursor.run_key = f"score:{newest}:v{champion}" + (
+    cursor.run_key = f"score:{newest}:v{champion}{ahead}" + (
         f"#{cursor.attempt}" if cursor.attempt > 1 else ""
     )
     request = RunRequest(

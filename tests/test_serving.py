@@ -600,3 +600,29 @@ def test_a_scoring_run_follows_the_stream_and_scores_what_lands_while_it_runs(
     observed = instance.fetch_observations(AssetKey("flow_predictions"), limit=10).records
     assert [r.asset_event.metadata["scored"].value for r in observed] == [100]
     assert _hot(tmp_path, "SELECT count(DISTINCT uid) FROM predictions") == [(200,)]
+
+
+def test_the_scoring_sensor_starts_scoring_while_an_ingest_run_lands_a_batch(
+    broker, topic, tmp_path, champion
+):
+    """Nothing new to score: the sensor waits, unless an ingest run is in flight. Then it
+    starts the scoring run at once, so its launch and model load overlap the ingest run
+    and, following the stream, it scores the batch as soon as it lands."""
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    registry, _, _ = champion
+    defs = _defs(broker, topic, tmp_path, registry)
+    with DagsterInstance.ephemeral() as instance:
+
+        def tick() -> SensorResult:
+            with build_sensor_context(
+                instance=instance, resources=defs.resources, definitions=defs
+            ) as ctx:
+                return defs.resolve_sensor_def("scoring_sensor")(ctx)
+
+        idle = tick()
+        assert not idle.run_requests
+        assert idle.skip_reason.skip_message == "no new hot flows since the last scoring run"
+        instance.add_run(DagsterRun(job_name="ingest_job", status=DagsterRunStatus.STARTED))
+        (request,) = tick().run_requests
+        assert request.run_key.startswith("score:0:v") and ":ahead-" in request.run_key
