@@ -28,7 +28,7 @@ import duckdb
 import mlflow
 import numpy as np
 import polars as pl
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from nids_cli.local_daemon import (
     embedded_env,
@@ -163,6 +163,18 @@ def end_to_end(flows, work, rate, seconds):
                 if r.dagster_run.status.value == "FAILURE":
                     failure = instance.all_logs(r.dagster_run.run_id)[-1].message or ""
                     print(f"    failed run: {r.dagster_run.job_name}: {failure[:200]}")
+            stops = [
+                str(r.asset_materialization.metadata["stopped"].value)
+                for r in instance.fetch_materializations(
+                    AssetKey("flow_predictions"), limit=10_000
+                ).records
+                if "stopped" in r.asset_materialization.metadata
+            ]
+            alert_runs = sum(r.dagster_run.job_name == "alerts_job" for r in records)
+        print(
+            f"    scoring runs stopped: {', '.join(sorted(set(stops))) or 'none'}; "
+            f"alerts_job runs (attack-rate onsets): {alert_runs}"
+        )
         runs = {
             "ingest": sum(r.dagster_run.job_name == "ingest_job" for r in records),
             "scoring": sum(r.dagster_run.job_name == "scoring_job" for r in records),

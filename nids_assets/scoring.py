@@ -27,6 +27,7 @@ from nids_resources.stores import HotStoreResource
 
 SERVING_GROUP = "serving"
 ATTACK_RATE_CHECK = "attack_rate_in_newest_window"
+ATTACK_RATE_ONSET = "attack_rate_onset"  # metadata of an `alerts` observation
 
 
 # A following scoring run looks for new flows this often, stops after this long without
@@ -97,9 +98,9 @@ def flow_predictions(
     A run then follows the stream for NIDS_SCORE_FOLLOW_S seconds: each second it scores
     the flows that landed and refreshes `alerts` (an observation of each asset per pass),
     so a flow is scored seconds after it lands instead of waiting for a new run to load
-    torch and the model. It stops early after 10 s without new flows, when the champion
-    changes, or when the attack rate of the newest window starts to fail its check (so the
-    `alerts` step reports it now)."""
+    torch and the model. When the attack rate of the newest window starts to fail its check,
+    the observation says so and `attack_rate_sensor` runs the `alerts` step at once. It
+    stops early after 10 s without new flows, or when the champion changes."""
     # torch and MLflow load in the scoring run only, not in every process that loads the
     # code location (sensors, ingest runs).
     from nids_core.serving.model_cache import champion_scorer
@@ -141,12 +142,15 @@ def flow_predictions(
                 metadata={"scored": counts.inserted, "predictions_total": int(total)},
             )
             now_failing = rate >= serving.max_attack_rate
+            # An onset (passing -> failing) makes attack_rate_sensor run the alerts step
+            # now, so the check and its webhook do not wait for this run to end.
             yield AssetObservation(
-                asset_key="alerts", metadata={"attack_rate_newest_window": round(rate, 4)}
+                asset_key="alerts",
+                metadata={
+                    "attack_rate_newest_window": round(rate, 4),
+                    ATTACK_RATE_ONSET: now_failing and not failing,
+                },
             )
-            if now_failing and not failing:
-                stopped = "attack rate of the newest window reached NIDS_ALERT_MAX_ATTACK_RATE"
-                break
             failing = now_failing
         elif time.monotonic() - last_new >= FOLLOW_IDLE_EXIT_S:
             stopped = f"no new flows for {FOLLOW_IDLE_EXIT_S:.0f} s"

@@ -16,6 +16,7 @@ from nids_assets.partitions import DEFAULT_FIRST_DAY, daily_partitions
 from nids_assets.reference import flow_labels, reference_flows
 from nids_assets.scoring import alerts, flow_predictions
 from nids_jobs.jobs import (
+    alerts_job,
     cold_flows_job,
     ingest_job,
     reference_job,
@@ -27,6 +28,7 @@ from nids_jobs.schedules import daily_training_schedule
 from nids_resources.from_env import resources_from_env
 from nids_resources.settings import DeploymentSettings, load_deployment_settings
 from nids_sensors.alert_sensors import check_failure_alert_sensor, run_failure_alert_sensor
+from nids_sensors.attack_rate_sensor import attack_rate_sensor
 from nids_sensors.cold_sensor import cold_flows_sensor
 from nids_sensors.dead_runs import dead_run_sensor
 from nids_sensors.kafka_sensor import kafka_ingest_sensor
@@ -78,6 +80,7 @@ def build_definitions(
             reference_job,
             training_job,
             scoring_job,
+            alerts_job,
             hot_lifecycle_job,
         ],
         schedules=[daily_training_schedule(settings.training_cron), hourly_lifecycle_schedule],
@@ -88,6 +91,7 @@ def build_definitions(
             ),
             reference_corpus_sensor(settings.reference_sensor_interval_s),
             scoring_sensor(settings.scoring_sensor_interval_s),
+            attack_rate_sensor(settings.scoring_sensor_interval_s),
             dead_run_sensor(settings.dead_run_sensor_interval_s),
             kafka_lag_sensor(settings.lag_sensor_interval_s),
             run_failure_alert_sensor,

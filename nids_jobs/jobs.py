@@ -47,6 +47,17 @@ scoring_job = define_asset_job(
     tags={"nids/kind": "scoring", "dagster/max_runtime": "1800"},
 )
 
+# What attack_rate_sensor requests when a following scoring run sees the newest window's
+# attack rate start failing: the alerts step alone, so the check (and the webhook) fires
+# now rather than when the scoring run ends.
+alerts_job = define_asset_job(
+    "alerts_job",
+    selection=AssetSelection.assets(alerts),
+    executor_def=in_process_executor,
+    description="Refresh the alerts table and evaluate its attack-rate check.",
+    tags={"nids/kind": "alerts", "dagster/max_runtime": "600"},
+)
+
 # One capture of the reference corpus per run (a partition), requested by the
 # reference_corpus_sensor when a file is added or changed.
 reference_job = define_asset_job(

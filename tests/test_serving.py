@@ -14,7 +14,7 @@ import pytest
 from dagster import AssetKey, SensorResult, build_sensor_context, materialize
 
 from nids_assets.scoring import flow_predictions
-from nids_cli.driver import drain
+from nids_cli.driver import drain, execute_request, tick_sensor
 from nids_core.kafka.lag import measure_lag
 from nids_core.kafka.log import KafkaSettings, open_client
 from nids_core.model.training import TrainConfig
@@ -626,3 +626,36 @@ def test_the_scoring_sensor_starts_scoring_while_an_ingest_run_lands_a_batch(
         instance.add_run(DagsterRun(job_name="ingest_job", status=DagsterRunStatus.STARTED))
         (request,) = tick().run_requests
         assert request.run_key.startswith("score:0:v") and ":ahead-" in request.run_key
+
+
+def test_an_attack_rate_onset_seen_by_a_following_run_runs_the_alerts_step_at_once(
+    broker, topic, tmp_path
+):
+    """A following scoring run marks the pass where the newest window's attack rate starts
+    failing; attack_rate_sensor then runs the alerts step alone (once per onset), so the
+    check does not wait for the scoring run to end."""
+    from dagster import AssetObservation, DagsterInstance
+
+    from nids_assets.scoring import ATTACK_RATE_ONSET
+    from nids_jobs.definitions import build_definitions
+
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    cursors: dict = {}
+    with DagsterInstance.ephemeral() as instance:
+
+        def tick():
+            requests, skip, cursors["attack_rate_sensor"] = tick_sensor(
+                defs, instance, "attack_rate_sensor", cursors
+            )
+            return requests, skip
+
+        assert tick() == ([], "no alerts observed since the last look")
+        for onset in (False, True, False):
+            instance.report_runless_asset_event(
+                AssetObservation("alerts", metadata={ATTACK_RATE_ONSET: onset})
+            )
+        (request,), _ = tick()
+        assert request.run_key.startswith("attack-rate-onset:")
+        assert tick() == ([], "no alerts observed since the last look")
+        assert execute_request(defs, instance, "alerts_job", request)
+        assert instance.get_latest_materialization_event(AssetKey("alerts")) is not None
