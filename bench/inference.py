@@ -163,18 +163,20 @@ def end_to_end(flows, work, rate, seconds):
                 if r.dagster_run.status.value == "FAILURE":
                     failure = instance.all_logs(r.dagster_run.run_id)[-1].message or ""
                     print(f"    failed run: {r.dagster_run.job_name}: {failure[:200]}")
-            stops = [
-                str(r.asset_materialization.metadata["stopped"].value)
-                for r in instance.fetch_materializations(
-                    AssetKey("flow_predictions"), limit=10_000
-                ).records
-                if "stopped" in r.asset_materialization.metadata
-            ]
+            first = min(r.start_time for r in records if r.start_time)
+            for r in instance.fetch_materializations(
+                AssetKey("flow_predictions"), limit=10_000, ascending=True
+            ).records:
+                md = r.asset_materialization.metadata
+                run = instance.get_run_record_by_id(r.run_id)
+                if "stopped" in md and run and run.start_time:
+                    print(
+                        f"    scoring run from {run.start_time - first:.0f} s to "
+                        f"{run.end_time - first:.0f} s: {md['passes'].value} passes, "
+                        f"stopped: {md['stopped'].value}"
+                    )
             alert_runs = sum(r.dagster_run.job_name == "alerts_job" for r in records)
-        print(
-            f"    scoring runs stopped: {', '.join(sorted(set(stops))) or 'none'}; "
-            f"alerts_job runs (attack-rate onsets): {alert_runs}"
-        )
+        print(f"    alerts_job runs (attack-rate onsets): {alert_runs}")
         runs = {
             "ingest": sum(r.dagster_run.job_name == "ingest_job" for r in records),
             "scoring": sum(r.dagster_run.job_name == "scoring_job" for r in records),

@@ -33,7 +33,7 @@ ATTACK_RATE_ONSET = "attack_rate_onset"  # metadata of an `alerts` observation
 # A following scoring run looks for new flows this often, stops after this long without
 # any, and asks the registry whether the champion changed every this many passes.
 FOLLOW_POLL_S = 1.0
-FOLLOW_IDLE_EXIT_S = 10.0
+FOLLOW_IDLE_EXIT_S = 30.0  # longer than an ingest run takes on a busy machine
 CHAMPION_CHECK_PASSES = 10
 
 
@@ -100,7 +100,7 @@ def flow_predictions(
     so a flow is scored seconds after it lands instead of waiting for a new run to load
     torch and the model. When the attack rate of the newest window starts to fail its check,
     the observation says so and `attack_rate_sensor` runs the `alerts` step at once. It
-    stops early after 10 s without new flows, or when the champion changes."""
+    stops early after 30 s without new flows, or when the champion changes."""
     # torch and MLflow load in the scoring run only, not in every process that loads the
     # code location (sensors, ingest runs).
     from nids_core.serving.model_cache import champion_scorer

@@ -552,7 +552,7 @@ def test_a_scoring_run_follows_the_stream_and_scores_what_lands_while_it_runs(
 ):
     """A scoring run stays up for NIDS_SCORE_FOLLOW_S (as under the daemon): flows that
     land while it runs are scored by it seconds later, each such pass reported as an
-    observation, and it stops once no new flows have come for 10 s."""
+    observation, and it stops once no new flows have come for FOLLOW_IDLE_EXIT_S."""
     import subprocess
     import sys
     import time
@@ -589,7 +589,7 @@ def test_a_scoring_run_follows_the_stream_and_scores_what_lands_while_it_runs(
     landed, scored = json.loads(timings.read_text())
     assert result.success
     assert scored - landed < 5  # by the same run, within seconds
-    assert ended - scored < FOLLOW_IDLE_EXIT_S + 5 and ended - started < 60
+    assert ended - scored < FOLLOW_IDLE_EXIT_S + 5 and ended - started < FOLLOW_IDLE_EXIT_S + 40
     md = {
         k: v.value
         for k, v in instance.get_latest_materialization_event(
