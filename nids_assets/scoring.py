@@ -132,8 +132,9 @@ def flow_predictions(
     deadline = time.monotonic() + follow
     last_new = time.monotonic()
     stopped = "one pass" if not follow else "followed for NIDS_SCORE_FOLLOW_S"
-    while time.monotonic() + FOLLOW_POLL_S < deadline and counts.remaining == 0:
-        time.sleep(FOLLOW_POLL_S)
+    while time.monotonic() < deadline:
+        if counts.remaining == 0:  # else a backlog beyond NIDS_SCORE_MAX_FLOWS: go on now
+            time.sleep(FOLLOW_POLL_S)
         counts, rate, total = score_pass()
         if counts.inserted:
             last_new = time.monotonic()
