@@ -19,7 +19,12 @@ from pydantic import Field
 
 from nids_assets.ingestion import hot_flows
 from nids_assets.model import champion_model
-from nids_core.serving.alerts import latest_attack_rate, refresh_alerts, top_alert_hosts
+from nids_core.serving.alerts import (
+    AlertRefresh,
+    latest_attack_rate,
+    refresh_alerts,
+    top_alert_hosts,
+)
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
@@ -113,7 +118,10 @@ def flow_predictions(
     )
     totals = _Totals()
 
-    def score_pass():
+    def score_pass(first: bool = False):
+        """Score what landed; with new predictions (or on the first pass), refresh the
+        alerts and read the attack rate and the prediction count. A pass that finds
+        nothing new reads nothing more."""
         with hot_store.connect() as con:
             counts = score_unscored(
                 con,
@@ -122,33 +130,36 @@ def flow_predictions(
                 serving.max_flows_per_scoring_run,
                 plausible_time.window().latest(),
             )
-            rate = _refresh_alerts(con, serving, plausible_time, counts.inserted > 0)
-            total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+            state = total = None
+            if counts.inserted or first:
+                state = _alerts_state(con, serving, plausible_time, counts.inserted > 0)
+                total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
         totals.add(counts)
-        return counts, rate, total
+        return counts, state, total
 
-    counts, rate, total = score_pass()
-    failing = rate >= serving.max_attack_rate
+    counts, state, total = score_pass(first=True)
+    failing = state.rate >= serving.max_attack_rate
     deadline = time.monotonic() + follow
     last_new = time.monotonic()
     stopped = "one pass" if not follow else "followed for NIDS_SCORE_FOLLOW_S"
     while time.monotonic() < deadline:
         if counts.remaining == 0:  # else a backlog beyond NIDS_SCORE_MAX_FLOWS: go on now
             time.sleep(FOLLOW_POLL_S)
-        counts, rate, total = score_pass()
+        counts, new_state, new_total = score_pass()
         if counts.inserted:
+            state, total = new_state, new_total
             last_new = time.monotonic()
             yield AssetObservation(
                 asset_key="flow_predictions",
                 metadata={"scored": counts.inserted, "predictions_total": int(total)},
             )
-            now_failing = rate >= serving.max_attack_rate
+            now_failing = state.rate >= serving.max_attack_rate
             # An onset (passing -> failing) makes attack_rate_sensor run the alerts step
             # now, so the check and its webhook do not wait for this run to end.
             yield AssetObservation(
                 asset_key="alerts",
                 metadata={
-                    "attack_rate_newest_window": round(rate, 4),
+                    "attack_rate_newest_window": round(state.rate, 4),
                     ATTACK_RATE_ONSET: now_failing and not failing,
                 },
             )
@@ -188,18 +199,29 @@ def flow_predictions(
     )
 
 
-def _refresh_alerts(
-    con, serving: ServingSettingsResource, plausible_time: PlausibleTimeResource, new: bool
-) -> float:
-    """Refresh the alerts of the windows with new predictions (if there are `new` ones);
-    the attack rate of the newest window."""
+@dataclass(frozen=True)
+class _AlertsState:
+    refreshed: AlertRefresh | None  # None: not refreshed (no new predictions)
+    window: str | None  # the newest window's start
+    scored: int
+    attacks: int
+
+    @property
+    def rate(self) -> float:
+        """The share of the newest window's scored flows that are attacks."""
+        return self.attacks / self.scored if self.scored else 0.0
+
+
+def _alerts_state(
+    con, serving: ServingSettingsResource, plausible_time: PlausibleTimeResource, refresh: bool
+) -> _AlertsState:
+    """Refresh the alerts of the windows with new predictions (if `refresh`), and read the
+    newest window's attack rate: what a following scoring pass and the `alerts` step share."""
     latest = plausible_time.window().latest()
-    if new:
-        refresh_alerts(con, serving.alert_min_score, serving.alert_window_minutes, latest)
-    _, scored, attacks = latest_attack_rate(
-        con, serving.alert_min_score, serving.alert_window_minutes, latest
-    )
-    return attacks / scored if scored else 0.0
+    args = (serving.alert_min_score, serving.alert_window_minutes, latest)
+    refreshed = refresh_alerts(con, *args) if refresh else None
+    window, scored, attacks = latest_attack_rate(con, *args)
+    return _AlertsState(refreshed, window, scored, attacks)
 
 
 @asset(
@@ -225,25 +247,19 @@ def alerts(
     at or above NIDS_ALERT_MIN_SCORE (count, peers, ports, max and mean score, first and last
     seen, model versions), rebuilt for the windows that got predictions since the last
     refresh (every window still in the hot table, the first time)."""
-    latest = plausible_time.window().latest()
     with hot_store.connect() as con:
-        refreshed = refresh_alerts(
-            con, serving.alert_min_score, serving.alert_window_minutes, latest
-        )
-        window, scored, attacks = latest_attack_rate(
-            con, serving.alert_min_score, serving.alert_window_minutes, latest
-        )
+        state = _alerts_state(con, serving, plausible_time, refresh=True)
         top = top_alert_hosts(con)
-    rate = attacks / scored if scored else 0.0
+    refreshed = state.refreshed
     check = AssetCheckResult(
         check_name=ATTACK_RATE_CHECK,
-        passed=rate < serving.max_attack_rate,
+        passed=state.rate < serving.max_attack_rate,
         severity=AssetCheckSeverity.ERROR,
         metadata={
-            "window_start": window or "none",
-            "scored_flows": scored,
-            "attack_flows": attacks,
-            "attack_rate": round(rate, 4),
+            "window_start": state.window or "none",
+            "scored_flows": state.scored,
+            "attack_flows": state.attacks,
+            "attack_rate": round(state.rate, 4),
             "threshold": serving.max_attack_rate,
         },
     )

@@ -118,7 +118,7 @@ def _cold_flows_sensor(
             )
             requests.extend(_append_requests(first, last, names, newest))
         for first, last in _contiguous(sorted((unnamed & valid) - appended)):
-            requests.append(_range_request("cold", first, last, newest))
+            requests.append(_range_request(first, last, newest))
         for day in appended:
             state.uncompacted[day] = now
         state.after = newest
@@ -158,18 +158,18 @@ def _append_requests(first: str, last: str, names: list[str], newest: int) -> li
         chunk = names[i : i + BATCHES_PER_RUN]
         config = RunConfig(ops={"cold_flows": ColdFlowsConfig(append_batches=chunk)})
         key = f"{newest}" if len(names) <= BATCHES_PER_RUN else f"{newest}:{i // BATCHES_PER_RUN}"
-        requests.append(_range_request("cold", first, last, key, config))
+        requests.append(_range_request(first, last, key, config))
     return requests
 
 
 def _range_request(
-    kind: str, first: str, last: str, key: int | str, config: RunConfig | None = None
+    first: str, last: str, key: int | str, config: RunConfig | None = None
 ) -> RunRequest:
     """A plain partition run for a single day, a partition-range run for several."""
     if first == last:
-        return RunRequest(run_key=f"{kind}:{first}:{key}", partition_key=first, run_config=config)
+        return RunRequest(run_key=f"cold:{first}:{key}", partition_key=first, run_config=config)
     return RunRequest(
-        run_key=f"{kind}:{first}..{last}:{key}",
+        run_key=f"cold:{first}..{last}:{key}",
         run_config=config,
         tags={
             "dagster/asset_partition_range_start": first,

@@ -82,12 +82,12 @@ def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> 
     return None
 
 
-def _ingest_in_flight(context: SensorEvaluationContext) -> bool:
-    return bool(
-        context.instance.get_run_records(
-            filters=RunsFilter(job_name=ingest_job.name, statuses=IN_FLIGHT_STATUSES), limit=1
-        )
+def _in_flight(context: SensorEvaluationContext, job_name: str) -> str | None:
+    """The id of a run of `job_name` that is in flight, if any."""
+    records = context.instance.get_run_records(
+        filters=RunsFilter(job_name=job_name, statuses=IN_FLIGHT_STATUSES), limit=1
     )
+    return records[0].dagster_run.run_id if records else None
 
 
 def scoring_sensor(interval_s: int) -> SensorDefinition:
@@ -108,19 +108,17 @@ def scoring_sensor(interval_s: int) -> SensorDefinition:
 def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegistryResource):
     reap_dead_runs(context.instance, job_names=[scoring_job.name])
     cursor = ScoringCursor.load(context.cursor)
-    in_flight = context.instance.get_run_records(
-        filters=RunsFilter(job_name=scoring_job.name, statuses=IN_FLIGHT_STATUSES), limit=1
-    )
+    in_flight = _in_flight(context, scoring_job.name)
     wait = _settle_pending(context, cursor)
     if in_flight:
-        wait = wait or f"scoring run {in_flight[0].dagster_run.run_id} in flight"
+        wait = wait or f"scoring run {in_flight} in flight"
     if wait:
         return SensorResult(skip_reason=SkipReason(wait), cursor=cursor.dump())
     newest = _newest_hot_flows(context)
     ahead = ""
     if newest <= cursor.covered and cursor.run_key is None:
         # Checked before asking the registry: an idle tick costs an event-log query or two.
-        if not _ingest_in_flight(context):
+        if not _in_flight(context, ingest_job.name):
             return SensorResult(
                 skip_reason=SkipReason("no new hot flows since the last scoring run"),
                 cursor=cursor.dump(),

@@ -203,10 +203,20 @@ class ColdStore:
     # ------------------------------------------------------------------ reads
     def read_manifest(self, offsets: OffsetRange) -> BatchManifest:
         """The manifest last landed for this range."""
-        paths = [
-            self.range_file(offsets),
-            self.manifest_file(batch_name(offsets)),  # landed before digests
-        ]
+        return self._first_manifest(
+            f"batch {offsets}",
+            [
+                self.range_file(offsets),
+                self.manifest_file(batch_name(offsets)),  # landed before digests
+            ],
+        )
+
+    def read_batch_manifest(self, name: str) -> BatchManifest:
+        """The manifest of the batch landed as `name` (see `batch_name`)."""
+        return self._first_manifest(f"batch {name}", [self.manifest_file(name)])
+
+    def _first_manifest(self, what: str, paths: list[str]) -> BatchManifest:
+        """The manifest at the first of `paths` that exists."""
         for path in paths:
             self.fs.invalidate_cache(path.rsplit("/", 1)[0])
             try:
@@ -214,17 +224,7 @@ class ColdStore:
                     return BatchManifest(**json.load(fh))
             except FileNotFoundError:
                 continue
-        raise FileNotFoundError(f"batch {offsets} has not landed: no {paths[0]}")
-
-    def read_batch_manifest(self, name: str) -> BatchManifest:
-        """The manifest of the batch landed as `name` (see `batch_name`)."""
-        path = self.manifest_file(name)
-        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
-        try:
-            with self.fs.open(path, "rb") as fh:
-                return BatchManifest(**json.load(fh))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"batch {name} has not landed: no {path}") from None
+        raise FileNotFoundError(f"{what} has not landed: no {paths[0]}")
 
     def _read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
         with self.fs.open(path, "rb") as fh:
@@ -306,10 +306,17 @@ class ColdStore:
         days, never on which days are rebuilt together, and is sorted by (ts, uid), so the
         same landing data always gives byte-identical files.
         """
+        listed: dict[str, list[str]] = {}  # a range lists each day once
+
+        def landing(day: str) -> list[str]:
+            if day not in listed:
+                listed[day] = self.landing_files(day)
+            return listed[day]
+
         rows = {}
         for day in sorted({str(d) for d in days}):
-            files = self.landing_files(day)
-            neighbours = [f for n in _neighbours(day) for f in self.landing_files(n)]
+            files = landing(day)
+            neighbours = [f for n in _neighbours(day) for f in landing(n)]
             rows[day] = self._compact(day, files, neighbours)
             # Batches appended since are in part-0 now; one landed after the listing above
             # keeps its appended file until the next compaction.
@@ -321,7 +328,7 @@ class ColdStore:
 
     def _compact(self, day: str, files: list[str], neighbour_files: list[str]) -> int:
         """Write `part-0.parquet` of `day` from its landing `files` by the day's rules (see
-        `_day_rows`); returns its rows."""
+        `_day_query`); returns its rows."""
         if not files:
             self._put(self.cold_file(day), parquet_bytes(pl.DataFrame(schema=LANDING_SCHEMA)))
             return 0
