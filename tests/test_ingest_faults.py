@@ -203,3 +203,13 @@ def test_a_committed_offset_beyond_the_log_end_is_reset_and_nothing_is_skipped(
     assert result.failed_runs == 0 and result.ingest_runs == 1
     assert hot_counts(tmp_path) == (30, 30, 0)
     assert committed(broker, topic) == 30  # moved back onto the new log
+
+
+def test_appending_a_batch_that_never_landed_fails_naming_it_and_writes_nothing(tmp_path):
+    """An append run for a batch whose manifest is missing (a landing zone restored without
+    it, a hand-written run config) fails with the batch and the file it looked for, and
+    leaves the cold day untouched."""
+    store = ColdStore(str(tmp_path / "cold"))
+    with pytest.raises(FileNotFoundError, match=r"batch zeek\.conn-p00000-x has not landed: no "):
+        store.append_batches(["zeek.conn-p00000-x"])
+    assert store.cold_days() == []
