@@ -96,6 +96,51 @@ def test_graph_has_hosts_as_nodes_and_flows_as_edges(split):
     assert windowed.num_nodes >= one_graph.num_nodes and windowed.windows > 1
 
 
+def test_the_network_computes_its_definition_on_a_real_graph(split):
+    """The layers and head, computed per node and per flow without concatenated inputs,
+    give what their definition says: each flow's messages both ways, W_m on
+    [h_u || e || direction], their mean per node, W_u on [h_v || mean], and the head on
+    [h_src || h_dst || e]."""
+    import torch
+
+    from nids_core.model.gnn import EGraphSAGE
+
+    test = split["test"]
+    spec = fit_feature_spec(split["train"])
+    graph = build_flow_graph(test, transform(test, spec))
+    torch.manual_seed(0)
+    network = EGraphSAGE(spec.width, hidden=16).eval()
+    src, dst = graph.edge_index
+    e, n = graph.edge_attr, int(graph.num_nodes)
+
+    def layer(lin, x):
+        ones = torch.ones(len(src), 1)
+        senders, receivers = torch.cat([src, dst]), torch.cat([dst, src])
+        inputs = torch.cat([x[senders], torch.cat([e, e]), torch.cat([ones, -ones])], 1)
+        messages = torch.relu(lin.message_lin(inputs))
+        total = torch.zeros(n, messages.shape[1]).index_add(0, receivers, messages)
+        count = torch.bincount(receivers, minlength=n).clamp_min(1).unsqueeze(1)
+        return torch.relu(lin.update_lin(torch.cat([x, total / count], 1)))
+
+    with torch.no_grad():
+        h = layer(network.layer2, layer(network.layer1, torch.ones(n, 1)))
+        expected = network.head(torch.cat([h[src], h[dst], e], 1))
+        assert torch.allclose(network(graph), expected, atol=1e-5)
+
+
+def test_the_forest_scores_are_predict_probas_and_do_not_depend_on_the_threads(split):
+    from nids_core.model import served
+
+    spec = fit_feature_spec(split["train"])
+    forest = served.fit_forest(split["train"], spec, None, seed=0, trees=20)
+    matrix = served.served_matrix(split["test"], spec, None)
+    scores = served.attack_probability(forest, matrix)
+    np.testing.assert_allclose(scores, forest.predict_proba(matrix)[:, 1], rtol=0, atol=1e-12)
+    assert 0 < (scores >= 0.5).sum() < len(scores)
+    for _ in range(3):
+        assert np.array_equal(served.attack_probability(forest, matrix), scores)
+
+
 def test_early_stopping_restores_the_best_epoch(split):
     # Labels shuffled in training: validation loss soon rises while training loss falls.
     rng = np.random.default_rng(1)

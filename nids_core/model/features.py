@@ -125,8 +125,10 @@ def transform(flows: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
     raw = raw_features(flows, spec.services)
     if raw.columns != spec.names:
         raise ValueError("feature columns differ from the fitted spec")
-    matrix = raw.to_numpy().astype(np.float32)
-    return (matrix - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    matrix = raw.to_numpy(writable=True)  # float32, column-major, a copy of its own
+    matrix -= np.asarray(spec.mean, np.float32)
+    matrix /= np.asarray(spec.std, np.float32)
+    return matrix
 
 
 def attack_labels(flows: pl.DataFrame) -> np.ndarray:

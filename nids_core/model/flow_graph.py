@@ -63,7 +63,7 @@ def build_flow_graph(
     src, dst, num_nodes, windows = endpoint_nodes(flows, window)
     data = Data(
         edge_index=torch.from_numpy(np.stack([src, dst])) if len(src) else torch.empty(2, 0).long(),
-        edge_attr=torch.from_numpy(np.ascontiguousarray(edge_features, dtype=np.float32)),
+        edge_attr=torch.from_numpy(np.asarray(edge_features, dtype=np.float32)),
         num_nodes=num_nodes,
     )
     data.windows = windows

@@ -23,7 +23,13 @@ from nids_core.model.flow_graph import build_flow_graph
 
 
 class EdgeSAGELayer(MessagePassing):
-    """h_v' = ReLU(W_u [h_v || mean_{(u,v)} ReLU(W_m [h_u || e_uv])])."""
+    """h_v' = ReLU(W_u [h_v || mean_{(u,v)} ReLU(W_m [h_u || e_uv || d_uv])]), where every
+    flow sends a message both ways and d_uv (+1 along the flow, -1 against it) says which.
+
+    W_m [h_u || e || d] is computed as (W_h h)_u + W_e e + w_d d: the node part once per
+    node and the flow part once per flow for both directions, so no (2 x flows) matrix of
+    concatenated inputs is ever built. The weights are those of W_m, unchanged.
+    """
 
     def __init__(self, node_in: int, edge_in: int, out: int):
         super().__init__(aggr="mean")
@@ -31,11 +37,22 @@ class EdgeSAGELayer(MessagePassing):
         self.update_lin = nn.Linear(node_in + out, out)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor):
-        aggregated = self.propagate(edge_index, x=x, edge_attr=edge_attr)
+        """`edge_attr`: each flow's features without the direction flag."""
+        node_in = x.shape[1]
+        weight = self.message_lin.weight
+        from_node = x @ weight[:, :node_in].T
+        from_flow = edge_attr @ weight[:, node_in:-1].T
+        # The bias and the direction term are per node (few), added before the gather.
+        along = from_node + (self.message_lin.bias + weight[:, -1])
+        against = from_node + (self.message_lin.bias - weight[:, -1])
+        src, dst = edge_index
+        total = x.new_zeros(x.shape[0], weight.shape[0])
+        # In place on the (flows x hidden) messages: each is one pass over memory.
+        total = total.index_add(0, dst, along[src].add_(from_flow).relu_())
+        total = total.index_add(0, src, against[dst].add_(from_flow).relu_())
+        degree = torch.bincount(edge_index.flatten(), minlength=x.shape[0]).clamp_min(1)
+        aggregated = total / degree.unsqueeze(1).to(total.dtype)
         return torch.relu(self.update_lin(torch.cat([x, aggregated], dim=-1)))
-
-    def message(self, x_j: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.message_lin(torch.cat([x_j, edge_attr], dim=-1)))
 
 
 class EGraphSAGE(nn.Module):
@@ -90,24 +107,31 @@ class EGraphSAGE(nn.Module):
     def parts(self, data: Data) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(flow-path logits or None, fused logits)."""
         src, dst = data.edge_index
-        e = attr = data.edge_attr
-        index = data.edge_index
-        forward_flag = torch.ones(attr.shape[0], 1, dtype=e.dtype)
-        both_index = torch.cat([index, torch.stack([index[1], index[0]])], dim=1)
-        both_attr = torch.cat(
-            [torch.cat([attr, forward_flag], 1), torch.cat([attr, -forward_flag], 1)], dim=0
-        )
+        e = data.edge_attr
         x = torch.ones(int(data.num_nodes), 1, dtype=e.dtype)
-        h = self.layer1(x, both_index, both_attr)
+        h = self.layer1(x, data.edge_index, e)
         h = self.dropout(h)
-        h = self.layer2(h, both_index, both_attr)
-        # A graph-only head sees the endpoints' embeddings, not the flow's own features.
-        own = [e] if self.head_flow_features else []
-        graph_logits = self.head(torch.cat([h[src], h[dst], *own], dim=-1))
+        h = self.layer2(h, data.edge_index, e)
+        graph_logits = self.head[1:](self._head_input(h, src, dst, e))
         if self.flow_head is None:
             return None, graph_logits
         flow_logits = self.flow_head(e)
         return flow_logits, flow_logits + graph_logits
+
+    def _head_input(
+        self, h: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, e: torch.Tensor
+    ) -> torch.Tensor:
+        """The head's first layer on [h_src || h_dst || e] (e only with head_flow_features;
+        a graph-only head sees the endpoints' embeddings, not the flow's own features),
+        computed per node for the embeddings and gathered per flow."""
+        first = self.head[0]
+        hidden = h.shape[1]
+        weight = first.weight
+        out = torch.addmm(first.bias, h, weight[:, :hidden].T)[src]
+        out.add_((h @ weight[:, hidden : 2 * hidden].T)[dst])
+        if self.head_flow_features:
+            out.addmm_(e, weight[:, 2 * hidden :].T)
+        return out
 
 
 class FlowScorer(nn.Module):

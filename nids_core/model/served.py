@@ -15,6 +15,8 @@ so one large capture does not define "normal".
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
@@ -27,6 +29,10 @@ from nids_core.model.host_context import context_features
 
 SERVED_TREES = 200
 VALIDATION_TREES = 100  # the forest fitted on training rows only, to score validation rows
+# The trees are walked in this many blocks, one thread each (as many at once as there are
+# cores). Fixed, so the order in which votes are added, and so every score to the last
+# bit, is the same on every machine.
+TREE_BLOCKS = 4
 _CANDIDATE_THRESHOLDS = np.round(np.arange(0.02, 0.99, 0.02), 2)
 
 
@@ -67,11 +73,34 @@ def fit_forest(
         random_state=seed,
     )
     model.fit(served_matrix(flows, spec, window), attack_labels(flows), network_weights(flows))
-    # Fitted in parallel, predicted in one thread: parallel prediction adds the trees'
-    # votes in whatever order threads finish, so the same flow could get a score differing
-    # in the last bits from one run to the next.
+    # Fitted in parallel; predicted by attack_probability, not by predict_proba's threads,
+    # which add the trees' votes in whatever order they finish.
     model.set_params(n_jobs=1)
     return model
+
+
+def _block_votes(model: ExtraTreesClassifier, trees: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The sum, tree by tree in order, of the attack share of the leaf each row reaches."""
+    attack = list(model.classes_).index(1)
+    total = np.zeros(matrix.shape[0])
+    for i in trees:
+        tree = model.estimators_[i].tree_
+        counts = tree.value[:, 0, :]
+        per_leaf = counts[:, attack] / np.where(counts.sum(1) > 0, counts.sum(1), 1.0)
+        total += per_leaf[tree.apply(matrix)]
+    return total
+
+
+def attack_probability(model: ExtraTreesClassifier, matrix: np.ndarray) -> np.ndarray:
+    """predict_proba's attack column (up to rounding): the mean over trees of the attack
+    share of each row's leaf. The trees are walked in TREE_BLOCKS blocks in parallel
+    threads (a tree's walk releases the GIL), each block summed in tree order and the
+    blocks added in order, so a row's score does not depend on the machine or the run."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    blocks = np.array_split(np.arange(len(model.estimators_)), TREE_BLOCKS)
+    with ThreadPoolExecutor(min(TREE_BLOCKS, os.cpu_count() or 1)) as pool:
+        sums = list(pool.map(lambda trees: _block_votes(model, trees, matrix), blocks))
+    return np.sum(sums, axis=0) / len(model.estimators_)
 
 
 def forest_scores(
@@ -83,10 +112,9 @@ def forest_scores(
 ) -> np.ndarray:
     if flows.height == 0:
         return np.zeros(0)
-    proba = model.predict_proba(served_matrix(flows, spec, window, features))
-    if proba.shape[1] == 1:
+    if len(model.classes_) == 1:
         return np.full(flows.height, float(model.classes_[0]))
-    return proba[:, list(model.classes_).index(1)]
+    return attack_probability(model, served_matrix(flows, spec, window, features))
 
 
 def _quality(y: np.ndarray, predicted: np.ndarray) -> float:
