@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 from dagster import AssetKey, SensorResult, build_sensor_context, materialize
@@ -346,6 +347,30 @@ def test_a_far_future_flow_stored_earlier_neither_pins_the_newest_window_nor_sta
     quarantined = _hot(tmp_path, "SELECT error, CAST(raw AS VARCHAR) FROM quarantine")
     assert len(quarantined) == 1 and quarantined[0][0] == IMPLAUSIBLE_REASON
     assert flows["uid"][3] in quarantined[0][1] and "2286" in quarantined[0][1]
+
+
+def test_scoring_some_flows_of_a_window_gives_them_their_scores_among_all(champion, tmp_path):
+    """Flows scored with the rest of their windows as context (only they go through the
+    graph model's head and the trees) get, bit for bit, the scores they get when every
+    flow of those windows is scored."""
+    from nids_core.serving.model_cache import load_version
+    from tests.resources import iot23
+
+    registry, v1, _ = champion
+    scorer = load_version(registry, v1, tmp_path / "cache")
+    flows = pl.concat(
+        read_zeek_file(iot23(name)).flows
+        for name in (
+            "CTU-Honeypot-Capture-4-1-labeled.csv.gz",
+            "CTU-Malware-Capture-8-1-labeled.csv.gz",
+        )
+    )
+    rows = np.flatnonzero(np.random.default_rng(0).random(flows.height) < 0.05)
+    every = scorer.score(flows)
+    some = scorer.score(flows, targets=rows)
+    assert len(some) == len(rows) and np.array_equal(some, every[rows])
+    assert np.array_equal(scorer.gnn_score(flows, targets=rows), scorer.gnn_score(flows)[rows])
+    assert 0 < (some >= scorer.threshold).sum() < len(rows)
 
 
 def test_a_score_that_is_not_a_number_is_never_a_verdict(champion, tmp_path):

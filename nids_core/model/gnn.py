@@ -95,23 +95,29 @@ class EGraphSAGE(nn.Module):
             else None
         )
 
-    def forward(self, data: Data) -> torch.Tensor:
-        """Logits per flow; with a flow head, the log of the mean of the flow path's and the
-        fused path's probabilities (each trained with its own loss)."""
-        flow_logits, fused_logits = self.parts(data)
+    def forward(self, data: Data, edges: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits per flow (per flow of `edges`, indices into the graph's flows, when
+        given); with a flow head, the log of the mean of the flow path's and the fused
+        path's probabilities (each trained with its own loss)."""
+        flow_logits, fused_logits = self.parts(data, edges)
         if flow_logits is None:
             return fused_logits
         mean = 0.5 * (torch.softmax(flow_logits, -1) + torch.softmax(fused_logits, -1))
         return torch.log(mean.clamp_min(1e-12))
 
-    def parts(self, data: Data) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(flow-path logits or None, fused logits)."""
-        src, dst = data.edge_index
+    def parts(
+        self, data: Data, edges: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(flow-path logits or None, fused logits), for all flows or those of `edges`: the
+        host embeddings come from every flow of the graph either way."""
         e = data.edge_attr
         x = torch.ones(int(data.num_nodes), 1, dtype=e.dtype)
         h = self.layer1(x, data.edge_index, e)
         h = self.dropout(h)
         h = self.layer2(h, data.edge_index, e)
+        src, dst = data.edge_index
+        if edges is not None:
+            src, dst, e = src[edges], dst[edges], e[edges]
         graph_logits = self.head[1:](self._head_input(h, src, dst, e))
         if self.flow_head is None:
             return None, graph_logits
@@ -165,12 +171,19 @@ class FlowScorer(nn.Module):
         return build_flow_graph(flows, edge_features, labels, self.window)
 
     @torch.no_grad()
-    def score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
-        """Attack probability per flow, in the order of `flows`."""
-        if flows.height == 0:
+    def score(
+        self,
+        flows: pl.DataFrame,
+        features: np.ndarray | None = None,
+        targets: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Attack probability per flow, in the order of `flows`; with `targets` (increasing
+        row indices), of those flows only, the others being their context."""
+        if flows.height == 0 or (targets is not None and len(targets) == 0):
             return np.zeros(0, dtype=np.float64)
         self.eval()
-        logits = self.network(self.graph(flows, features=features))
+        edges = None if targets is None else torch.from_numpy(np.asarray(targets, np.int64))
+        logits = self.network(self.graph(flows, features=features), edges)
         return torch.softmax(logits, dim=-1)[:, 1].double().numpy()
 
 
@@ -192,18 +205,28 @@ class HybridScorer(FlowScorer):
         self.gnn_threshold = gnn_threshold
         self.forest = forest
 
-    def gnn_score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
-        return super().score(flows, features)
+    def gnn_score(
+        self,
+        flows: pl.DataFrame,
+        features: np.ndarray | None = None,
+        targets: np.ndarray | None = None,
+    ) -> np.ndarray:
+        return super().score(flows, features, targets)
 
-    def score(self, flows: pl.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
+    def score(
+        self,
+        flows: pl.DataFrame,
+        features: np.ndarray | None = None,
+        targets: np.ndarray | None = None,
+    ) -> np.ndarray:
         from nids_core.model.served import forest_scores
 
-        if flows.height == 0:
+        if flows.height == 0 or (targets is not None and len(targets) == 0):
             return np.zeros(0, dtype=np.float64)
         # The flow features feed both models: computed once.
         features = transform(flows, self.spec) if features is None else features
-        trees = forest_scores(self.forest, flows, self.spec, self.window, features)
-        return np.maximum(self.gnn_score(flows, features), trees)
+        trees = forest_scores(self.forest, flows, self.spec, self.window, features, targets)
+        return np.maximum(self.gnn_score(flows, features, targets), trees)
 
 
 def graph_model_parts(scorer: FlowScorer) -> tuple[Callable[[pl.DataFrame], np.ndarray], float]:

@@ -41,9 +41,13 @@ def _window_key(flows: pl.DataFrame, window: timedelta | None) -> pl.Expr:
     return pl.concat_str([group, bucket.cast(pl.String)], separator="|")
 
 
-def context_features(flows: pl.DataFrame, window: timedelta | None) -> np.ndarray:
-    """(flows x CONTEXT_NAMES) float32 matrix, in the order of `flows`."""
-    if flows.height == 0:
+def context_features(
+    flows: pl.DataFrame, window: timedelta | None, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """(flows x CONTEXT_NAMES) float32 matrix, in the order of `flows`; with `rows`
+    (increasing indices), for those flows only, their windows' shares still counted over
+    all of `flows`."""
+    if flows.height == 0 or (rows is not None and len(rows) == 0):
         return np.zeros((0, len(CONTEXT_NAMES)), dtype=np.float32)
     f = flows.select(
         _window_key(flows, window).alias("w"),
@@ -76,7 +80,8 @@ def context_features(flows: pl.DataFrame, window: timedelta | None) -> np.ndarra
     per_resp = f.group_by("w", "resp_h").agg(pl.col("orig_h").n_unique().alias("fanin"))
     per_pair = f.group_by("w", "orig_h", "resp_h").agg(pl.len().alias("pair_flows"))
     out = (
-        f.join(per_window, on="w", how="left")
+        (f if rows is None else f[np.asarray(rows, dtype=np.int64)])
+        .join(per_window, on="w", how="left")
         .join(per_orig, on=["w", "orig_h"], how="left")
         .join(per_resp, on=["w", "resp_h"], how="left")
         .join(per_pair, on=["w", "orig_h", "resp_h"], how="left")

@@ -41,11 +41,15 @@ def served_matrix(
     spec: FeatureSpec,
     window: timedelta | None,
     features: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Flow features (`features` = transform(flows, spec) when the caller has them) and
-    host context, side by side."""
+    host context, side by side; for the flows at `rows` (increasing indices) only, when
+    given, their context still drawn from all of `flows`."""
     own = transform(flows, spec) if features is None else features
-    return np.hstack([own, context_features(flows, window)])
+    if rows is not None:
+        own = own[rows]
+    return np.hstack([own, context_features(flows, window, rows)])
 
 
 def network_weights(flows: pl.DataFrame) -> np.ndarray:
@@ -109,12 +113,15 @@ def forest_scores(
     spec: FeatureSpec,
     window: timedelta | None,
     features: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    if flows.height == 0:
+    """Attack probability of each flow (of those at `rows`, when given)."""
+    n = flows.height if rows is None else len(rows)
+    if n == 0:
         return np.zeros(0)
     if len(model.classes_) == 1:
-        return np.full(flows.height, float(model.classes_[0]))
-    return attack_probability(model, served_matrix(flows, spec, window, features))
+        return np.full(n, float(model.classes_[0]))
+    return attack_probability(model, served_matrix(flows, spec, window, features, rows))
 
 
 def _quality(y: np.ndarray, predicted: np.ndarray) -> float:

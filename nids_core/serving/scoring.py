@@ -163,10 +163,12 @@ def score_unscored(
         params,
     ).pl()
     windows = con.execute("SELECT count(DISTINCT bucket) FROM _unscored").fetchone()[0]
-    scores = scorer.score(context.drop("_target"))
+    # The window's other flows are context: only the flows being scored go through the
+    # head and the trees.
     target = context["_target"].to_numpy()
+    scores = scorer.score(context.drop("_target"), targets=np.flatnonzero(target))
     out = predictions_frame(
-        context["uid"].filter(context["_target"]), scores[target], scorer.threshold, model_version
+        context["uid"].filter(context["_target"]), scores, scorer.threshold, model_version
     ).unique("uid", keep="first", maintain_order=True)
     con.register("_scored", out.to_arrow())
     try:
