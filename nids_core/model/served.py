@@ -104,7 +104,10 @@ def attack_probability(model: ExtraTreesClassifier, matrix: np.ndarray) -> np.nd
     blocks = np.array_split(np.arange(len(model.estimators_)), TREE_BLOCKS)
     with ThreadPoolExecutor(min(TREE_BLOCKS, os.cpu_count() or 1)) as pool:
         sums = list(pool.map(lambda trees: _block_votes(model, trees, matrix), blocks))
-    return np.sum(sums, axis=0) / len(model.estimators_)
+    total = sums[0]
+    for block in sums[1:]:
+        total = total + block
+    return total / len(model.estimators_)
 
 
 def forest_scores(
