@@ -146,7 +146,8 @@ class DeploymentSettings(BaseSettings):
     kafka_sensor_interval_s: int = deployment_setting(
         2,
         env="NIDS_KAFKA_SENSOR_INTERVAL_S",
-        description="Seconds between Kafka sensor ticks",
+        description="Seconds between Kafka sensor ticks (dagster-daemon evaluates "
+        "sensors at most every 5 s)",
         ge=1,
     )
     cold_start_date: date | None = deployment_setting(
@@ -186,7 +187,8 @@ class DeploymentSettings(BaseSettings):
     scoring_sensor_interval_s: int = deployment_setting(
         2,
         env="NIDS_SCORING_SENSOR_INTERVAL_S",
-        description="Seconds between scoring sensor ticks",
+        description="Seconds between scoring sensor ticks (dagster-daemon evaluates "
+        "sensors at most every 5 s)",
         ge=1,
     )
     dead_run_sensor_interval_s: int = deployment_setting(
