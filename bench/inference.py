@@ -4,6 +4,9 @@
     least 200,000 flows (uids made unique, each pass moved later in time so passes do not
     share graph windows) in a hot DuckDB table, scored by `score_unscored` with a model
     trained here on the same captures.
+(c) The pass a following scoring run makes each second late in a graph window: 1,000 new
+    flows in a window already holding --window-flows flows (default 900,000: a 15-minute
+    window at 1,000 flows/s), scored with the whole window as context.
 (b) End-to-end latency at a steady rate, the way users run it: under the real Dagster
     daemon (`dagster-daemon run` on an embedded-default home: queued runs, each launched in
     its own process, sensors at their default intervals), the bundled broker and a local
@@ -44,7 +47,7 @@ from nids_core.model.training import TrainConfig
 from nids_core.registry.runs import train_evaluate_log
 from nids_core.registry.versions import ModelRegistry
 from nids_core.serving.model_cache import record_artifact_checksum
-from nids_core.serving.scoring import score_unscored
+from nids_core.serving.scoring import ScoreCounts, score_unscored
 from nids_core.stores.hot import ensure_schema, read_only_query, upsert_flows
 from nids_core.training_data.data_dir import find_data_dir, iot23_files
 from nids_core.zeek.files import read_zeek_file
@@ -113,6 +116,46 @@ def throughput(flows: pl.DataFrame, registry: ModelRegistry, work: Path) -> tupl
     counts = score_unscored(con, scorer, version)
     con.close()
     return counts.inserted, counts.seconds
+
+
+def window_pass(
+    flows: pl.DataFrame, registry: ModelRegistry, work: Path, window_flows: int, new: int = 1000
+) -> tuple[ScoreCounts, ScoreCounts]:
+    """(c) The pass a following scoring run makes each second late in a graph window: `new`
+    flows land in a window already holding `window_flows` scored flows (a 15-minute window
+    at 1,000 flows/s holds 900,000), all of one network, spread over the window. Returns
+    the counts of the pass over the whole window and of the pass over the new flows."""
+    from nids_core.serving.model_cache import load_version
+
+    version = registry.version_by_alias("challenger").version
+    scorer = load_version(registry, version, work / "cache")
+    window_us = int((scorer.window or timedelta(minutes=15)).total_seconds() * 1_000_000)
+    start_us = (int(time.time() * 1_000_000) // window_us - 96) * window_us  # a day ago
+    rows = window_flows + new
+    spread = np.sort(np.random.default_rng(0).integers(0, window_us, rows))
+    data = (
+        repeated(flows, rows)
+        .head(rows)
+        .with_columns(
+            pl.lit(None, dtype=pl.String).alias("capture"),
+            pl.from_epoch(pl.Series(start_us + spread), time_unit="us")
+            .dt.replace_time_zone("UTC")
+            .alias("ts"),
+            pl.lit("bench").alias("topic"),
+            pl.lit(0, dtype=pl.Int32).alias("partition"),
+            pl.int_range(pl.len()).alias("offset"),
+        )
+    )
+    con = duckdb.connect(str(work / "window.duckdb"))
+    ensure_schema(con)
+    upsert_flows(con, data.head(window_flows))
+    first = score_unscored(con, scorer, version)
+    upsert_flows(con, data.tail(new))
+    following = score_unscored(con, scorer, version)
+    con.close()
+    if not following.inserted:
+        sys.exit("the following pass scored none of the new flows")
+    return first, following
 
 
 def producer_thread(bootstrap, topic, flows, rate, seconds, sent_log, stop):
@@ -199,6 +242,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=int, default=1000, help="flows/s for the latency run")
     ap.add_argument("--seconds", type=int, default=120, help="length of the latency run")
+    ap.add_argument(
+        "--window-flows",
+        type=int,
+        default=900_000,
+        help="flows already in the graph window for (c) (0: skip; 900,000 = 15 min at 1,000/s)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nids-bench-inference-"))
     try:
@@ -213,6 +262,14 @@ def main() -> None:
         rate = n / secs
         print(f"(a) scored {n} flows (graph construction included) in {secs:.2f} s = {rate:,.0f}/s")
         print(f"    peak RSS so far: {peak_rss_mib():,.0f} MiB")
+        if args.window_flows:
+            whole, following = window_pass(flows, registry, work, args.window_flows)
+            print(
+                f"(c) a following pass: {following.inserted:,} new flows scored among the "
+                f"{following.context_flows:,} of their window in {following.seconds:.2f} s "
+                f"(the window's first pass: {whole.inserted:,} flows in {whole.seconds:.2f} s)"
+            )
+            print(f"    peak RSS so far: {peak_rss_mib():,.0f} MiB")
         sent, missing, latency, runs = end_to_end(flows, work, args.rate, args.seconds)
         p50, p95, p99 = np.percentile(latency, [50, 95, 99])
         print(
