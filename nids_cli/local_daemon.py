@@ -77,15 +77,15 @@ def wait_until_idle(dagster_home: str, timeout_s: float = 120.0, quiet_s: float 
     still request one after the last batch); False on timeout."""
     import time
 
-    from dagster import DagsterInstance, RunsFilter
+    from dagster import DagsterInstance
 
-    from nids_sensors.run_state import IN_FLIGHT_STATUSES as busy
+    from nids_sensors.run_state import in_flight_run
 
     deadline = time.monotonic() + timeout_s
     quiet_since = time.monotonic()
     with DagsterInstance.from_config(dagster_home) as instance:
         while time.monotonic() < deadline:
-            if instance.get_run_records(RunsFilter(statuses=busy), limit=1):
+            if in_flight_run(instance):
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= quiet_s:
                 return True

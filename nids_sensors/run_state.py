@@ -18,6 +18,14 @@ IN_FLIGHT_STATUSES = [
 _FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
+def in_flight_run(instance: DagsterInstance, job_name: str | None = None) -> str | None:
+    """The id of a run (of `job_name`, when given) that is in flight, if any."""
+    records = instance.get_run_records(
+        filters=RunsFilter(job_name=job_name, statuses=IN_FLIGHT_STATUSES), limit=1
+    )
+    return records[0].dagster_run.run_id if records else None
+
+
 def run_status(instance: DagsterInstance, run_key: str) -> tuple[BatchStatus, float | None]:
     """Status of the run requested under `run_key` and, once it ended, its end time."""
     records = instance.get_run_records(

@@ -23,7 +23,6 @@ from dagster import (
     AssetRecordsFilter,
     DefaultSensorStatus,
     RunRequest,
-    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -35,7 +34,7 @@ from nids_core.ingest.planning import UNSEEN_RUN_GRACE_S, BatchStatus, retry_del
 from nids_jobs.jobs import ingest_job, scoring_job
 from nids_resources.mlflow import ModelRegistryResource
 from nids_sensors.dead_runs import reap_dead_runs
-from nids_sensors.run_state import IN_FLIGHT_STATUSES, run_status
+from nids_sensors.run_state import in_flight_run, run_status
 
 
 @dataclass
@@ -82,14 +81,6 @@ def _settle_pending(context: SensorEvaluationContext, cursor: ScoringCursor) -> 
     return None
 
 
-def _in_flight(context: SensorEvaluationContext, job_name: str) -> str | None:
-    """The id of a run of `job_name` that is in flight, if any."""
-    records = context.instance.get_run_records(
-        filters=RunsFilter(job_name=job_name, statuses=IN_FLIGHT_STATUSES), limit=1
-    )
-    return records[0].dagster_run.run_id if records else None
-
-
 def scoring_sensor(interval_s: int) -> SensorDefinition:
     """The sensor, looking every `interval_s` seconds (a setting read at load)."""
     return sensor(
@@ -108,7 +99,7 @@ def scoring_sensor(interval_s: int) -> SensorDefinition:
 def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegistryResource):
     reap_dead_runs(context.instance, job_names=[scoring_job.name])
     cursor = ScoringCursor.load(context.cursor)
-    in_flight = _in_flight(context, scoring_job.name)
+    in_flight = in_flight_run(context.instance, scoring_job.name)
     wait = _settle_pending(context, cursor)
     if in_flight:
         wait = wait or f"scoring run {in_flight} in flight"
@@ -118,7 +109,7 @@ def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegis
     ahead = ""
     if newest <= cursor.covered and cursor.run_key is None:
         # Checked before asking the registry: an idle tick costs an event-log query or two.
-        if not _in_flight(context, ingest_job.name):
+        if not in_flight_run(context.instance, ingest_job.name):
             return SensorResult(
                 skip_reason=SkipReason("no new hot flows since the last scoring run"),
                 cursor=cursor.dump(),
