@@ -26,6 +26,7 @@ PUT on S3). The manifest is written last and marks a batch as durably landed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -306,13 +307,7 @@ class ColdStore:
         days, never on which days are rebuilt together, and is sorted by (ts, uid), so the
         same landing data always gives byte-identical files.
         """
-        listed: dict[str, list[str]] = {}  # a range lists each day once
-
-        def landing(day: str) -> list[str]:
-            if day not in listed:
-                listed[day] = self.landing_files(day)
-            return listed[day]
-
+        landing = functools.cache(self.landing_files)  # a range lists each day once
         rows = {}
         for day in sorted({str(d) for d in days}):
             files = landing(day)
