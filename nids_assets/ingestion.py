@@ -10,6 +10,7 @@ from dagster import (
     AssetExecutionContext,
     Backoff,
     Config,
+    Failure,
     FreshnessPolicy,
     Jitter,
     MaterializeResult,
@@ -29,7 +30,9 @@ from nids_assets.ingestion_checks import (
     hot_flows_value_ranges,
 )
 from nids_core.ingest.landing import land_batch, load_batch_into_hot
+from nids_core.ingest.planning import GapBeforeRange, ensure_contiguous
 from nids_core.kafka.lag import PartitionLag, lag_verdict
+from nids_core.kafka.log import FlowLogClient, Watermarks
 from nids_core.kafka.offsets import OffsetRange
 from nids_resources.kafka import KafkaResource
 from nids_resources.plausibility import PlausibleTimeResource
@@ -77,6 +80,24 @@ def _batch_metadata(offsets: OffsetRange) -> dict:
     }
 
 
+def _refuse_gap(
+    client: FlowLogClient,
+    batch: OffsetRange,
+    committed: int | None = None,
+    marks: Watermarks | None = None,
+) -> None:
+    """Fail the run, without step retries, when offsets before the batch are not committed
+    (the batch queued ahead of it failed): retrying cannot help until that one succeeds,
+    and the sensor requests this range again after it."""
+    if marks is None:
+        committed = client.committed(batch.topic, [batch.partition])[batch.partition]
+        marks = client.watermarks(batch.topic, [batch.partition])[batch.partition]
+    try:
+        ensure_contiguous(batch, committed, marks)
+    except GapBeforeRange as exc:
+        raise Failure(str(exc), allow_retries=False) from exc
+
+
 @asset(
     group_name=INGEST_GROUP,
     kinds={"kafka", "parquet"},
@@ -96,7 +117,9 @@ def flow_batch(
     over the same records replaces the same files; other records under reused offsets (a
     restarted broker, a recreated topic) land beside them, named by their own digest."""
     store = cold_store.store()
+    batch = config.offsets()
     with kafka.open_client() as client:
+        _refuse_gap(client, batch)
         landed = land_batch(
             client,
             store,
@@ -213,7 +236,10 @@ def consumer_offsets(
     topic, partition, end = batch.topic, batch.partition, batch.end
     with kafka.open_client() as client:
         before = client.committed(topic, [partition])[partition]
-        high = client.watermarks(topic, [partition])[partition].high
+        marks = client.watermarks(topic, [partition])[partition]
+        high = marks.high
+        # Never leave a gap: the batch ahead of this one must have committed first.
+        _refuse_gap(client, batch, before, marks)
         # Forward only, except from an offset beyond the log's end (a recreated topic):
         # that one is invalid, and the batch just landed was read from the new log.
         if before is None or before < end or before > high:

@@ -1,7 +1,8 @@
 """The embedded default's Dagster instance (SQLite under $DAGSTER_HOME), as `dagster dev`
 and `dagster-daemon run` use it.
 
-- Runs are queued and dequeued every second. The `duckdb` pool (one writer per DuckDB
+- Runs are queued and dequeued every second; one ingest run per topic partition runs at a
+  time (the next range waits in the queue behind it). The `duckdb` pool (one writer per DuckDB
   file) is enforced per run: a run that writes the hot store waits in the queue, visible in
   the UI, instead of claiming the slot step by step (an op-level wait busy-loops a core in
   this Dagster version).
@@ -19,6 +20,14 @@ telemetry:
 run_queue:
   dequeue_interval_seconds: 1
 concurrency:
+  runs:
+    tag_concurrency_limits:
+      # One ingest run per topic partition at a time: the Kafka sensor queues a partition's
+      # next offset range behind its run in flight, and this starts it when that one ends.
+      - key: nids/ingest_lane
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
   pools:
     # DuckDB allows one writing process per file: hot_flows, cold_predictions and
     # expire_hot_flows share pool "duckdb"; the scoring run waits on DuckDB's file lock.

@@ -21,15 +21,28 @@ from nids_resources.kafka import KafkaResource
 from nids_sensors.dead_runs import reap_dead_runs
 from nids_sensors.run_state import run_status
 
+# Tag whose value is one topic partition: the instance's run queue lets one run per value
+# start at a time (`tag_concurrency_limits` in dagster.yaml), so a range queued behind the
+# partition's batch in flight starts when that one ends.
+INGEST_LANE_TAG = "nids/ingest_lane"
 
-def _load_cursor(raw: str | None) -> dict[int, InFlightBatch]:
+
+def _load_cursor(raw: str | None) -> dict[int, list[InFlightBatch]]:
+    """Per partition, its lane of requested batches (a cursor written before lanes held one
+    batch per partition)."""
     if not raw:
         return {}
-    return {int(p): InFlightBatch(**b) for p, b in json.loads(raw).items()}
+    return {
+        int(p): [InFlightBatch(**b) for b in (lane if isinstance(lane, list) else [lane])]
+        for p, lane in json.loads(raw).items()
+    }
 
 
-def _dump_cursor(cursor: dict[int, InFlightBatch]) -> str:
-    return json.dumps({str(p): b.to_json() for p, b in sorted(cursor.items())}, sort_keys=True)
+def _dump_cursor(cursor: dict[int, list[InFlightBatch]]) -> str:
+    return json.dumps(
+        {str(p): [b.to_json() for b in lane] for p, lane in sorted(cursor.items())},
+        sort_keys=True,
+    )
 
 
 def kafka_ingest_sensor(interval_s: int) -> SensorDefinition:
@@ -42,7 +55,9 @@ def kafka_ingest_sensor(interval_s: int) -> SensorDefinition:
         description=(
             "Finds partitions of the Zeek topic where consumer group `nids-etl` is behind the high "
             "watermark and requests one ingest run per partition and offset range (at most "
-            "NIDS_KAFKA_MAX_BATCH_RECORDS records). Failed batches are re-requested with backoff."
+            "NIDS_KAFKA_MAX_BATCH_RECORDS records); while a partition's run is in flight, its "
+            "next range is queued behind it (one run per partition at a time). Failed batches "
+            "are re-requested, same range, with backoff."
         ),
     )(_kafka_ingest_sensor)
 
@@ -62,7 +77,10 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
     cursor = _load_cursor(context.cursor)
     # A run whose process died stays "started": fail it now, so its batch is retried.
     reap_dead_runs(context.instance, job_names=[ingest_job.name])
-    statuses = {p: run_status(context.instance, run_key(topic, p, b)) for p, b in cursor.items()}
+    statuses = {
+        key: run_status(context.instance, key)
+        for key in {run_key(topic, p, b) for p, lane in cursor.items() for b in lane}
+    }
     plan = plan_batches(
         topic, committed, watermarks, cursor, statuses, kafka.max_batch_records, time.time()
     )
@@ -84,6 +102,7 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
                 "nids/offset_range": f"{b.offsets.start}-{b.offsets.end}",
                 "nids/attempt": str(b.attempt),
                 "nids/generation": str(b.generation),
+                INGEST_LANE_TAG: f"{b.offsets.topic}-{b.offsets.partition}",
             },
         )
         for b in plan.batches

@@ -2,8 +2,16 @@
 
 import pytest
 
-from nids_core.ingest.planning import BatchStatus, InFlightBatch, plan_batches, retry_delay_s
+from nids_core.ingest.planning import (
+    BatchStatus,
+    GapBeforeRange,
+    InFlightBatch,
+    ensure_contiguous,
+    plan_batches,
+    retry_delay_s,
+)
 from nids_core.kafka.log import Watermarks
+from nids_core.kafka.offsets import OffsetRange
 from nids_resources.from_env import (
     cold_store_from_env,
     kafka_from_env,
@@ -109,38 +117,103 @@ def test_plan_caps_ranges_and_explains_idle_partitions():
 
 
 def test_failed_batch_is_retried_same_range_after_backoff_never_skipped():
-    cursor = {0: InFlightBatch(0, 100, 1, requested_at=1000.0)}
-    failed = {0: (BatchStatus.FAILED, 1005.0)}
+    cursor = {0: [InFlightBatch(0, 100, 1, requested_at=1000.0)]}
+    failed = {"t:0:0-100": (BatchStatus.FAILED, 1005.0)}
     early = plan_batches(
         "t", {0: None}, MARKS, cursor, failed, 100, now=1005.0 + retry_delay_s(1) - 1
     )
     assert not early.batches and "retry in" in early.waiting[0]
     later = plan_batches("t", {0: None}, MARKS, cursor, failed, 100, now=1005.0 + retry_delay_s(1))
     assert [b.run_key for b in later.batches] == ["t:0:0-100#2"]
-    assert later.cursor[0].attempt == 2
+    assert later.cursor[0][0].attempt == 2
     assert retry_delay_s(2) == 2 * retry_delay_s(1) and retry_delay_s(20) == 300
 
 
 def test_succeeded_batch_moves_on_from_the_committed_offset():
-    cursor = {0: InFlightBatch(0, 100, 1, requested_at=1000.0)}
-    plan = plan_batches(
-        "t", {0: 100}, MARKS, cursor, {0: (BatchStatus.SUCCEEDED, 1001.0)}, 100, 1002.0
-    )
+    cursor = {0: [InFlightBatch(0, 100, 1, requested_at=1000.0)]}
+    done = {"t:0:0-100": (BatchStatus.SUCCEEDED, 1001.0)}
+    plan = plan_batches("t", {0: 100}, MARKS, cursor, done, 100, 1002.0)
     assert [b.run_key for b in plan.batches] == ["t:0:100-200"]
+
+
+def test_next_range_is_queued_behind_the_run_in_flight_and_follows_its_retries():
+    """A run in flight gets one range queued behind it (the run queue starts it when the
+    first ends). When the first fails, it is retried first, the queued range keeps its
+    bounds, and is retried in its turn once the first succeeded: no offset skipped, none
+    read under two ranges."""
+    head = InFlightBatch(0, 100, 1, requested_at=1000.0)
+    running = {"t:0:0-100": (BatchStatus.IN_FLIGHT, None)}
+    plan = plan_batches("t", {0: None}, MARKS, {0: [head]}, running, 100, now=1001.0)
+    assert [(b.run_key, b.queued) for b in plan.batches] == [("t:0:100-200", True)]
+    assert [(b.start, b.end) for b in plan.cursor[0]] == [(0, 100), (100, 200)]
+    assert "queued behind it" in plan.waiting[0]
+    # One queued range at most.
+    queued = {**running, "t:0:100-200": (BatchStatus.IN_FLIGHT, None)}
+    assert not plan_batches("t", {0: None}, MARKS, plan.cursor, queued, 100, 1002.0).batches
+    # The first fails; the queued one then fails too (the gap before it), landing nothing.
+    failed = {
+        "t:0:0-100": (BatchStatus.FAILED, 1003.0),
+        "t:0:100-200": (BatchStatus.FAILED, 1004.0),
+    }
+    retry = plan_batches("t", {0: None}, MARKS, plan.cursor, failed, 100, now=1100.0)
+    assert [b.run_key for b in retry.batches] == ["t:0:0-100#2"]
+    assert [(b.start, b.end, b.attempt) for b in retry.cursor[0]] == [(0, 100, 2), (100, 200, 1)]
+    # The retry succeeds and commits 100: the queued range is retried, same bounds.
+    done = {**failed, "t:0:0-100#2": (BatchStatus.SUCCEEDED, 1101.0)}
+    follow = plan_batches("t", {0: 100}, MARKS, retry.cursor, done, 100, now=1102.0)
+    assert [b.run_key for b in follow.batches] == ["t:0:100-200#2"]
+    assert [(b.start, b.end) for b in follow.cursor[0]] == [(100, 200)]
+
+
+def test_a_batch_committed_past_makes_way_for_the_one_queued_behind_it():
+    cursor = {0: [InFlightBatch(0, 100, 1, 1000.0), InFlightBatch(100, 200, 1, 1001.0)]}
+    statuses = {
+        "t:0:0-100": (BatchStatus.IN_FLIGHT, None),  # committed, its run not ended yet
+        "t:0:100-200": (BatchStatus.IN_FLIGHT, None),
+    }
+    plan = plan_batches("t", {0: 100}, MARKS, cursor, statuses, 100, now=1002.0)
+    assert [b.run_key for b in plan.batches] == ["t:0:200-250"]
+    assert [(b.start, b.end) for b in plan.cursor[0]] == [(100, 200), (200, 250)]
+
+
+def test_a_range_after_uncommitted_offsets_is_refused():
+    marks = Watermarks(0, 250)
+    ensure_contiguous(OffsetRange("t", 0, 0, 100), None, marks)
+    ensure_contiguous(OffsetRange("t", 0, 100, 200), 100, marks)
+    ensure_contiguous(OffsetRange("t", 0, 0, 100), 100, marks)  # a re-run
+    ensure_contiguous(OffsetRange("t", 0, 0, 40), 500, Watermarks(0, 40))  # topic recreated
+    with pytest.raises(GapBeforeRange, match=r"offsets \[0, 100\) before batch \[100, 200\)"):
+        ensure_contiguous(OffsetRange("t", 0, 100, 200), None, marks)
+    with pytest.raises(GapBeforeRange):
+        ensure_contiguous(OffsetRange("t", 0, 200, 250), 100, marks)
+
+
+def test_cursor_of_one_batch_per_partition_still_loads():
+    from nids_sensors.kafka_sensor import _dump_cursor, _load_cursor
+
+    old = '{"0": {"start": 0, "end": 100, "attempt": 1, "requested_at": 1.0, "generation": 2}}'
+    lanes = _load_cursor(old)
+    assert lanes == {0: [InFlightBatch(0, 100, 1, 1.0, 2)]}
+    assert _load_cursor(_dump_cursor(lanes)) == lanes
 
 
 def test_offsets_reused_after_a_success_are_planned_afresh_under_new_run_keys():
     """A restarted broker (or a reset group) hands out offsets already ingested: the batch
     that succeeded is behind the group again. The partition is read again from the low
     watermark under a new generation, so the daemon never dedupes the run away."""
-    cursor = {0: InFlightBatch(100, 200, 1, requested_at=1000.0)}
-    done = {0: (BatchStatus.SUCCEEDED, 1001.0)}
+    cursor = {0: [InFlightBatch(100, 200, 1, requested_at=1000.0)]}
+    done = {"t:0:100-200": (BatchStatus.SUCCEEDED, 1001.0)}
     plan = plan_batches("t", {0: None}, {0: Watermarks(0, 30)}, cursor, done, 100, 1002.0)
     assert [(b.offsets.start, b.offsets.end, b.run_key) for b in plan.batches] == [
         (0, 30, "t:0:0-30~1")
     ]
     again = plan_batches("t", {0: None}, {0: Watermarks(0, 30)}, plan.cursor, {}, 100, 1003.0)
     assert not again.batches  # the new batch is in flight (its run not seen yet)
+    # Once it succeeded, later ranges keep the new generation.
+    caught_up = {"t:0:0-30~1": (BatchStatus.SUCCEEDED, 1004.0)}
+    idle = plan_batches("t", {0: 30}, {0: Watermarks(0, 30)}, plan.cursor, caught_up, 100, 1005)
+    more = plan_batches("t", {0: 30}, {0: Watermarks(0, 60)}, idle.cursor, caught_up, 100, 1006)
+    assert [b.run_key for b in more.batches] == ["t:0:30-60~1"]
 
 
 def test_committed_offset_beyond_the_log_end_is_reset_to_the_low_watermark():
@@ -150,10 +223,9 @@ def test_committed_offset_beyond_the_log_end_is_reset_to_the_low_watermark():
 
 
 def test_a_requested_run_never_seen_is_retried_after_a_grace_period():
-    cursor = {0: InFlightBatch(0, 100, 1, requested_at=1000.0)}
-    unseen = {0: (BatchStatus.UNKNOWN, None)}
-    assert not plan_batches("t", {0: None}, MARKS, cursor, unseen, 100, now=1030.0).batches
-    later = plan_batches("t", {0: None}, MARKS, cursor, unseen, 100, now=1061.0)
+    cursor = {0: [InFlightBatch(0, 100, 1, requested_at=1000.0)]}
+    assert not plan_batches("t", {0: None}, MARKS, cursor, {}, 100, now=1030.0).batches
+    later = plan_batches("t", {0: None}, MARKS, cursor, {}, 100, now=1061.0)
     assert [b.run_key for b in later.batches] == ["t:0:0-100#2"]
 
 

@@ -197,10 +197,11 @@ def test_sensor_requests_exact_capped_ranges_then_skips(broker, topic, tmp_path,
                 "nids/offset_range": "0-20",
                 "nids/attempt": "1",
                 "nids/generation": "0",
+                "nids/ingest_lane": f"{topic}-0",
             },
         )
     ]
-    # While that batch is in flight, nothing else is requested for the partition.
+    # Until its run is seen, nothing else is requested for the partition.
     waiting = tick(defs, instance, cursor=first.cursor)
     assert not waiting.run_requests and "in flight" in waiting.skip_reason.skip_message
     assert execute_request(defs, instance, "ingest_job", first.run_requests[0])
@@ -217,6 +218,60 @@ def test_sensor_requests_exact_capped_ranges_then_skips(broker, topic, tmp_path,
         == "partition 0: no new records (committed 50, high watermark 50)"
     )
     assert hot_counts(tmp_path) == (50, 50, 0)
+
+
+def test_next_range_is_queued_behind_a_run_in_flight(broker, topic, tmp_path, instance):
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from nids_jobs.definitions import build_definitions
+
+    produce(broker, topic, (FIXTURES / "conn.json.log").read_bytes().splitlines())  # 50
+    defs = build_definitions(make_resources(broker, topic, tmp_path, max_batch_records=20))
+    first = tick(defs, instance)
+    create_run_for_test(
+        instance,
+        job_name="ingest_job",
+        status=DagsterRunStatus.STARTED,
+        tags={"dagster/run_key": first.run_requests[0].run_key},
+    )
+    queued = tick(defs, instance, cursor=first.cursor)
+    assert [r.run_key for r in queued.run_requests] == [f"{topic}:0:20-40"]
+    assert queued.run_requests[0].tags["nids/ingest_lane"] == f"{topic}-0"
+    # One range queued behind the run at most.
+    assert not tick(defs, instance, cursor=queued.cursor).run_requests
+
+
+def test_a_range_run_before_the_one_ahead_of_it_lands_nothing_and_follows(
+    broker, topic, tmp_path, instance
+):
+    """The run queue starts a queued range after the run ahead of it; should that one fail
+    (or the instance lack the per-partition limit), the queued range must not land or
+    commit past the offsets before it."""
+    from nids_jobs.definitions import build_definitions
+
+    produce(broker, topic, (FIXTURES / "conn.json.log").read_bytes().splitlines())  # 50
+    defs = build_definitions(make_resources(broker, topic, tmp_path, max_batch_records=20))
+
+    def request(start, end, attempt=1):
+        key = OffsetRange(topic, 0, start, end).run_key(attempt, 0)
+        config = batch_run_config(OffsetRange(topic, 0, start, end))
+        return RunRequest(run_key=key, run_config=config)
+
+    assert not execute_request(defs, instance, "ingest_job", request(20, 40))
+    failure = next(
+        e
+        for e in instance.all_logs(instance.get_runs(limit=1)[0].run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    )
+    why = failure.dagster_event.event_specific_data.user_failure_data.description
+    assert "offsets [0, 20) before batch [20, 40) are not committed yet" in why
+    assert committed(broker, topic) is None
+    assert not list((tmp_path / "cold").rglob("*.parquet"))
+    assert execute_request(defs, instance, "ingest_job", request(0, 20))
+    assert execute_request(defs, instance, "ingest_job", request(20, 40, attempt=2))
+    assert committed(broker, topic) == 40
+    assert hot_counts(tmp_path) == (40, 40, 0)
 
 
 def test_sensor_skips_with_clear_reason_when_broker_is_down(tmp_path, instance):

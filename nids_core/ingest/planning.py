@@ -1,9 +1,12 @@
 """Which offset ranges to ingest next: the Kafka sensor's decisions as a pure function.
 
-Per partition at most one batch is in flight, so the group's committed offset only ever
-moves forward over contiguous, durable data. A batch whose run failed (or whose run's
-process is gone) is requested again, the same range under a new attempt number, after an
-exponential backoff; it is never skipped.
+Per partition at most one batch runs at a time, and the group's committed offset only ever
+moves forward over contiguous, durable data. While a batch's run is in flight, the next
+range is requested behind it (a lane of at most two), so the run queue starts it as soon
+as the first ends; its run lands nothing unless every offset before its range is
+committed (`ensure_contiguous`). A batch whose run failed (or whose run's process is gone)
+is requested again, the same range under a new attempt number, after an exponential
+backoff; it is never skipped, and a range queued behind it keeps its bounds and follows.
 
 Offsets are reused when a broker loses its log, a topic is recreated or the group's offsets
 are reset. Then a batch "succeeded" but the committed offset is behind it again, or the
@@ -52,6 +55,7 @@ class PlannedBatch:
     offsets: OffsetRange
     attempt: int
     generation: int = 0
+    queued: bool = False  # requested behind the partition's batch in flight
 
     @property
     def run_key(self) -> str:
@@ -62,12 +66,39 @@ class PlannedBatch:
 class Plan:
     batches: list[PlannedBatch]
     waiting: dict[int, str]  # partition -> why nothing was requested
-    cursor: dict[int, InFlightBatch]
+    cursor: dict[int, list[InFlightBatch]]
 
 
 def retry_delay_s(attempt: int, base_s: float = 10.0, cap_s: float = 300.0) -> float:
     """Backoff before attempt `attempt + 1` of a failed batch."""
     return min(cap_s, base_s * 2 ** (attempt - 1))
+
+
+def first_uncommitted(committed: int | None, marks: Watermarks) -> int:
+    """The first offset the group still has to read: its committed offset, or the low
+    watermark when nothing valid is committed (none yet, beyond the log's end after the
+    topic was recreated, or below the log's start after retention)."""
+    if committed is None or committed > marks.high:
+        return marks.low
+    return max(committed, marks.low)
+
+
+class GapBeforeRange(RuntimeError):
+    """Offsets before a batch's range are not committed yet: it was queued behind a batch
+    that has not succeeded."""
+
+
+def ensure_contiguous(offsets: OffsetRange, committed: int | None, marks: Watermarks) -> None:
+    """Refuse a range that would leave uncommitted offsets behind it. A range starting at
+    or before the first uncommitted offset (a re-run included) is fine."""
+    first = first_uncommitted(committed, marks)
+    if first < offsets.start:
+        raise GapBeforeRange(
+            f"{offsets.topic}[{offsets.partition}]: offsets [{first}, {offsets.start}) before "
+            f"batch [{offsets.start}, {offsets.end}) are not committed yet (the batch queued "
+            "ahead of it has not succeeded); nothing was landed. The sensor requests this "
+            "range again once they are."
+        )
 
 
 def run_key(topic: str, partition: int, batch: InFlightBatch) -> str:
@@ -78,72 +109,98 @@ def plan_batches(
     topic: str,
     committed: dict[int, int | None],
     watermarks: dict[int, Watermarks],
-    cursor: dict[int, InFlightBatch],
-    statuses: dict[int, tuple[BatchStatus, float | None]],
+    cursor: dict[int, list[InFlightBatch]],
+    statuses: dict[str, tuple[BatchStatus, float | None]],
     max_batch_records: int,
     now: float,
 ) -> Plan:
     """Decide the next batch of each partition.
 
-    `statuses[p]` is the status (and end time, if ended) of the run for `cursor[p]`.
+    `cursor[p]` is the partition's lane: the batches requested and not yet known to be
+    committed, oldest first. `statuses[key]` is the status (and end time, if ended) of the
+    run requested under run key `key`; a key missing is a run not seen yet.
     """
     batches: list[PlannedBatch] = []
     waiting: dict[int, str] = {}
-    new_cursor = dict(cursor)
+    new_cursor = {p: list(lane) for p, lane in cursor.items()}
     for p in sorted(watermarks):
         marks = watermarks[p]
         c = committed.get(p)
-        inflight = cursor.get(p)
-        generation = inflight.generation if inflight is not None else 0
+        lane = list(cursor.get(p, []))
+        generation = lane[0].generation if lane else 0
         reset = ""
         if c is not None and c > marks.high:
             # The committed offset points past the log's end: the log was recreated or
             # truncated. Kafka's consumers reset such an offset; so does this planner.
             reset = f"committed offset {c} is beyond the high watermark {marks.high}"
             c = None
-        start = marks.low if c is None else max(c, marks.low)
-        if inflight is not None and inflight.end > start and not reset:
-            status, ended_at = statuses.get(p, (BatchStatus.UNKNOWN, None))
+        start = first_uncommitted(c, marks)
+        if reset:
+            lane = []
+        # Batches the group has committed past are done, whatever their run says yet.
+        while lane and lane[0].end <= start:
+            lane.pop(0)
+        if lane:
+            head = lane[0]
+            status, ended_at = statuses.get(run_key(topic, p, head), (BatchStatus.UNKNOWN, None))
             if status is BatchStatus.IN_FLIGHT or (
-                status is BatchStatus.UNKNOWN and now - inflight.requested_at < UNSEEN_RUN_GRACE_S
+                status is BatchStatus.UNKNOWN and now - head.requested_at < UNSEEN_RUN_GRACE_S
             ):
-                waiting[p] = f"batch [{inflight.start}, {inflight.end}) in flight"
+                waiting[p] = f"batch [{head.start}, {head.end}) in flight"
+                if status is BatchStatus.IN_FLIGHT and len(lane) == 1 and marks.high > head.end:
+                    # Queue the next range now: its run waits for this one in the run
+                    # queue (one run per partition at a time), so it starts as this one
+                    # ends instead of a sensor tick later. It lands nothing unless every
+                    # offset before it is committed.
+                    end = min(marks.high, head.end + max_batch_records)
+                    successor = InFlightBatch(head.end, end, 1, now, generation)
+                    batches.append(
+                        PlannedBatch(successor.offsets(topic, p), 1, generation, queued=True)
+                    )
+                    lane.append(successor)
+                    waiting[p] += f"; [{head.end}, {end}) queued behind it"
+                new_cursor[p] = lane
                 continue
-            if status is BatchStatus.SUCCEEDED or inflight.end > marks.high:
+            if status is BatchStatus.SUCCEEDED or head.end > marks.high:
                 # Its run committed it, yet the group is behind it again (offsets reset or
                 # reused), or the range is no longer in the log: plan afresh below.
                 reset = (
-                    f"batch [{inflight.start}, {inflight.end}) succeeded but the group is at "
-                    f"{start}"
+                    f"batch [{head.start}, {head.end}) succeeded but the group is at {start}"
                     if status is BatchStatus.SUCCEEDED
-                    else f"batch [{inflight.start}, {inflight.end}) lies beyond the log's end"
+                    else f"batch [{head.start}, {head.end}) lies beyond the log's end"
                 )
+                lane = []
             else:
-                since = now - (ended_at or inflight.requested_at)
-                delay = retry_delay_s(inflight.attempt)
+                since = now - (ended_at or head.requested_at)
+                delay = retry_delay_s(head.attempt)
                 if status is BatchStatus.FAILED and since < delay:
                     waiting[p] = (
-                        f"batch [{inflight.start}, {inflight.end}) failed (attempt "
-                        f"{inflight.attempt}); retry in {delay - since:.0f} s"
+                        f"batch [{head.start}, {head.end}) failed (attempt "
+                        f"{head.attempt}); retry in {delay - since:.0f} s"
                     )
+                    new_cursor[p] = lane
                     continue
-                retry = InFlightBatch(
-                    inflight.start, inflight.end, inflight.attempt + 1, now, generation
-                )
+                # The same range again, never another one: a range queued behind it keeps
+                # its own bounds and is retried in turn, so no offset is read twice under
+                # two ranges and none is skipped.
+                retry = InFlightBatch(head.start, head.end, head.attempt + 1, now, generation)
                 batches.append(PlannedBatch(retry.offsets(topic, p), retry.attempt, generation))
-                new_cursor[p] = retry
+                new_cursor[p] = [retry, *lane[1:]]
                 continue
         if reset:
             generation += 1
         if marks.high <= start:
             waiting[p] = f"no new records (committed {start}, high watermark {marks.high})"
-            if reset and inflight is not None:
-                new_cursor[p] = InFlightBatch(start, start, 1, now, generation)
+            if reset:
+                new_cursor[p] = [InFlightBatch(start, start, 1, now, generation)]
+            elif cursor.get(p):
+                # Keep the last batch: it carries the generation of the partition's keys.
+                new_cursor[p] = cursor[p][-1:]
             continue
         end = min(marks.high, start + max_batch_records)
         batch = InFlightBatch(start, end, 1, now, generation)
         batches.append(PlannedBatch(OffsetRange(topic, p, start, end), 1, generation))
-        new_cursor[p] = batch
+        new_cursor[p] = [batch]
         if reset:
             waiting[p] = f"offsets reset ({reset}): reading again from {start}"
     return Plan(batches, waiting, new_cursor)
