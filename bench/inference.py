@@ -32,6 +32,7 @@ import mlflow
 import numpy as np
 import polars as pl
 from dagster import AssetKey, DagsterInstance
+from run_timeline import ingest_timeline
 
 from nids_cli.local_daemon import (
     embedded_env,
@@ -227,6 +228,7 @@ def end_to_end(flows, work, rate, seconds):
                     )
             alert_runs = sum(r.dagster_run.job_name == "alerts_job" for r in records)
         print(f"    alerts_job runs (attack-rate onsets): {alert_runs}")
+        print(f"    {ingest_timeline(records)}")
         runs = {
             "ingest": sum(r.dagster_run.job_name == "ingest_job" for r in records),
             "scoring": sum(r.dagster_run.job_name == "scoring_job" for r in records),

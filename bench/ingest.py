@@ -30,6 +30,7 @@ import polars as pl
 from dagster import DagsterInstance
 from hot_costs import LIVE_RATE, live_batches, measure, small_scorer
 from hot_prefill import prefill_cold, prefill_hot
+from run_timeline import ingest_timeline
 
 from nids_cli.driver import drain
 from nids_core.kafka import DEFAULT_TOPIC
@@ -191,6 +192,7 @@ def daemon_pass(args, broker, topic: str, work: Path) -> float:
     first = min(r.start_time for r in runs if r.start_time)
     failed = sum(r.dagster_run.status.value == "FAILURE" for r in runs)
     rate = args.sent / (caught_up - first)
+    print(f"    {ingest_timeline(runs)}")
     print(
         f"ingest under dagster-daemon [{args.client}]: {args.sent} flows in "
         f"{caught_up - first:.1f} s from the first run's start ({len(runs)} ingest runs, "
