@@ -153,7 +153,7 @@ def daemon_pass(args, broker, topic: str, work: Path) -> float:
     """The same records ingested the way users run it: `dagster-daemon run` on a temporary
     embedded-default home (queued runs, each in its own process, sensors on their default
     intervals), from the start of the first ingest run until the group has caught up."""
-    from nids_cli.local_daemon import embedded_env, start_daemon, stop_daemon
+    from nids_cli.local_daemon import embedded_env, start_daemon, stop_daemon, wait_until_idle
 
     group = "nids-etl-daemon"
     env = embedded_env(
@@ -181,6 +181,9 @@ def daemon_pass(args, broker, topic: str, work: Path) -> float:
             else:
                 sys.exit("the daemon did not catch up within 30 minutes")
         caught_up = time.time()
+        # The run that committed last is still writing its end: let it finish, so the
+        # shutdown does not fail it.
+        wait_until_idle(env["DAGSTER_HOME"], timeout_s=120, quiet_s=3)
     finally:
         stop_daemon(daemon)
     with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
@@ -191,6 +194,21 @@ def daemon_pass(args, broker, topic: str, work: Path) -> float:
         ]
     first = min(r.start_time for r in runs if r.start_time)
     failed = sum(r.dagster_run.status.value == "FAILURE" for r in runs)
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        for r in runs:
+            if r.dagster_run.status.value == "FAILURE":
+                errors = [
+                    e.dagster_event.event_specific_data.error.message
+                    for e in instance.all_logs(r.dagster_run.run_id)
+                    if e.dagster_event
+                    and e.dagster_event.is_step_failure
+                    and e.dagster_event.event_specific_data.error
+                ]
+                why = errors[-1] if errors else instance.all_logs(r.dagster_run.run_id)[-1].message
+                print(
+                    f"    failed run {r.dagster_run.tags.get('nids/offset_range')}: "
+                    f"{(why or '').strip()[:300]}"
+                )
     rate = args.sent / (caught_up - first)
     print(f"    {ingest_timeline(runs)}")
     print(
