@@ -4,6 +4,7 @@ import json
 import time
 
 from dagster import (
+    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -25,6 +26,20 @@ from nids_sensors.run_state import run_status
 # start at a time (`tag_concurrency_limits` in dagster.yaml), so a range queued behind the
 # partition's batch in flight starts when that one ends.
 INGEST_LANE_TAG = "nids/ingest_lane"
+
+
+def lanes_serialised(instance: DagsterInstance) -> bool:
+    """Whether the instance's run queue starts one run per INGEST_LANE_TAG value at a time.
+    Without that limit a queued range would start beside the run ahead of it and fail
+    (its earlier offsets not committed yet), so the sensor then requests one range per
+    partition at a time, as before lanes existed."""
+    queue = instance.get_concurrency_config().run_queue_config
+    return any(
+        limit.get("key") == INGEST_LANE_TAG
+        and limit.get("limit") == 1
+        and limit.get("value") == {"applyLimitPerUniqueValue": True}
+        for limit in (queue.tag_concurrency_limits if queue else [])
+    )
 
 
 def _load_cursor(raw: str | None) -> dict[int, list[InFlightBatch]]:
@@ -82,7 +97,14 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
         for key in {run_key(topic, p, b) for p, lane in cursor.items() for b in lane}
     }
     plan = plan_batches(
-        topic, committed, watermarks, cursor, statuses, kafka.max_batch_records, time.time()
+        topic,
+        committed,
+        watermarks,
+        cursor,
+        statuses,
+        kafka.max_batch_records,
+        time.time(),
+        queue_next=lanes_serialised(context.instance),
     )
     for p, why in sorted(plan.waiting.items()):
         if why.startswith("offsets reset"):

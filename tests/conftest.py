@@ -56,7 +56,21 @@ def instance(tmp_path):
     home.mkdir()
     with DagsterInstance.local_temp(
         tempdir=str(home),
-        overrides={"concurrency": {"pools": {"default_limit": 1}}, "telemetry": {"enabled": False}},
+        overrides={
+            "concurrency": {
+                "pools": {"default_limit": 1},
+                "runs": {
+                    "tag_concurrency_limits": [
+                        {
+                            "key": "nids/ingest_lane",
+                            "value": {"applyLimitPerUniqueValue": True},
+                            "limit": 1,
+                        }
+                    ]
+                },
+            },
+            "telemetry": {"enabled": False},
+        },
     ) as inst:
         yield inst
 

@@ -165,6 +165,13 @@ def test_next_range_is_queued_behind_the_run_in_flight_and_follows_its_retries()
     assert [(b.start, b.end) for b in follow.cursor[0]] == [(100, 200)]
 
 
+def test_no_range_is_queued_unless_the_run_queue_serialises_the_partition():
+    head = InFlightBatch(0, 100, 1, requested_at=1000.0)
+    running = {"t:0:0-100": (BatchStatus.IN_FLIGHT, None)}
+    plan = plan_batches("t", {0: None}, MARKS, {0: [head]}, running, 100, 1001.0, False)
+    assert not plan.batches and plan.waiting[0] == "batch [0, 100) in flight"
+
+
 def test_a_batch_committed_past_makes_way_for_the_one_queued_behind_it():
     cursor = {0: [InFlightBatch(0, 100, 1, 1000.0), InFlightBatch(100, 200, 1, 1001.0)]}
     statuses = {

@@ -74,6 +74,8 @@ def test_helm_values_and_instance_yaml_are_consistent():
     assert instance["run_queue"]["dequeue_interval_seconds"] == 1
     limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
     assert queued["tagConcurrencyLimits"] == limits
+    lane = {"key": "nids/ingest_lane", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    assert lane in limits  # a partition's queued range starts after the run ahead of it
     assert instance["concurrency"]["pools"]["default_limit"] == 1
     assert set(instance["storage"]["postgres"]["postgres_db"]["password"]) == {"env"}
 

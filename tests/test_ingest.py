@@ -242,6 +242,38 @@ def test_next_range_is_queued_behind_a_run_in_flight(broker, topic, tmp_path, in
     assert not tick(defs, instance, cursor=queued.cursor).run_requests
 
 
+def test_without_the_per_partition_limit_one_range_is_requested_at_a_time(broker, topic, tmp_path):
+    """An instance whose run queue would start a queued range beside the run ahead of it
+    gets one range per partition at a time; the embedded default has the limit."""
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from nids_cli.instance import ensure_instance_yaml
+    from nids_jobs.definitions import build_definitions
+    from nids_sensors.kafka_sensor import lanes_serialised
+
+    embedded = tmp_path / "embedded"
+    ensure_instance_yaml(embedded)
+    with DagsterInstance.from_config(str(embedded)) as with_limit:
+        assert lanes_serialised(with_limit)
+    produce(broker, topic, (FIXTURES / "conn.json.log").read_bytes().splitlines())  # 50
+    defs = build_definitions(make_resources(broker, topic, tmp_path, max_batch_records=20))
+    home = tmp_path / "no_limit"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.from_config(str(home)) as plain:
+        assert not lanes_serialised(plain)
+        first = tick(defs, plain)
+        create_run_for_test(
+            plain,
+            job_name="ingest_job",
+            status=DagsterRunStatus.STARTED,
+            tags={"dagster/run_key": first.run_requests[0].run_key},
+        )
+        waiting = tick(defs, plain, cursor=first.cursor)
+        assert not waiting.run_requests and "in flight" in waiting.skip_reason.skip_message
+
+
 def test_a_range_run_before_the_one_ahead_of_it_lands_nothing_and_follows(
     broker, topic, tmp_path, instance
 ):

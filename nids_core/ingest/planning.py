@@ -113,12 +113,15 @@ def plan_batches(
     statuses: dict[str, tuple[BatchStatus, float | None]],
     max_batch_records: int,
     now: float,
+    queue_next: bool = True,
 ) -> Plan:
     """Decide the next batch of each partition.
 
     `cursor[p]` is the partition's lane: the batches requested and not yet known to be
     committed, oldest first. `statuses[key]` is the status (and end time, if ended) of the
-    run requested under run key `key`; a key missing is a run not seen yet.
+    run requested under run key `key`; a key missing is a run not seen yet. With
+    `queue_next` (the run queue starts one run per partition at a time), the next range is
+    requested while a partition's run is in flight.
     """
     batches: list[PlannedBatch] = []
     waiting: dict[int, str] = {}
@@ -147,7 +150,12 @@ def plan_batches(
                 status is BatchStatus.UNKNOWN and now - head.requested_at < UNSEEN_RUN_GRACE_S
             ):
                 waiting[p] = f"batch [{head.start}, {head.end}) in flight"
-                if status is BatchStatus.IN_FLIGHT and len(lane) == 1 and marks.high > head.end:
+                if (
+                    queue_next
+                    and status is BatchStatus.IN_FLIGHT
+                    and len(lane) == 1
+                    and marks.high > head.end
+                ):
                     # Queue the next range now: its run waits for this one in the run
                     # queue (one run per partition at a time), so it starts as this one
                     # ends instead of a sensor tick later. It lands nothing unless every
