@@ -311,6 +311,10 @@ class ConfluentClient(FlowLogClient):
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
                 "queued.max.messages.kbytes": 256 * 1024,
+                # Ranges are read to a known end, never waited on: a fetch the broker holds
+                # for new records (500 ms by default) only delays the next assignment on
+                # this consumer (the range after a watermark probe waited it out).
+                "fetch.wait.max.ms": 10,
             }
         )
 
