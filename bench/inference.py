@@ -32,7 +32,7 @@ import mlflow
 import numpy as np
 import polars as pl
 from dagster import AssetKey, DagsterInstance
-from run_timeline import ingest_timeline
+from run_timeline import failure_reason, ingest_timeline
 
 from nids_cli.local_daemon import (
     embedded_env,
@@ -212,7 +212,7 @@ def end_to_end(flows, work, rate, seconds):
             records = instance.get_run_records(limit=10_000)
             for r in records:
                 if r.dagster_run.status.value == "FAILURE":
-                    failure = instance.all_logs(r.dagster_run.run_id)[-1].message or ""
+                    failure = failure_reason(instance, r.dagster_run.run_id)
                     print(f"    failed run: {r.dagster_run.job_name}: {failure[:200]}")
             first = min(r.start_time for r in records if r.start_time)
             for r in instance.fetch_materializations(

@@ -30,7 +30,7 @@ import polars as pl
 from dagster import DagsterInstance
 from hot_costs import LIVE_RATE, live_batches, measure, small_scorer
 from hot_prefill import prefill_cold, prefill_hot
-from run_timeline import ingest_timeline
+from run_timeline import failure_reason, ingest_timeline
 
 from nids_cli.driver import drain
 from nids_core.kafka import DEFAULT_TOPIC
@@ -192,23 +192,12 @@ def daemon_pass(args, broker, topic: str, work: Path) -> float:
             for r in instance.get_run_records(limit=100_000)
             if r.dagster_run.job_name == "ingest_job"
         ]
-    first = min(r.start_time for r in runs if r.start_time)
-    failed = sum(r.dagster_run.status.value == "FAILURE" for r in runs)
-    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         for r in runs:
             if r.dagster_run.status.value == "FAILURE":
-                errors = [
-                    e.dagster_event.event_specific_data.error.message
-                    for e in instance.all_logs(r.dagster_run.run_id)
-                    if e.dagster_event
-                    and e.dagster_event.is_step_failure
-                    and e.dagster_event.event_specific_data.error
-                ]
-                why = errors[-1] if errors else instance.all_logs(r.dagster_run.run_id)[-1].message
-                print(
-                    f"    failed run {r.dagster_run.tags.get('nids/offset_range')}: "
-                    f"{(why or '').strip()[:300]}"
-                )
+                why = failure_reason(instance, r.dagster_run.run_id)
+                print(f"    failed run {r.dagster_run.tags.get('nids/offset_range')}: {why[:300]}")
+    first = min(r.start_time for r in runs if r.start_time)
+    failed = sum(r.dagster_run.status.value == "FAILURE" for r in runs)
     rate = args.sent / (caught_up - first)
     print(f"    {ingest_timeline(runs)}")
     print(

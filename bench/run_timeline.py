@@ -1,7 +1,7 @@
 """Where an ingest run's time goes under the daemon: from its request to its start (the run
 queue, a new process, the code location loaded), its own run time, and the gap from one
 run's end to the next one's start (the sensor's next tick, or the queue and launch of a
-range already queued)."""
+range already queued); and why a run failed."""
 
 from __future__ import annotations
 
@@ -34,3 +34,17 @@ def ingest_timeline(records) -> str:
             f"(max {max(gaps):.1f} s)"
         )
     return line
+
+
+def failure_reason(instance, run_id: str) -> str:
+    """The last step error of a failed run, else its last log message."""
+    logs = instance.all_logs(run_id)
+    errors = [
+        e.dagster_event.event_specific_data.error.message
+        for e in logs
+        if e.dagster_event
+        and e.dagster_event.is_step_failure
+        and e.dagster_event.event_specific_data.error
+    ]
+    why = errors[-1] if errors else (logs[-1].message if logs else "")
+    return (why or "").strip()

@@ -32,7 +32,7 @@ from nids_assets.ingestion_checks import (
 from nids_core.ingest.landing import land_batch, load_batch_into_hot
 from nids_core.ingest.planning import GapBeforeRange, ensure_contiguous
 from nids_core.kafka.lag import PartitionLag, lag_verdict
-from nids_core.kafka.log import FlowLogClient, Watermarks
+from nids_core.kafka.log import Watermarks
 from nids_core.kafka.offsets import OffsetRange
 from nids_resources.kafka import KafkaResource
 from nids_resources.plausibility import PlausibleTimeResource
@@ -80,24 +80,10 @@ def _batch_metadata(offsets: OffsetRange) -> dict:
     }
 
 
-def _refuse_gap(
-    client: FlowLogClient,
-    batch: OffsetRange,
-    committed: int | None = None,
-    marks: Watermarks | None = None,
-) -> None:
+def _refuse_gap(batch: OffsetRange, committed: int | None, marks: Watermarks) -> None:
     """Fail the run, without step retries, when offsets before the batch are not committed
     (the batch queued ahead of it failed): retrying cannot help until that one succeeds,
     and the sensor requests this range again after it."""
-    if marks is None:
-        committed = client.committed(batch.topic, [batch.partition])[batch.partition]
-        if committed == batch.start:
-            # The usual case: the group stands at the range's start. The watermarks are
-            # read only otherwise (the first batch, a re-run, a reset log): the exact high
-            # watermark costs a fetch, and confluent-kafka's next fetch on the same
-            # consumer then waits out fetch.wait.max.ms (0.5 s a run).
-            return
-        marks = client.watermarks(batch.topic, [batch.partition])[batch.partition]
     try:
         ensure_contiguous(batch, committed, marks)
     except GapBeforeRange as exc:
@@ -125,7 +111,13 @@ def flow_batch(
     store = cold_store.store()
     batch = config.offsets()
     with kafka.open_client() as client:
-        _refuse_gap(client, batch)
+        committed = client.committed(batch.topic, [batch.partition])[batch.partition]
+        # The usual case is the group standing at the range's start; only otherwise (the
+        # first batch, a re-run, a reset log) are the watermarks read, since the exact high
+        # watermark costs a fetch.
+        if committed != batch.start:
+            marks = client.watermarks(batch.topic, [batch.partition])[batch.partition]
+            _refuse_gap(batch, committed, marks)
         landed = land_batch(
             client,
             store,
@@ -245,7 +237,7 @@ def consumer_offsets(
         marks = client.watermarks(topic, [partition])[partition]
         high = marks.high
         # Never leave a gap: the batch ahead of this one must have committed first.
-        _refuse_gap(client, batch, before, marks)
+        _refuse_gap(batch, before, marks)
         # Forward only, except from an offset beyond the log's end (a recreated topic):
         # that one is invalid, and the batch just landed was read from the new log.
         if before is None or before < end or before > high:

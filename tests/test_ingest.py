@@ -220,7 +220,8 @@ def test_sensor_requests_exact_capped_ranges_then_skips(broker, topic, tmp_path,
     assert hot_counts(tmp_path) == (50, 50, 0)
 
 
-def test_next_range_is_queued_behind_a_run_in_flight(broker, topic, tmp_path, instance):
+def _first_range_in_flight(broker, topic, tmp_path, instance):
+    """50 records in the topic, ranges of 20: the sensor's first request, its run STARTED."""
     from dagster import DagsterRunStatus
     from dagster._core.test_utils import create_run_for_test
 
@@ -235,6 +236,11 @@ def test_next_range_is_queued_behind_a_run_in_flight(broker, topic, tmp_path, in
         status=DagsterRunStatus.STARTED,
         tags={"dagster/run_key": first.run_requests[0].run_key},
     )
+    return defs, first
+
+
+def test_next_range_is_queued_behind_a_run_in_flight(broker, topic, tmp_path, instance):
+    defs, first = _first_range_in_flight(broker, topic, tmp_path, instance)
     queued = tick(defs, instance, cursor=first.cursor)
     assert [r.run_key for r in queued.run_requests] == [f"{topic}:0:20-40"]
     assert queued.run_requests[0].tags["nids/ingest_lane"] == f"{topic}-0"
@@ -245,31 +251,21 @@ def test_next_range_is_queued_behind_a_run_in_flight(broker, topic, tmp_path, in
 def test_without_the_per_partition_limit_one_range_is_requested_at_a_time(broker, topic, tmp_path):
     """An instance whose run queue would start a queued range beside the run ahead of it
     gets one range per partition at a time; the embedded default has the limit."""
-    from dagster import DagsterInstance, DagsterRunStatus
-    from dagster._core.test_utils import create_run_for_test
+    from dagster import DagsterInstance
 
     from nids_cli.instance import ensure_instance_yaml
-    from nids_jobs.definitions import build_definitions
     from nids_sensors.kafka_sensor import lanes_serialised
 
     embedded = tmp_path / "embedded"
     ensure_instance_yaml(embedded)
     with DagsterInstance.from_config(str(embedded)) as with_limit:
         assert lanes_serialised(with_limit)
-    produce(broker, topic, (FIXTURES / "conn.json.log").read_bytes().splitlines())  # 50
-    defs = build_definitions(make_resources(broker, topic, tmp_path, max_batch_records=20))
     home = tmp_path / "no_limit"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with DagsterInstance.from_config(str(home)) as plain:
         assert not lanes_serialised(plain)
-        first = tick(defs, plain)
-        create_run_for_test(
-            plain,
-            job_name="ingest_job",
-            status=DagsterRunStatus.STARTED,
-            tags={"dagster/run_key": first.run_requests[0].run_key},
-        )
+        defs, first = _first_range_in_flight(broker, topic, tmp_path, plain)
         waiting = tick(defs, plain, cursor=first.cursor)
         assert not waiting.run_requests and "in flight" in waiting.skip_reason.skip_message
 

@@ -55,7 +55,6 @@ class PlannedBatch:
     offsets: OffsetRange
     attempt: int
     generation: int = 0
-    queued: bool = False  # requested behind the partition's batch in flight
 
     @property
     def run_key(self) -> str:
@@ -162,9 +161,7 @@ def plan_batches(
                     # offset before it is committed.
                     end = min(marks.high, head.end + max_batch_records)
                     successor = InFlightBatch(head.end, end, 1, now, generation)
-                    batches.append(
-                        PlannedBatch(successor.offsets(topic, p), 1, generation, queued=True)
-                    )
+                    batches.append(PlannedBatch(successor.offsets(topic, p), 1, generation))
                     lane.append(successor)
                     waiting[p] += f"; [{head.end}, {end}) queued behind it"
                 new_cursor[p] = lane
