@@ -209,3 +209,29 @@ def test_the_plausible_window_is_configurable():
     assert [e.split(":")[0] for e in parsed.rejects["error"]] == [
         "ts outside the plausible window"
     ] * 2
+
+
+def test_ipv6_batches_are_counted_in_bulk_and_still_show_a_forged_key(monkeypatch):
+    """Zeek writes IPv6 endpoints as strings opening with colons (`::1`, `::ffff:a.b.c.d`);
+    their `"::` is not a key, so a clean batch of them passes the whole-batch key count
+    without rereading any record in Python, and a forged duplicate among them is still
+    rejected."""
+    from nids_core.zeek import json_log
+
+    hosts = ["::1", "::ffff:10.0.0.1", "fe80::1", "2001:db8::7"]
+    values = [
+        rec(uid=f"C{i}", **{"id.orig_h": hosts[i % 4], "id.resp_h": hosts[(i + 1) % 4]})
+        for i in range(400)
+    ]
+    reread: list[bytes] = []
+    real_loads = json_log.strict_loads
+    monkeypatch.setattr(json_log, "strict_loads", lambda v: reread.append(v) or real_loads(v))
+    clean = parse_json_records(values, list(range(400)))
+    assert clean.rejects.is_empty() and clean.flows.height == 400
+    assert clean.flows["orig_h"].to_list()[:4] == hosts
+    assert reread == []
+
+    values[9] = values[9][:-1] + b', "id.resp_h": "::2"}'
+    forged = parse_json_records(values, list(range(400)))
+    assert forged.rejects.rows() == [(9, values[9], "duplicate JSON key 'id.resp_h'")]
+    assert forged.flows.height == 399

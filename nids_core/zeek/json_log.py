@@ -144,14 +144,22 @@ def _keys_accounted_total(frame: pl.DataFrame) -> int:
     return cells - sum(frame.null_count().row(0)) - sum(inner.null_count().row(0))
 
 
+def _key_marks(text: bytes) -> int:
+    """Occurrences of `":` that can end a key: all of them, less those that open a string
+    starting with `:` (IPv6 addresses such as `::1` or `::ffff:10.0.0.1`, which Zeek writes
+    as values), since no JSON value starts with a colon."""
+    return text.count(b'":') - text.count(b'"::')
+
+
 def _duplicate_key_rejects(
     values: Sequence[bytes], frame: pl.DataFrame, document: bytes | None = None
 ) -> dict[int, str]:
     """Rows (index into `values`) holding a duplicate key, with the reason.
 
-    A row has more `"name":` occurrences than the keys the reader accounted for (known
-    fields with a value, explicit nulls) only if it holds unknown fields, nested objects,
-    such text inside a string, or a duplicate key. The batch is first compared as a whole
+    A row has more `"name":` occurrences (less the `"::` that open IPv6 values such as
+    `::1`) than the keys the reader accounted for (known fields with a value, explicit
+    nulls) only if it holds unknown fields, nested objects, such text inside a string, or
+    a duplicate key. The batch is first compared as a whole
     (counted in C over the joined document); unknown field names of its first record are
     learnt, so a sensor that adds e.g. `community_id` to every record costs one more count.
     Only when the totals still differ are rows counted one by one, and the suspects read
@@ -160,7 +168,7 @@ def _duplicate_key_rejects(
     if not values:
         return {}
     doc = document if document is not None else b"\n".join(values)
-    keys = doc.count(b'":')
+    keys = _key_marks(doc)
     accounted = _keys_accounted_total(frame)
     if keys == accounted:  # Zeek itself leaves unset fields out
         return {}
@@ -170,9 +178,7 @@ def _duplicate_key_rejects(
     learnt = [b'"%s":' % k for k in _unknown_scalar_keys(values[0])]
     if keys == accounted + sum(doc.count(k) for k in learnt):
         return {}
-    per_row = [
-        v.count(b'":') - v.count(b'":null') - sum(v.count(k) for k in learnt) for v in values
-    ]
+    per_row = [_key_marks(v) - v.count(b'":null') - sum(v.count(k) for k in learnt) for v in values]
     suspect = (pl.Series(per_row) > _keys_accounted(frame)).arg_true().to_list()
     rejects: dict[int, str] = {}
     for i in suspect:
