@@ -1,12 +1,12 @@
 """Kafka sensor: new offsets beyond the consumer group's committed offsets become ingest runs."""
 
-import json
 import time
 
 from dagster import (
     DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -15,7 +15,8 @@ from dagster import (
 )
 
 from nids_assets.ingestion import batch_run_config
-from nids_core.ingest.planning import InFlightBatch, plan_batches, run_key
+from nids_core.ingest.planning import plan_batches, run_key
+from nids_core.ingest.sensor_cursor import dump_cursor, fresh_generation, load_cursor
 from nids_core.kafka.log import KafkaUnavailable, TopicNotFound
 from nids_jobs.jobs import ingest_job
 from nids_resources.kafka import KafkaResource
@@ -42,22 +43,21 @@ def lanes_serialised(instance: DagsterInstance) -> bool:
     )
 
 
-def _load_cursor(raw: str | None) -> dict[int, list[InFlightBatch]]:
-    """Per partition, its lane of requested batches (a cursor written before lanes held one
-    batch per partition)."""
-    if not raw:
-        return {}
-    return {
-        int(p): [InFlightBatch(**b) for b in (lane if isinstance(lane, list) else [lane])]
-        for p, lane in json.loads(raw).items()
-    }
-
-
-def _dump_cursor(cursor: dict[int, list[InFlightBatch]]) -> str:
-    return json.dumps(
-        {str(p): [b.to_json() for b in lane] for p, lane in sorted(cursor.items())},
-        sort_keys=True,
+def _newest_run_generation(instance: DagsterInstance, topic: str, partition: int) -> int | None:
+    """The generation tag of the newest ingest run requested for the partition, if any."""
+    runs = instance.get_runs(
+        filters=RunsFilter(
+            job_name=ingest_job.name,
+            tags={"nids/topic": topic, "nids/partition": str(partition)},
+        ),
+        limit=1,
     )
+    if not runs:
+        return None
+    try:
+        return int(runs[0].tags.get("nids/generation", "0"))
+    except ValueError:
+        return 0
 
 
 def kafka_ingest_sensor(interval_s: int) -> SensorDefinition:
@@ -89,7 +89,13 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
     except TopicNotFound:
         return SkipReason(f"topic {topic!r} does not exist yet on {kafka.bootstrap_servers}")
 
-    cursor = _load_cursor(context.cursor)
+    loaded = load_cursor(context.cursor)
+    for repair in loaded.repairs:
+        context.log.warning(f"sensor cursor repaired: {repair}")
+    cursor, generations = loaded.lanes, loaded.generations
+    for p in partitions:
+        if p not in generations:
+            generations[p] = fresh_generation(_newest_run_generation(context.instance, topic, p))
     # A run whose process died stays "started": fail it now, so its batch is retried.
     reap_dead_runs(context.instance, job_names=[ingest_job.name])
     statuses = {
@@ -105,6 +111,7 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
         kafka.max_batch_records,
         time.time(),
         queue_next=lanes_serialised(context.instance),
+        generations=generations,
     )
     for p, why in sorted(plan.waiting.items()):
         if why.startswith("offsets reset"):
@@ -112,7 +119,8 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
     if not plan.batches:
         reasons = "; ".join(f"partition {p}: {why}" for p, why in sorted(plan.waiting.items()))
         return SensorResult(
-            skip_reason=SkipReason(reasons or "no partitions"), cursor=_dump_cursor(plan.cursor)
+            skip_reason=SkipReason(reasons or "no partitions"),
+            cursor=dump_cursor(plan.cursor, plan.generations),
         )
     requests = [
         RunRequest(
@@ -129,4 +137,4 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
         )
         for b in plan.batches
     ]
-    return SensorResult(run_requests=requests, cursor=_dump_cursor(plan.cursor))
+    return SensorResult(run_requests=requests, cursor=dump_cursor(plan.cursor, plan.generations))

@@ -10,6 +10,7 @@ from nids_core.ingest.planning import (
     plan_batches,
     retry_delay_s,
 )
+from nids_core.ingest.sensor_cursor import dump_cursor, fresh_generation, load_cursor
 from nids_core.kafka.log import Watermarks
 from nids_core.kafka.offsets import OffsetRange
 from nids_resources.from_env import (
@@ -196,12 +197,78 @@ def test_a_range_after_uncommitted_offsets_is_refused():
 
 
 def test_cursor_of_one_batch_per_partition_still_loads():
-    from nids_sensors.kafka_sensor import _dump_cursor, _load_cursor
-
     old = '{"0": {"start": 0, "end": 100, "attempt": 1, "requested_at": 1.0, "generation": 2}}'
-    lanes = _load_cursor(old)
-    assert lanes == {0: [InFlightBatch(0, 100, 1, 1.0, 2)]}
-    assert _load_cursor(_dump_cursor(lanes)) == lanes
+    loaded = load_cursor(old)
+    assert loaded.lanes == {0: [InFlightBatch(0, 100, 1, 1.0, 2)]}
+    assert loaded.generations == {0: 2} and not loaded.repairs
+    again = load_cursor(dump_cursor(loaded.lanes, loaded.generations))
+    assert (again.lanes, again.generations) == (loaded.lanes, loaded.generations)
+
+
+def test_an_empty_range_an_earlier_version_stored_is_repaired_not_fatal():
+    """Issue 25: an earlier version stored `[0, 0)` to carry the generation of a partition
+    reset to an empty log; every later tick then raised in `run_key`. It loads without the
+    range, keeps the generation, and the records that arrive are planned under it."""
+    stored = '{"0": [{"start": 0, "end": 0, "attempt": 1, "requested_at": 1.0, "generation": 3}]}'
+    loaded = load_cursor(stored)
+    assert loaded.lanes == {0: []} and loaded.generations == {0: 3}
+    assert loaded.repairs == ["partition 0: empty range [0, 0) dropped (generation 3 kept)"]
+    plan = plan_batches(
+        "t",
+        {0: None},
+        {0: Watermarks(0, 1500)},
+        loaded.lanes,
+        {},
+        1000,
+        5.0,
+        True,
+        loaded.generations,
+    )
+    assert [b.run_key for b in plan.batches] == ["t:0:0-1000~3"]
+
+
+def test_unreadable_cursor_is_replanned_and_says_why():
+    for raw in ("{not json", "[1, 2]", '{"x": []}', '{"0": [{"start": "a"}], "1": 7}'):
+        loaded = load_cursor(raw)
+        assert loaded.repairs, raw
+        assert all(b.start < b.end for lane in loaded.lanes.values() for b in lane)
+    assert fresh_generation(None) == 0 and fresh_generation(4) == 5
+
+
+def test_a_reset_to_an_empty_log_stores_no_empty_range_and_reads_what_arrives():
+    """The bundled broker restarted (its log and the group's offsets lost) while the producer
+    paused: the partition is idle under a new generation with an empty lane, and the first
+    records that arrive are read from offset 0 under new run keys."""
+    cursor = {0: [InFlightBatch(0, 1000, 1, requested_at=1000.0)]}
+    done = {"t:0:0-1000": (BatchStatus.SUCCEEDED, 1001.0)}
+    empty = plan_batches("t", {0: None}, {0: Watermarks(0, 0)}, cursor, done, 1000, 1002.0)
+    assert not empty.batches and empty.cursor == {0: []} and empty.generations == {0: 1}
+    assert "offsets reset" in empty.waiting[0]
+    stored = load_cursor(dump_cursor(empty.cursor, empty.generations))
+    idle = plan_batches(
+        "t",
+        {0: None},
+        {0: Watermarks(0, 0)},
+        stored.lanes,
+        {},
+        1000,
+        1010.0,
+        True,
+        stored.generations,
+    )
+    assert not idle.batches and idle.generations == {0: 1}
+    fed = plan_batches(
+        "t",
+        {0: None},
+        {0: Watermarks(0, 1500)},
+        idle.cursor,
+        {},
+        1000,
+        1020.0,
+        True,
+        idle.generations,
+    )
+    assert [b.run_key for b in fed.batches] == ["t:0:0-1000~1"]
 
 
 def test_offsets_reused_after_a_success_are_planned_afresh_under_new_run_keys():

@@ -66,6 +66,9 @@ class Plan:
     batches: list[PlannedBatch]
     waiting: dict[int, str]  # partition -> why nothing was requested
     cursor: dict[int, list[InFlightBatch]]
+    # partition -> generation of its run keys; kept apart from the lane, which only ever
+    # holds real ranges (start < end), so an idle partition still carries its generation.
+    generations: dict[int, int]
 
 
 def retry_delay_s(attempt: int, base_s: float = 10.0, cap_s: float = 300.0) -> float:
@@ -113,6 +116,7 @@ def plan_batches(
     max_batch_records: int,
     now: float,
     queue_next: bool = True,
+    generations: dict[int, int] | None = None,
 ) -> Plan:
     """Decide the next batch of each partition.
 
@@ -120,16 +124,22 @@ def plan_batches(
     committed, oldest first. `statuses[key]` is the status (and end time, if ended) of the
     run requested under run key `key`; a key missing is a run not seen yet. With
     `queue_next` (the run queue starts one run per partition at a time), the next range is
-    requested while a partition's run is in flight.
+    requested while a partition's run is in flight. `generations[p]` is the generation of
+    the partition's run keys (see the module docstring); it defaults to its lane's.
+
+    Only real ranges (start < end) are ever planned or kept: a partition reset to an empty
+    log keeps its new generation and an empty lane, and is planned afresh when records
+    arrive.
     """
+    generations = dict(generations or {})
     batches: list[PlannedBatch] = []
     waiting: dict[int, str] = {}
     new_cursor = {p: list(lane) for p, lane in cursor.items()}
     for p in sorted(watermarks):
         marks = watermarks[p]
         c = committed.get(p)
-        lane = list(cursor.get(p, []))
-        generation = lane[0].generation if lane else 0
+        lane = [b for b in cursor.get(p, []) if b.start < b.end]
+        generation = max([generations.get(p, 0), *(b.generation for b in lane)])
         reset = ""
         if c is not None and c > marks.high:
             # The committed offset points past the log's end: the log was recreated or
@@ -165,6 +175,7 @@ def plan_batches(
                     lane.append(successor)
                     waiting[p] += f"; [{head.end}, {end}) queued behind it"
                 new_cursor[p] = lane
+                generations[p] = generation
                 continue
             if status is BatchStatus.SUCCEEDED or head.end > marks.high:
                 # Its run committed it, yet the group is behind it again (offsets reset or
@@ -184,6 +195,7 @@ def plan_batches(
                         f"{head.attempt}); retry in {delay - since:.0f} s"
                     )
                     new_cursor[p] = lane
+                    generations[p] = generation
                     continue
                 # The same range again, never another one: a range queued behind it keeps
                 # its own bounds and is retried in turn, so no offset is read twice under
@@ -191,16 +203,20 @@ def plan_batches(
                 retry = InFlightBatch(head.start, head.end, head.attempt + 1, now, generation)
                 batches.append(PlannedBatch(retry.offsets(topic, p), retry.attempt, generation))
                 new_cursor[p] = [retry, *lane[1:]]
+                generations[p] = generation
                 continue
         if reset:
             generation += 1
+        generations[p] = generation
         if marks.high <= start:
             waiting[p] = f"no new records (committed {start}, high watermark {marks.high})"
             if reset:
-                new_cursor[p] = [InFlightBatch(start, start, 1, now, generation)]
-            elif cursor.get(p):
-                # Keep the last batch: it carries the generation of the partition's keys.
-                new_cursor[p] = cursor[p][-1:]
+                waiting[p] += f"; offsets reset ({reset}), generation {generation}"
+                new_cursor[p] = []
+            else:
+                # Keep the last batch the group committed past: should the log be reused
+                # (a broker that lost it), its success behind the group reveals the reset.
+                new_cursor[p] = [b for b in cursor.get(p, []) if b.start < b.end][-1:]
             continue
         end = min(marks.high, start + max_batch_records)
         batch = InFlightBatch(start, end, 1, now, generation)
@@ -208,4 +224,4 @@ def plan_batches(
         new_cursor[p] = [batch]
         if reset:
             waiting[p] = f"offsets reset ({reset}): reading again from {start}"
-    return Plan(batches, waiting, new_cursor)
+    return Plan(batches, waiting, new_cursor, generations)
