@@ -13,6 +13,15 @@ from nids_core.registry.versions import ModelRegistry
 from nids_resources.from_env import serving_from_env
 
 
+def max_file_bytes() -> int:
+    """NIDS_MAX_FILE_MB, the limit on one file handed in, as the reference corpus reads it."""
+    from nids_resources.from_env import cold_store_from_env
+    from nids_resources.reference import ReferenceCorpusResource
+    from nids_resources.settings import from_env
+
+    return from_env(ReferenceCorpusResource, cold_store=cold_store_from_env()).max_file_bytes
+
+
 def _resolve(registry: ModelRegistry, which: str) -> str:
     from mlflow.exceptions import MlflowException
 
@@ -73,7 +82,7 @@ def evaluate_registered(
         )
     results = []
     for path in files:
-        result = evaluate_file(path, scorers)
+        result = evaluate_file(path, scorers, max_file_bytes())
         echo(result.line())
         results.append(result)
     return results, summary_line(results)

@@ -10,6 +10,7 @@ from nids_core.training_data.reference_corpus import (
     list_reference_files,
     read_reference_file,
 )
+from nids_core.zeek.files import FileTooLarge
 from nids_resources.settings import setting
 from nids_resources.stores import ColdStoreResource
 
@@ -33,7 +34,18 @@ class ReferenceCorpusResource(ConfigurableResource):
         description="Folder or s3://bucket/prefix of your own labelled Zeek conn logs "
         "(reference corpus)",
     )
+    max_file_mb: int = setting(
+        512,
+        env="NIDS_MAX_FILE_MB",
+        description="Largest capture file read (reference corpus, `nids model evaluate`), "
+        "in MB once decompressed",
+        ge=1,
+    )
     cold_store: ResourceDependency[ColdStoreResource]
+
+    @property
+    def max_file_bytes(self) -> int:
+        return self.max_file_mb * 2**20
 
     @field_validator("url")
     @classmethod
@@ -78,7 +90,7 @@ class ReferenceCorpusResource(ConfigurableResource):
         return list_reference_files(locations, self._options())
 
     def read(self, ref: ReferenceFile) -> bytes:
-        return read_reference_file(ref, self._options())
+        return read_reference_file(ref, self._options(), self.max_file_bytes)
 
     def versions(self, known: dict[str, list[str]] | None = None) -> dict[str, str]:
         """{capture: SHA-256 of its content} for the files there now. With `known`
@@ -89,7 +101,11 @@ class ReferenceCorpusResource(ConfigurableResource):
         for ref in self.files():
             signature, sha = known.get(ref.capture, [None, None])
             if signature != ref.signature or sha is None:
-                sha = content_sha256(self.read(ref))
+                try:
+                    sha = content_sha256(self.read(ref), self.max_file_bytes, ref.url)
+                except FileTooLarge:
+                    # Its run is requested and fails saying so; the other files go on.
+                    sha = f"too-large:{ref.signature}"
             known[ref.capture] = [ref.signature, sha]
             versions[ref.capture] = sha
         for gone in set(known) - set(versions):

@@ -407,3 +407,23 @@ def test_a_reference_file_that_is_not_a_conn_log_fails_its_read_and_the_sensor_s
     # Asked again, the sensor requests nothing more and says what to do.
     runs, _, skip = drive_reference(defs, instance, cursors)
     assert runs == 0 and "inventory could not be read" in skip and "fix or remove it" in skip
+
+
+@pytest.mark.slow
+def test_a_reference_file_that_decompresses_past_the_limit_is_refused_naming_it(
+    broker, topic, tmp_path, instance
+):
+    """Issue 25: a gzip of zeros (6 MB here, 1 MB the limit) is read in chunks and refused
+    as soon as it passes NIDS_MAX_FILE_MB, naming the file, and the run fails; the corpus's
+    other files are read as usual."""
+    reference = _reference_dir(tmp_path, ["CTU-Honeypot-Capture-4-1-labeled.csv.gz"])
+    (reference / "zeros.log.gz").write_bytes(gzip.compress(bytes(6 * 2**20)))
+    defs = _defs(broker, topic, tmp_path, reference, max_file_mb=1)
+    runs, failed, _ = drive_reference(defs, instance, {})
+    assert (runs, failed) == (2, 1)
+    run = next(r for r in instance.get_runs() if r.tags["dagster/partition"] == "zeros")
+    failure = next(
+        e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_failure
+    )
+    text = str(failure.dagster_event.event_specific_data)
+    assert "zeros: decompresses to more than 1 MB, the limit on one file (NIDS_MAX_FILE_MB)" in text

@@ -7,7 +7,15 @@ import polars as pl
 import pytest
 
 from nids_core.schema import FLOW_SCHEMA
-from nids_core.zeek.files import ZeekFormat, capture_name, detect_format, read_bytes, read_zeek_file
+from nids_core.zeek.files import (
+    FileTooLarge,
+    ZeekFormat,
+    capture_name,
+    detect_format,
+    gunzip,
+    read_bytes,
+    read_zeek_file,
+)
 from tests.resources import FIXTURES, iot23
 
 
@@ -85,3 +93,31 @@ def test_bad_rows_in_a_file_are_rejected_with_reason_and_line(tmp_path):
     assert parsed.flows.height == 2
     assert parsed.rejects["error"].to_list() == ["negative orig_bytes"]
     assert parsed.rejects["position"].to_list() == [10]
+
+
+def test_decompression_is_bounded_and_the_error_names_the_file(tmp_path):
+    """Issue 25: a 6 MB gzip of zeros once took `nids model evaluate` to 8 GB. It is read in
+    chunks and refused as soon as it passes the limit; a plain file past it is refused
+    before it is read; a file within it reads as before."""
+    bomb = tmp_path / "zeros.log.gz"
+    bomb.write_bytes(gzip.compress(bytes(8 * 2**20)))
+    with pytest.raises(FileTooLarge, match=r"zeros\.log\.gz: decompresses to more than 2 MB"):
+        read_zeek_file(bomb, max_bytes=2 * 2**20)
+    plain = tmp_path / "big.log"
+    plain.write_bytes(bytes(3 * 2**20))
+    with pytest.raises(FileTooLarge, match=r"big\.log: is larger than 2 MB"):
+        read_bytes(plain, max_bytes=2 * 2**20)
+    # Several gzip members (as `cat a.gz b.gz` makes) are all read.
+    assert gunzip(gzip.compress(b"a" * 10) + gzip.compress(b"b" * 10)) == b"a" * 10 + b"b" * 10
+    capture = iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")
+    assert read_zeek_file(capture, max_bytes=2 * 2**20).flows.height == 452
+
+
+def test_model_evaluate_reports_a_file_past_the_limit_and_goes_on(tmp_path):
+    from nids_core.evaluation.files import evaluate_file
+
+    bomb = tmp_path / "zeros.log.gz"
+    bomb.write_bytes(gzip.compress(bytes(4 * 2**20)))
+    result = evaluate_file(bomb, {}, max_bytes=2**20)
+    assert result.error is not None and "decompresses to more than 1 MB" in result.error
+    assert "ERROR" in result.line() and not result.counted

@@ -17,7 +17,12 @@ import polars as pl
 
 from nids_core.evaluation.metrics import evaluate
 from nids_core.model.features import attack_labels
-from nids_core.zeek.files import NotZeekConnLog, read_zeek_file
+from nids_core.zeek.files import (
+    DEFAULT_MAX_FILE_BYTES,
+    FileTooLarge,
+    NotZeekConnLog,
+    read_zeek_file,
+)
 
 # name -> (flows -> attack scores, threshold)
 Scorers = dict[str, tuple[Callable[[pl.DataFrame], np.ndarray], float]]
@@ -62,11 +67,13 @@ def _fmt(value: float | None) -> str:
     )
 
 
-def evaluate_file(path: str | Path, scorers: Scorers) -> FileEvaluation:
+def evaluate_file(
+    path: str | Path, scorers: Scorers, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> FileEvaluation:
     result = FileEvaluation(str(path))
     try:
-        parsed = read_zeek_file(path)
-    except NotZeekConnLog as exc:
+        parsed = read_zeek_file(path, max_bytes=max_bytes)
+    except (NotZeekConnLog, FileTooLarge) as exc:
         result.error = str(exc).removeprefix(f"{path}: ")
         return result
     flows = parsed.flows

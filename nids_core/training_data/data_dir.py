@@ -14,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from nids_core.zeek.files import DEFAULT_MAX_FILE_BYTES, gunzip
+
 IOT23_SUBDIR = "iot23"
 SAMPLES_SUBDIR = "zeek-samples"
 
@@ -111,10 +113,9 @@ IOT23_FILES: list[RemoteFile] = [
 ]
 
 
-def content_sha256(data: bytes) -> str:
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return hashlib.sha256(data).hexdigest()
+def content_sha256(data: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES, name: str = "file") -> str:
+    """SHA-256 of the content, gunzipped (bounded: FileTooLarge past `max_bytes`)."""
+    return hashlib.sha256(gunzip(data, max_bytes, name)).hexdigest()
 
 
 def download(

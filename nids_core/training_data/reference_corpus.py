@@ -19,7 +19,13 @@ import polars as pl
 from nids_core.ingest.normalize import ParseResult
 from nids_core.schema import LABEL_MALICIOUS
 from nids_core.stores.cold import ColdStore
-from nids_core.zeek.files import capture_name, gunzip, parse_zeek_bytes
+from nids_core.zeek.files import (
+    DEFAULT_MAX_FILE_BYTES,
+    FileTooLarge,
+    capture_name,
+    gunzip,
+    parse_zeek_bytes,
+)
 
 REFERENCE_DIR = "reference"
 # What a Zeek conn log is called in the wild; anything else in a location (READMEs,
@@ -75,10 +81,21 @@ def list_reference_files(
     return [files[c] for c in sorted(files)]
 
 
-def read_reference_file(ref: ReferenceFile, storage_options: dict | None = None) -> bytes:
+def read_reference_file(
+    ref: ReferenceFile,
+    storage_options: dict | None = None,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> bytes:
+    """The file's bytes as stored; FileTooLarge past `max_bytes` (read no further)."""
     opts = storage_options if ref.url.startswith("s3://") else {}
     with fsspec.open(ref.url, "rb", **(opts or {})) as fh:
-        return fh.read()
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileTooLarge(
+            f"{ref.url}: is larger than {max_bytes / 2**20:.0f} MB, the limit on one file "
+            "(NIDS_MAX_FILE_MB)"
+        )
+    return data
 
 
 def stored_path(capture: str, sha256: str) -> str:
@@ -112,10 +129,13 @@ class ReferenceSummary:
         }
 
 
-def parse_reference(data: bytes, capture: str) -> tuple[pl.DataFrame, ReferenceSummary]:
+def parse_reference(
+    data: bytes, capture: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> tuple[pl.DataFrame, ReferenceSummary]:
     """A capture file's flows (every readable row, labelled or not) and its summary.
-    Raises NotZeekConnLog when the file is not a conn log at all."""
-    content = gunzip(data)
+    Raises NotZeekConnLog when the file is not a conn log at all, FileTooLarge when it
+    decompresses past `max_bytes`."""
+    content = gunzip(data, max_bytes, capture)
     parsed: ParseResult = parse_zeek_bytes(content, capture)
     flows = parsed.flows.drop("position").with_columns(pl.lit(capture).alias("capture"))
     reasons = {r: int(n) for r, n in parsed.rejects.group_by("error").len().iter_rows()}

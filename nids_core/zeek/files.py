@@ -48,14 +48,48 @@ class ZeekFormat(StrEnum):
     CSV = "csv"
 
 
-def gunzip(data: bytes) -> bytes:
-    """The content, gunzipped when it is gzip (detected by magic bytes, not name)."""
-    return gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data
+# What one file handed in may hold once decompressed (NIDS_MAX_FILE_MB's default): a gzip
+# of zeros expands about 1000-fold, so without a bound a 20 MB file takes a host down.
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+_CHUNK = 1 << 20
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The file's content, gunzipped when it is gzip."""
-    return gunzip(Path(path).read_bytes())
+class FileTooLarge(ValueError):
+    """A file whose content (decompressed) is larger than the limit."""
+
+
+def gunzip(data: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES, name: str = "file") -> bytes:
+    """The content, gunzipped when it is gzip (detected by magic bytes, not name), read in
+    chunks and refused with FileTooLarge (naming `name`) as soon as it would pass
+    `max_bytes`, before it is held in memory."""
+    if data[:2] != _GZIP_MAGIC:
+        if len(data) > max_bytes:
+            raise FileTooLarge(_too_large(name, max_bytes))
+        return data
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+        while chunk := stream.read(_CHUNK):
+            if out.tell() + len(chunk) > max_bytes:
+                raise FileTooLarge(_too_large(name, max_bytes, decompressed=True))
+            out.write(chunk)
+    return out.getvalue()
+
+
+def _too_large(name: str, max_bytes: int, decompressed: bool = False) -> str:
+    what = "decompresses to more than" if decompressed else "is larger than"
+    return (
+        f"{name}: {what} {max_bytes / 2**20:.0f} MB, the limit on one file (NIDS_MAX_FILE_MB); "
+        "split the capture or raise the limit"
+    )
+
+
+def read_bytes(path: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The file's content, gunzipped when it is gzip, refused past `max_bytes` (the file
+    on disk, or its decompressed content)."""
+    path = Path(path)
+    if path.stat().st_size > max_bytes:
+        raise FileTooLarge(_too_large(str(path), max_bytes))
+    return gunzip(path.read_bytes(), max_bytes, str(path))
 
 
 def detect_format(data: bytes) -> ZeekFormat:
@@ -170,15 +204,18 @@ def parse_zeek_bytes(data: bytes, capture: str) -> ParseResult:
     return ParseResult(flows=flows, rejects=parsed.rejects)
 
 
-def read_zeek_file(path: str | Path, capture: str | None = None) -> ParseResult:
+def read_zeek_file(
+    path: str | Path, capture: str | None = None, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> ParseResult:
     """Read any supported Zeek conn log into canonical flows and rejects.
 
     `capture` (default: derived from the file name) fills the `capture` column where the
     records carry none, so captures stay apart when several are merged. Raises
-    NotZeekConnLog, naming the file, when it is not a conn log.
+    NotZeekConnLog, naming the file, when it is not a conn log, and FileTooLarge when its
+    content passes `max_bytes`.
     """
     try:
-        data = read_bytes(path)
+        data = read_bytes(path, max_bytes)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise NotZeekConnLog(f"{path}: a broken gzip file: {exc}") from exc
     try:
