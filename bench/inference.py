@@ -79,8 +79,8 @@ def train_champion(flows: pl.DataFrame, tracking_uri: str, work: Path) -> ModelR
             lono=False,  # this bench measures serving, not generalisation
         )
     registry = ModelRegistry(tracking_uri, "nids-gnn")
-    registry.mark_gate(run.model_version, True)
     record_artifact_checksum(registry, run.model_version)
+    registry.mark_gate(run.model_version, True)
     registry.set_challenger(run.model_version)
     registry.promote(run.model_version)
     mlflow.set_tracking_uri(None)

@@ -67,7 +67,7 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
     home.mkdir(parents=True, exist_ok=True)
     dagster_home = home / "dagster"
     dagster_home.mkdir(exist_ok=True)
-    from nids_cli.instance import EMBEDDED_DAGSTER_YAML
+    from nids_cli.instance import EMBEDDED_DAGSTER_YAML, embedded_signing_key
 
     (dagster_home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
     data, files = _data_files()
@@ -80,6 +80,10 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
             NIDS_KAFKA_BOOTSTRAP=broker.bootstrap_servers,
             NIDS_DUCKDB_PATH=os.environ.get("NIDS_DUCKDB_PATH", str(home / "nids.duckdb")),
             NIDS_COLD_URL=os.environ.get("NIDS_COLD_URL", str(home / "cold")),
+            NIDS_ALERT_OUTBOX_PATH=os.environ.get(
+                "NIDS_ALERT_OUTBOX_PATH", str(home / "alert-outbox.sqlite")
+            ),
+            NIDS_MODEL_SIGNING_KEY=embedded_signing_key(home),
             DAGSTER_HOME=str(dagster_home),
             MLFLOW_TRACKING_URI=os.environ.get(
                 "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"

@@ -49,3 +49,21 @@ def ensure_instance_yaml(dagster_home: Path) -> Path:
     if not path.exists():
         path.write_text(EMBEDDED_DAGSTER_YAML)
     return path
+
+
+def embedded_signing_key(home: Path) -> str:
+    """NIDS_MODEL_SIGNING_KEY for the embedded default (demo, local daemon): the
+    environment's if set, else a random key kept in `home/model-signing.key` (mode 0600),
+    so the models a home trained stay servable. A deployment sets its own key."""
+    import os
+    import secrets
+
+    if os.environ.get("NIDS_MODEL_SIGNING_KEY"):
+        return os.environ["NIDS_MODEL_SIGNING_KEY"]
+    path = home / "model-signing.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip()

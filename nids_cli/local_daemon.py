@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nids_cli.instance import ensure_instance_yaml
+from nids_cli.instance import embedded_signing_key, ensure_instance_yaml
 
 
 def embedded_env(home: Path, bootstrap_servers: str, **overrides: str) -> dict[str, str]:
@@ -26,6 +26,8 @@ def embedded_env(home: Path, bootstrap_servers: str, **overrides: str) -> dict[s
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         "NIDS_MLFLOW_ARTIFACTS": str(home / "mlflow" / "artifacts"),
         "NIDS_MODEL_CACHE_DIR": str(home / "model-cache"),
+        "NIDS_ALERT_OUTBOX_PATH": str(home / "alert-outbox.sqlite"),
+        "NIDS_MODEL_SIGNING_KEY": embedded_signing_key(home),
     }
     env.update(overrides)
     return env

@@ -17,6 +17,7 @@ from nids_resources.reference import ReferenceCorpusResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.settings import (
     DeploymentSettings,
+    SettingError,
     SettingRow,
     from_env,
     setting_rows,
@@ -60,6 +61,14 @@ def mlflow_tracking_from_env() -> MlflowTrackingResource:
 
 
 def model_registry_from_env() -> ModelRegistryResource:
+    """The registry resource; fails (naming the variable) without a usable signing key:
+    nothing could be trained, promoted or served without one."""
+    from nids_core.registry.signing import SigningKeyMissing, signing_key
+
+    try:
+        signing_key()
+    except SigningKeyMissing as exc:
+        raise SettingError(str(exc)) from None
     return from_env(ModelRegistryResource)
 
 

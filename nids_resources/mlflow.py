@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field, PrivateAttr, field_validator
 
 from nids_core.evaluation.gate import GateThresholds
@@ -136,6 +136,13 @@ class ModelRegistryResource(ConfigurableResource):
         env="NIDS_MLFLOW_UI_URL",
         description="MLflow UI address used in Dagster links",
     )
+    signing_key: str | None = setting(
+        None,
+        env="NIDS_MODEL_SIGNING_KEY",
+        description="Key (16+ characters) that signs gate verdicts; a model version not "
+        "signed with it is never loaded (required)",
+        secret=True,
+    )
 
     @field_validator("tracking_uri")
     @classmethod
@@ -146,7 +153,11 @@ class ModelRegistryResource(ConfigurableResource):
         from nids_core.registry.versions import ModelRegistry
 
         _ensure_local_sqlite_dir(self.tracking_uri)
-        return ModelRegistry(self.tracking_uri, self.model_name)
+        key = self.signing_key
+        if isinstance(key, EnvVar):
+            # Outside a Dagster run (the CLI) the field still holds the variable's name.
+            key = key.get_value()
+        return ModelRegistry(self.tracking_uri, self.model_name, key)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         base = self.tracking_uri if self.tracking_uri.startswith("http") else self.ui_url

@@ -37,11 +37,12 @@ def _bootstrap(
 ) -> RunRequest | str:
     """A training run when no champion exists yet, once per corpus version; else why not."""
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         champion = registry.registry().version_by_alias(CHAMPION)
-    except (MlflowException, OSError) as exc:
-        return f"model registry unreachable: {str(exc)[:300]}"
+    except (MlflowException, OSError, SQLAlchemyError) as exc:
+        return f"model registry locked or unreachable: {str(exc)[:300]}"
     if champion is not None:
         return (
             f"reference corpus current ({len(versions)} captures); champion is v{champion.version}"

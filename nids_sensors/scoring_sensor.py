@@ -119,6 +119,7 @@ def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegis
         # as soon as it lands.
         ahead = f":ahead-{int(time.time())}"
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     from nids_core.registry.versions import GateNotPassed, NoChampion
 
@@ -126,9 +127,11 @@ def _scoring_sensor(context: SensorEvaluationContext, model_registry: ModelRegis
         champion = model_registry.registry().servable_champion().version
     except (NoChampion, GateNotPassed) as exc:
         return SensorResult(skip_reason=SkipReason(str(exc)), cursor=cursor.dump())
-    except (MlflowException, OSError) as exc:
+    except (MlflowException, OSError, SQLAlchemyError) as exc:
+        # A tracking server that is down, or a SQLite store another process holds locked:
+        # wait for it and say so; the batch stays unscored until a later tick.
         return SensorResult(
-            skip_reason=SkipReason(f"model registry unreachable: {str(exc)[:300]}"),
+            skip_reason=SkipReason(f"model registry locked or unreachable: {str(exc)[:300]}"),
             cursor=cursor.dump(),
         )
     cursor.attempt += 1

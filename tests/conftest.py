@@ -12,6 +12,9 @@ from nids_jobs.definitions import build_definitions
 from tests.resources import make_resources
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+# The platform's model-signing key for the suite's processes (a deployment's comes from its
+# secret store): every version the tests train is signed with it.
+os.environ.setdefault("NIDS_MODEL_SIGNING_KEY", f"test-suite-{uuid.uuid4().hex}")
 
 
 @pytest.fixture(scope="session")

@@ -42,8 +42,8 @@ def register_trained(
     finally:
         mlflow.set_tracking_uri(None)
     registry = ModelRegistry(uri, name)
-    registry.mark_gate(run.model_version, passed)
     record_artifact_checksum(registry, run.model_version)
+    registry.mark_gate(run.model_version, passed)
     return str(run.model_version)
 
 

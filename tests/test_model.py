@@ -195,8 +195,8 @@ def test_logged_model_loads_back_with_identical_predictions(split, mlflow_server
     with mlflow.start_run() as run:
         result = train_evaluate_log(training, FAST, registered_model_name="roundtrip-gnn")
     registry = ModelRegistry(mlflow_server.url, "roundtrip-gnn")
-    registry.mark_gate(result.model_version, True)
     record_artifact_checksum(registry, result.model_version)
+    registry.mark_gate(result.model_version, True)
     registry.promote(result.model_version)
     champion = registry.version_by_alias("champion").version
     loaded = load_version(registry, champion, tmp_path / "cache")
@@ -355,8 +355,8 @@ def test_registry_on_a_local_sqlite_store(split, tmp_path):
                 TrainConfig(**{**FAST.__dict__, "seed": seed}),
                 registered_model_name="local-gnn",
             )
-        registry.mark_gate(run.model_version, True)
         record_artifact_checksum(registry, run.model_version)
+        registry.mark_gate(run.model_version, True)
         versions.append(run.model_version)
         registry.promote(run.model_version)
     assert versions == ["1", "2"]

@@ -196,6 +196,54 @@ def test_a_tampered_artifact_in_the_registry_is_refused_before_loading(registrie
         model_file.write_bytes(original)
 
 
+def test_mlflow_write_access_alone_cannot_get_a_pickle_loaded(registries, tmp_path, monkeypatch):
+    """Issue 25: whoever can write to MLflow registers a pickle, records its checksum,
+    tags it `passed` and moves `champion`. Without the platform's signing key the verdict
+    does not verify: the version is neither served nor loaded (not even downloaded), and
+    the planted pickle never runs. With the platform's key, a copy of a genuine version
+    re-signed by someone else's key is refused the same way."""
+    from nids_core.model.artifacts import artifact_digest
+    from nids_core.registry.versions import CHECKSUM_TAG, GATE_TAG, UnsignedModel
+
+    a, _ = registries
+    genuine = _local(a.client.get_model_version_download_uri(a.model_name, "1"))
+    forged_dir = tmp_path / "forged"
+    shutil.copytree(genuine, forged_dir)
+    (model_file,) = forged_dir.rglob("model.pth")
+    marker = tmp_path / "pwned"
+    _plant(model_file, marker)
+    mv = a.client.create_model_version(a.model_name, str(forged_dir), run_id=None)
+    forged = str(mv.version)
+    a.client.set_model_version_tag(a.model_name, forged, CHECKSUM_TAG, artifact_digest(forged_dir))
+    a.client.set_model_version_tag(a.model_name, forged, GATE_TAG, "passed")
+    a.client.set_model_version_tag(a.model_name, forged, "nids.gate_signature", "0" * 64)
+    a.client.set_registered_model_alias(a.model_name, "champion", forged)
+    model_cache._MEMORY.clear()
+    try:
+        with pytest.raises(GateNotPassed, match="promotion gate is 'unsigned'"):
+            champion_scorer(a, tmp_path / "cache")
+        with pytest.raises(UnsignedModel, match="no gate verdict signed with this platform"):
+            load_version(a, forged, tmp_path / "cache")
+        # A registry holding another key (an attacker's) signs; this platform's refuses it.
+        other = ModelRegistry(a.tracking_uri, a.model_name, signing_key="attacker-key-0123456789")
+        other.mark_gate(forged, True)
+        with pytest.raises(UnsignedModel):
+            load_version(a, forged, tmp_path / "cache")
+        assert not marker.exists()
+        assert not list((tmp_path / "cache").rglob("model.pth"))  # never downloaded
+        a.client.set_registered_model_alias(a.model_name, "champion", "1")
+        version, _ = champion_scorer(a, tmp_path / "cache")  # the genuine one still serves
+        assert version == "1"
+        # Nor does promoting need only MLflow: without the key nothing is signed.
+        monkeypatch.delenv("NIDS_MODEL_SIGNING_KEY")
+        from nids_core.registry.signing import SigningKeyMissing
+
+        with pytest.raises(SigningKeyMissing, match="NIDS_MODEL_SIGNING_KEY is not set"):
+            ModelRegistry(a.tracking_uri, a.model_name).mark_gate(forged, True)
+    finally:
+        a.client.set_registered_model_alias(a.model_name, "champion", "1")
+
+
 def test_downloads_resolve_through_the_explicit_registry_not_the_process_default(
     registries, tmp_path, monkeypatch
 ):
@@ -248,8 +296,36 @@ def test_an_unreachable_registry_makes_the_scoring_sensor_wait_and_say_so(
     defs = build_definitions(make_resources(broker, topic, tmp_path, tracking_uri=dead))
     result = _scoring_tick_after_a_batch(defs)
     assert isinstance(result, SensorResult) and not result.run_requests
-    assert result.skip_reason.skip_message.startswith("model registry unreachable")
+    assert result.skip_reason.skip_message.startswith("model registry locked or unreachable")
     assert '"covered": 0' in result.cursor  # nothing counted as scored: the batch waits
+
+
+def test_a_locked_mlflow_store_makes_the_scoring_sensor_wait_and_say_so(
+    registries, broker, topic, tmp_path
+):
+    """Issue 25: another process holding the SQLite store's write lock made every tick
+    raise `database is locked`; the tick now skips, saying why, and scores once it is free."""
+    import sqlite3
+
+    a, _ = registries
+    path = a.tracking_uri.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # as a long migration or a stuck writer would
+    defs = build_definitions(
+        make_resources(
+            broker, topic, tmp_path, tracking_uri=a.tracking_uri, model_name=a.model_name
+        )
+    )
+    try:
+        result = _scoring_tick_after_a_batch(defs)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert isinstance(result, SensorResult) and not result.run_requests
+    assert result.skip_reason.skip_message.startswith("model registry locked or unreachable")
+    assert "locked" in result.skip_reason.skip_message
+    again = _scoring_tick_after_a_batch(defs)
+    assert [r.tags["nids/champion"] for r in again.run_requests] == ["1"]
 
 
 def _scoring_tick_after_a_batch(defs):
@@ -261,3 +337,17 @@ def _scoring_tick_after_a_batch(defs):
             instance=instance, resources=defs.resources, definitions=defs
         ) as ctx:
             return defs.resolve_sensor_def("scoring_sensor")(ctx)
+
+
+def test_the_signing_key_must_be_a_real_value_from_the_environment(monkeypatch):
+    from nids_core.registry.signing import SigningKeyMissing, signing_key
+    from nids_resources.from_env import model_registry_from_env
+    from nids_resources.settings import SettingError
+
+    with pytest.raises(SigningKeyMissing, match="passed by name, not by value"):
+        signing_key("NIDS_MODEL_SIGNING_KEY")  # an unresolved EnvVar holds the name
+    with pytest.raises(SigningKeyMissing, match="shorter than 16 characters"):
+        signing_key("short")
+    monkeypatch.delenv("NIDS_MODEL_SIGNING_KEY")
+    with pytest.raises(SettingError, match="NIDS_MODEL_SIGNING_KEY is not set"):
+        model_registry_from_env()  # the code location refuses to load without one

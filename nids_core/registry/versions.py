@@ -7,10 +7,15 @@ The gate holds on every path that moves `champion`: promotion and rollback refus
 whose gate did not pass, unless an operator overrides it explicitly (who, why and when are
 recorded on the version), and a champion set by hand elsewhere (the MLflow UI, the API) is
 refused when it is served (`servable_champion`).
+
+Tags alone prove nothing (anyone who can write to MLflow can set them): a verdict counts
+only when its signature verifies with the platform's key (see `signing`), over the files'
+checksum; a version without one is never loaded at all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -21,10 +26,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from nids_core.registry.names import CHALLENGER, CHAMPION, MODEL_NAME
+from nids_core.registry.signing import SIGNING_KEY_ENV, sign, signing_key, verify
 
 GATE_TAG = "nids.gate"
 GATE_OVERRIDE_TAG = "nids.gate_override"
 CHECKSUM_TAG = "nids.artifact_sha256"
+GATE_SIGNATURE_TAG = "nids.gate_signature"
+OVERRIDE_SIGNATURE_TAG = "nids.gate_override_signature"
 PREVIOUS_CHAMPION_TAG = "nids.previous_champion"
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,10 @@ log = logging.getLogger(__name__)
 
 class GateNotPassed(PermissionError):
     """A version whose promotion gate did not pass may not become or stay champion."""
+
+
+class UnsignedModel(PermissionError):
+    """A version whose files and verdict the platform did not sign: never loaded."""
 
 
 class NoChampion(LookupError):
@@ -80,7 +92,8 @@ class RegisteredVersion:
 
 
 def gate_status(mv: RegisteredVersion) -> str:
-    """`passed`, `failed`, `overridden` or `missing` (never evaluated by the gate)."""
+    """What the tags say, unverified (for display): `passed`, `failed`, `overridden` or
+    `missing` (never evaluated by the gate). `ModelRegistry.verified_status` is what counts."""
     if mv.tags.get(GATE_TAG) == "passed":
         return "passed"
     if mv.tags.get(GATE_OVERRIDE_TAG):
@@ -88,13 +101,71 @@ def gate_status(mv: RegisteredVersion) -> str:
     return mv.tags.get(GATE_TAG) or "missing"
 
 
+def _override_verdict(record_json: str) -> str:
+    return "override:" + hashlib.sha256(record_json.encode()).hexdigest()
+
+
 class ModelRegistry:
     """Versions and aliases of one registered model, at an explicit registry URI."""
 
-    def __init__(self, tracking_uri: str, model_name: str = MODEL_NAME):
+    def __init__(
+        self, tracking_uri: str, model_name: str = MODEL_NAME, signing_key: str | None = None
+    ):
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._signing_key = signing_key  # None: NIDS_MODEL_SIGNING_KEY
+
+    # ------------------------------------------------------------------ signatures
+    def _sign(self, mv: RegisteredVersion, verdict: str) -> str:
+        checksum = mv.tags.get(CHECKSUM_TAG)
+        if not checksum:
+            raise UnsignedModel(
+                f"{self.model_name} version {mv.version} has no {CHECKSUM_TAG}: its files "
+                "must be checksummed (record_artifact_checksum) before a verdict is signed"
+            )
+        key = signing_key(self._signing_key)
+        return sign(key, self.model_name, mv.version, mv.run_id, checksum, verdict)
+
+    def _verifies(self, mv: RegisteredVersion, signature_tag: str, verdict: str) -> bool:
+        checksum = mv.tags.get(CHECKSUM_TAG)
+        if not checksum:
+            return False
+        key = signing_key(self._signing_key)
+        return verify(
+            key,
+            mv.tags.get(signature_tag),
+            self.model_name,
+            mv.version,
+            mv.run_id,
+            checksum,
+            verdict,
+        )
+
+    def verified_status(self, mv: RegisteredVersion) -> str:
+        """`passed`, `overridden` or `failed` when the platform signed that verdict over the
+        version's checksum; else `unsigned` (never evaluated, or tags set by someone else)."""
+        override = mv.tags.get(GATE_OVERRIDE_TAG)
+        verdict = mv.tags.get(GATE_TAG)
+        if verdict == "passed" and self._verifies(mv, GATE_SIGNATURE_TAG, "passed"):
+            return "passed"
+        if override and self._verifies(mv, OVERRIDE_SIGNATURE_TAG, _override_verdict(override)):
+            return "overridden"
+        if verdict == "failed" and self._verifies(mv, GATE_SIGNATURE_TAG, "failed"):
+            return "failed"
+        return "unsigned"
+
+    def require_signed(self, mv: RegisteredVersion) -> str:
+        """The checksum a version's files must have, if the platform signed a verdict on
+        them; raises UnsignedModel otherwise (before anything is downloaded or loaded)."""
+        if self.verified_status(mv) == "unsigned":
+            raise UnsignedModel(
+                f"{self.model_name} version {mv.version} at {self.tracking_uri} carries no gate "
+                f"verdict signed with this platform's {SIGNING_KEY_ENV} over the checksum of its "
+                "files (registered or re-tagged outside the platform, or signed with another "
+                "key): it is never loaded. Train it with training_job instead."
+            )
+        return mv.tags[CHECKSUM_TAG]
 
     # ------------------------------------------------------------------ reads
     def version_by_alias(self, alias: str) -> RegisteredVersion | None:
@@ -126,7 +197,7 @@ class ModelRegistry:
                 f"`{CHAMPION}` alias: train and promote a model first (run training_job). "
                 "No predictions are written without one."
             )
-        status = gate_status(mv)
+        status = self.verified_status(mv)
         if status == "overridden":
             override = json.loads(mv.tags[GATE_OVERRIDE_TAG])
             log.warning(
@@ -140,7 +211,8 @@ class ModelRegistry:
             raise GateNotPassed(
                 f"alias `{CHAMPION}` of {self.model_name!r} points at version {mv.version}, "
                 f"whose promotion gate is {status!r} (the alias was moved outside the gate, "
-                "e.g. by hand in MLflow). Nothing is scored with it: promote a version that "
+                "e.g. by hand in MLflow, or the verdict is not signed with this platform's "
+                f"{SIGNING_KEY_ENV}). Nothing is scored with it: promote a version that "
                 f"passed (`nids model rollback --to V`), or serve this one deliberately with "
                 f"`nids model rollback --to {mv.version} --force --by NAME --reason TEXT`."
             )
@@ -188,14 +260,20 @@ class ModelRegistry:
         self.client.set_registered_model_alias(self.model_name, CHALLENGER, version)
 
     def mark_gate(self, version: str, passed: bool) -> None:
+        """Record the gate's verdict, signed over the checksum recorded for the version's
+        files (record it first)."""
+        mv = self.get_version(version)
+        verdict = "passed" if passed else "failed"
+        signature = self._sign(mv, verdict)
+        self.client.set_model_version_tag(self.model_name, mv.version, GATE_TAG, verdict)
         self.client.set_model_version_tag(
-            self.model_name, version, GATE_TAG, "passed" if passed else "failed"
+            self.model_name, mv.version, GATE_SIGNATURE_TAG, signature
         )
 
     def _require_gate(
         self, mv: RegisteredVersion, override: GateOverride | None, action: str
     ) -> None:
-        status = gate_status(mv)
+        status = self.verified_status(mv)
         if status == "passed":
             return
         if override is None:
@@ -204,9 +282,19 @@ class ModelRegistry:
                 f"(tag {GATE_TAG}={mv.tags.get(GATE_TAG)!r}); refusing to {action}. To serve it "
                 "anyway, override the gate explicitly (--force --by NAME --reason TEXT)."
             )
+        if not mv.tags.get(CHECKSUM_TAG):
+            raise UnsignedModel(
+                f"{self.model_name} version {mv.version} has no {CHECKSUM_TAG}: its files were "
+                "never checksummed by the platform, so no override can vouch for them"
+            )
         record = {**override.__dict__, "at": datetime.now(UTC).isoformat(), "action": action}
+        record_json = json.dumps(record)
+        signature = self._sign(mv, _override_verdict(record_json))
         self.client.set_model_version_tag(
-            self.model_name, mv.version, GATE_OVERRIDE_TAG, json.dumps(record)
+            self.model_name, mv.version, GATE_OVERRIDE_TAG, record_json
+        )
+        self.client.set_model_version_tag(
+            self.model_name, mv.version, OVERRIDE_SIGNATURE_TAG, signature
         )
         log.warning(
             "gate override: %s version %s (gate %r) by %s: %s",

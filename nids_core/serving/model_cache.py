@@ -3,7 +3,9 @@
 A version is downloaded once into a local cache, keyed by registry, model, version and the
 version's run/model identity (so another registry's "version 1" is never served under this
 one's), and checked against the checksum its training run recorded before anything in it is
-unpickled: a file planted or corrupted in the cache is never loaded. The cache folder is
+unpickled: a file planted or corrupted in the cache is never loaded. A version whose
+checksum and gate verdict the platform did not sign (NIDS_MODEL_SIGNING_KEY) is not even
+downloaded: write access to MLflow is not enough to have code run here. The cache folder is
 private to its user (0700). Each process keeps loaded versions in memory, so a scoring run
 reloads only when the champion moved.
 """
@@ -11,7 +13,6 @@ reloads only when the champion moved.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
 import tempfile
@@ -20,11 +21,10 @@ from pathlib import Path
 
 from nids_core.model.artifacts import artifact_digest, load_scorer
 from nids_core.model.gnn import FlowScorer
-from nids_core.registry.versions import CHECKSUM_TAG, ModelRegistry
+from nids_core.registry.versions import ModelRegistry
 
 _MEMORY: dict[tuple[str, ...], FlowScorer] = {}
 _LOCK = threading.Lock()
-log = logging.getLogger(__name__)
 
 
 class ArtifactMismatch(RuntimeError):
@@ -61,11 +61,11 @@ def champion_scorer(registry: ModelRegistry, cache_dir: str | Path) -> tuple[str
 
 
 def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -> FlowScorer:
-    """A version's scorer, verified against its recorded checksum before unpickling."""
+    """A version's scorer, verified against its signed checksum before unpickling."""
     mv = registry.get_version(version)
     identity = _digest16(f"{mv.run_id}|{mv.source}")
-    expected = mv.tags.get(CHECKSUM_TAG)
-    key = (registry.tracking_uri, registry.model_name, mv.version, identity, expected or "")
+    expected = registry.require_signed(mv)
+    key = (registry.tracking_uri, registry.model_name, mv.version, identity, expected)
     with _LOCK:
         if key in _MEMORY:
             return _MEMORY[key]
@@ -73,7 +73,7 @@ def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -
         local = (
             root / _digest16(registry.tracking_uri) / registry.model_name / f"v{version}-{identity}"
         )
-        if expected and local.is_dir() and artifact_digest(local) == expected:
+        if local.is_dir() and artifact_digest(local) == expected:
             scorer = load_scorer(local)
         else:
             scorer = _download_and_load(registry, mv.version, expected, local)
@@ -82,22 +82,12 @@ def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -
 
 
 def _download_and_load(
-    registry: ModelRegistry, version: str, expected: str | None, local: Path
+    registry: ModelRegistry, version: str, expected: str, local: Path
 ) -> FlowScorer:
     local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=local.parent))
     try:
         downloaded = registry.download(version, tmp / "model")
-        if expected is None:
-            # Registered before checksums were recorded: trust only a fresh download from
-            # the registry, never a cached copy.
-            log.warning(
-                "%s version %s has no %s tag: loaded from a fresh download, not cached",
-                registry.model_name,
-                version,
-                CHECKSUM_TAG,
-            )
-            return load_scorer(downloaded)
         digest = artifact_digest(downloaded)
         if digest != expected:
             raise ArtifactMismatch(
