@@ -19,6 +19,7 @@ from nids_assets.reference import flow_labels, reference_flows
 from nids_core.evaluation.gate import evaluate_gate
 from nids_core.model.progress import TRAINING_PROGRESS_LOGGER
 from nids_core.registry.names import CHALLENGER, CHAMPION
+from nids_core.serving.escaping import escape_markdown
 from nids_core.training_data.analyst_labels import read_labels, resolve_labels
 from nids_core.training_data.reference_corpus import corpus_digest, load_reference_corpus
 from nids_core.training_data.training_set import (
@@ -133,7 +134,7 @@ def _lono_markdown(lono: dict | None) -> str:
     lines = ["| held-out network | served | graph model | baseline |", "|---|---|---|---|"]
     for name in lono["networks"]:
         cells = " | ".join(f"{per[c][name]:.4f}" for c in ("served", "gnn", "baseline"))
-        lines.append(f"| {name} | {cells} |")
+        lines.append(f"| {escape_markdown(name, 120)} | {cells} |")
     for key in ("mean", "worst", "seed_sd"):
         cells = " | ".join(f"{lono['summary'][c][key]:.4f}" for c in ("served", "gnn", "baseline"))
         lines.append(f"| **{key}** | {cells} |")
@@ -149,7 +150,9 @@ def _per_capture_markdown(per_capture: dict) -> str:
     for name, by_model in per_capture.items():
         first = by_model[models[0]]
         cells = " | ".join(f"{by_model[m]['macro_f1']:.4f}" for m in models)
-        lines.append(f"| {name} | {first['flows']} | {first['attacks']} | {cells} |")
+        lines.append(
+            f"| {escape_markdown(name, 120)} | {first['flows']} | {first['attacks']} | {cells} |"
+        )
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from dagster import (
     asset,
 )
 
+from nids_core.serving.escaping import escape_markdown
 from nids_core.training_data.analyst_labels import matches, newest_per_uid, read_labels
 from nids_core.training_data.reference_corpus import parse_reference, stored_path
 from nids_core.training_data.training_set import read_cold_window, window_days
@@ -48,7 +49,7 @@ def reference_flows(
             f"reference capture {capture} is no longer in {', '.join(reference_corpus.all_locations())}"
         )
     data = reference_corpus.read(files[capture])
-    flows, summary = parse_reference(data, capture)
+    flows, summary = parse_reference(data, capture, reference_corpus.max_file_bytes)
     path = cold_store.store().write_frame(stored_path(capture, summary.sha256), flows)
     context.log.info(
         f"{capture}: {summary.flows} flows ({summary.attacks} attacks, "
@@ -99,13 +100,16 @@ def _newest_md(entries: pl.DataFrame, n: int = 10) -> str:
         return "no labels yet: `nids label malicious|benign ...`"
     lines = ["| at | verdict | flows | by | why |", "|---|---|---|---|---|"]
     for e in entries.tail(n).reverse().iter_rows(named=True):
+        # Uids, names and reasons come from analysts and Kafka: shown as text, never as
+        # Markdown (an image fetched from elsewhere, a javascript: link).
         what = (
-            f"uid {e['uid']}"
+            f"uid {escape_markdown(e['uid'], 80)}"
             if e["uid"]
-            else f"host {e['host']} {e['start']:%Y-%m-%d %H:%M} .. {e['end']:%Y-%m-%d %H:%M}"
+            else f"host {escape_markdown(e['host'], 60)} "
+            f"{e['start']:%Y-%m-%d %H:%M} .. {e['end']:%Y-%m-%d %H:%M}"
         )
         lines.append(
-            f"| {e['labelled_at']:%Y-%m-%d %H:%M:%S} | {e['verdict']} | {what} | "
-            f"{e['labelled_by']} | {e['why']} |"
+            f"| {e['labelled_at']:%Y-%m-%d %H:%M:%S} | {escape_markdown(e['verdict'], 20)} | "
+            f"{what} | {escape_markdown(e['labelled_by'], 80)} | {escape_markdown(e['why'], 200)} |"
         )
     return "\n".join(lines)

@@ -228,10 +228,52 @@ def test_ipv6_batches_are_counted_in_bulk_and_still_show_a_forged_key(monkeypatc
     monkeypatch.setattr(json_log, "strict_loads", lambda v: reread.append(v) or real_loads(v))
     clean = parse_json_records(values, list(range(400)))
     assert clean.rejects.is_empty() and clean.flows.height == 400
-    assert clean.flows["orig_h"].to_list()[:4] == hosts
+    # Stored canonical: an IPv4-mapped address as its IPv4 address (as Zeek writes it).
+    assert clean.flows["orig_h"].to_list()[:4] == ["::1", "10.0.0.1", "fe80::1", "2001:db8::7"]
     assert reread == []
 
     values[9] = values[9][:-1] + b', "id.resp_h": "::2"}'
     forged = parse_json_records(values, list(range(400)))
     assert forged.rejects.rows() == [(9, values[9], "duplicate JSON key 'id.resp_h'")]
     assert forged.flows.height == 399
+
+
+def test_one_host_written_several_ways_is_one_canonical_address_and_odd_forms_say_why():
+    """Issue 25: `167772161`, `010.001.001.001` and `fe80::1%eth0` were stored as given (one
+    host, several graph nodes). Addresses are stored in one canonical form; what cannot be
+    read as one host is rejected with its reason; overlong and unprintable text is refused."""
+    forms = {
+        "10.1.1.1": "10.1.1.1",
+        "::FFFF:10.1.1.1": "10.1.1.1",
+        "::ffff:0a01:0101": "10.1.1.1",
+        "FE80:0:0:0:0:0:0:1": "fe80::1",
+        "fe80::1%eth0": "fe80::1",
+        "2001:DB8::0007": "2001:db8::7",
+    }
+    values = [
+        rec(uid=f"C{i}", **{"id.orig_h": given, "id.resp_h": "10.0.0.2"})
+        for i, given in enumerate(forms)
+    ]
+    parsed = parse_json_records(values, list(range(len(values))))
+    assert parsed.rejects.is_empty()
+    assert parsed.flows["orig_h"].to_list() == list(forms.values())
+    bad = [
+        rec(uid="Cint", **{"id.orig_h": "167772161"}),
+        rec(uid="Czero", **{"id.orig_h": "010.001.001.001"}),
+        rec(uid="Czone", **{"id.resp_h": "10.0.0.1%eth0"}),
+        rec(uid="Cjunk", **{"id.resp_h": "300.1.1.1"}),
+        rec(uid="C" + "x" * 10_000),
+        rec(uid="C\u202e\u0000gpj.exe"),
+        rec(uid="Csvc", service="s" * 60_000),
+    ]
+    rejected = parse_json_records(bad, list(range(len(bad))))
+    assert rejected.flows.is_empty()
+    assert rejected.rejects["error"].to_list() == [
+        "wrong type for id.orig_h: 167772161 (an integer, not an address)",
+        "wrong type for id.orig_h: 010.001.001.001 (IPv4 with leading zeros, ambiguous)",
+        "wrong type for id.resp_h: 10.0.0.1%eth0 (a zone on an IPv4 address)",
+        "wrong type for id.resp_h: 300.1.1.1 (not an IP address)",
+        "uid longer than 64 characters",
+        "uid has control or bidirectional-format characters",
+        "service longer than 256 characters",
+    ]

@@ -8,6 +8,7 @@ flows and rejected records, each reject carrying a human-readable reason.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,9 +37,62 @@ _ISO_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:
 _ISO_ZONED_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%:z", "%Y-%m-%dT%H:%M:%S%.f%z")
 # Epoch seconds that fit microseconds in 64 bits; the plausible window then decides.
 _MAX_ABS_EPOCH_SECONDS = 9e12
-# Zeek `addr` values: IPv4 or IPv6 text, optionally with a zone (`fe80::1%eth0`).
 _TEXT_COLUMNS = ("uid", "proto", "service", "conn_state", "history", "label", "detailed_label")
-_ADDRESS = r"^[0-9A-Fa-f:.]{2,45}(%[0-9A-Za-z_.-]{1,32})?$"
+# Longest value kept per text field (Zeek's uids are 18 characters, its services, states
+# and histories a few dozen): a longer one is rejected, never stored.
+MAX_UID_CHARS = 64
+MAX_TEXT_CHARS = 256
+# Control, format and bidirectional-override characters (NUL, U+202E, ...) in a uid.
+_UNPRINTABLE = r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+
+
+def canonical_address(text: str) -> tuple[str | None, str | None]:
+    """(the address in its one canonical form, None) or (None, why it is refused).
+
+    Written as Zeek writes `addr`: IPv4 dotted quad; IPv6 compressed, lower case; an
+    IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as its IPv4 address; a zone (`%eth0`)
+    dropped, the host being the same. Refused: what `ipaddress` does not read, a bare
+    integer (`167772161`) and IPv4 with leading zeros (`010.001.001.001`: octal to some
+    readers, decimal to others)."""
+    value = text.strip()
+    address, _, zone = value.partition("%")
+    if zone and ":" not in address:
+        return None, "a zone on an IPv4 address"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        if address.isdigit():
+            return None, "an integer, not an address"
+        octets = address.split(".")
+        if (
+            len(octets) == 4
+            and all(o.isdigit() and int(o) <= 255 for o in octets)
+            and any(len(o) > 1 and o.startswith("0") for o in octets)
+        ):
+            return None, "IPv4 with leading zeros, ambiguous"
+        return None, "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped), None
+    return ip.compressed, None
+
+
+def _canonical_addresses(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """`column` in canonical form and `_why_<column>` (why a value is refused), computed
+    once per distinct value: a batch holds far fewer hosts than flows."""
+    distinct = frame.get_column(column).drop_nulls().unique()
+    canon, why = {}, {}
+    for value in distinct.to_list():
+        canon[value], why[value] = canonical_address(value)
+    mapping = pl.DataFrame(
+        {
+            column: list(canon),
+            f"_canon_{column}": list(canon.values()),
+            f"_why_{column}": [why[v] for v in canon],
+        },
+        schema={column: pl.String, f"_canon_{column}": pl.String, f"_why_{column}": pl.String},
+    )
+    joined = frame.join(mapping, on=column, how="left", maintain_order="left")
+    return joined.with_columns(pl.col(f"_canon_{column}").alias(column)).drop(f"_canon_{column}")
 
 
 @dataclass(frozen=True)
@@ -152,6 +206,9 @@ def normalize(
             expr = _text_or_null(s(c))
         typed.append(expr.cast(FLOW_SCHEMA[c]).alias(c))
     frame = src.with_columns(typed)
+    for c in ("orig_h", "resp_h"):
+        frame = frame.with_columns(pl.col(c).alias(f"_given_{c}"))
+        frame = _canonical_addresses(frame, c)
 
     errors: list[pl.Expr] = []
     for c in REQUIRED_COLUMNS:
@@ -159,8 +216,8 @@ def normalize(
         missing = s(c).is_null() | (s(c).str.strip_chars().is_in(["", "-"]))
         errors.append(pl.when(missing).then(pl.lit(f"missing {zeek}")))
     for c in FLOW_COLUMNS:
-        if c in ("tunnel_parents", "label", "detailed_label", "capture"):
-            continue
+        if c in ("tunnel_parents", "label", "detailed_label", "capture", "orig_h", "resp_h"):
+            continue  # addresses: their own reason below
         zeek = CANONICAL_TO_ZEEK[c]
         given = s(c).is_not_null() & ~s(c).str.strip_chars().is_in(["", "-"])
         errors.append(
@@ -194,10 +251,31 @@ def normalize(
         )
     for c in ("orig_h", "resp_h"):
         errors.append(
-            pl.when(pl.col(c).is_not_null() & ~pl.col(c).str.contains(_ADDRESS)).then(
+            pl.when(pl.col(f"_why_{c}").is_not_null()).then(
                 pl.format(
-                    "wrong type for {}: {}", pl.lit(CANONICAL_TO_ZEEK[c]), s(c).str.slice(0, 40)
+                    "wrong type for {}: {} ({})",
+                    pl.lit(CANONICAL_TO_ZEEK[c]),
+                    pl.col(f"_given_{c}").str.slice(0, 48),
+                    pl.col(f"_why_{c}"),
                 )
+            )
+        )
+    errors.append(
+        pl.when(pl.col("uid").str.len_chars() > MAX_UID_CHARS).then(
+            pl.format("uid longer than {} characters", pl.lit(MAX_UID_CHARS))
+        )
+    )
+    errors.append(
+        pl.when(pl.col("uid").str.contains(_UNPRINTABLE)).then(
+            pl.lit("uid has control or bidirectional-format characters")
+        )
+    )
+    for c in _TEXT_COLUMNS:
+        if c == "uid":
+            continue
+        errors.append(
+            pl.when(pl.col(c).str.len_chars() > MAX_TEXT_CHARS).then(
+                pl.lit(f"{CANONICAL_TO_ZEEK[c]} longer than {MAX_TEXT_CHARS} characters")
             )
         )
     for c in NON_NEGATIVE_COLUMNS:
