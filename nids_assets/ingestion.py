@@ -1,6 +1,7 @@
 """Streaming side: one Kafka micro-batch lands as Parquet, then is upserted into DuckDB,
 then the consumer group's offset moves."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -24,11 +25,13 @@ from pydantic import Field
 from nids_assets.ingestion_checks import (
     FLOW_BATCH_CHECKS,
     HOT_FLOWS_CHECKS,
+    SCORING_KEEPS_UP,
     flow_batch_accounting,
     hot_flows_accounting,
     hot_flows_schema,
     hot_flows_value_ranges,
 )
+from nids_assets.pipeline_health import scoring_progress
 from nids_core.ingest.landing import land_batch, load_batch_into_hot
 from nids_core.ingest.planning import GapBeforeRange, ensure_contiguous
 from nids_core.kafka.lag import PartitionLag, lag_verdict
@@ -169,6 +172,7 @@ def hot_flows(
     hot_store: HotStoreResource,
     cold_store: ColdStoreResource,
     plausible_time: PlausibleTimeResource,
+    serving: ServingSettingsResource,
 ) -> MaterializeResult:
     """Hot table `flows` in DuckDB: the landed batch upserted on Zeek `uid` (the lowest Kafka
     provenance wins, so duplicates and re-runs change nothing), its malformed records
@@ -184,6 +188,15 @@ def hot_flows(
             hot_flows_schema(con),
             hot_flows_value_ranges(con, manifest, load.uids, plausible_time.window()),
         ]
+    scoring = scoring_progress(context.instance, time.time(), serving.stall_minutes * 60)
+    checks.append(
+        AssetCheckResult(
+            check_name=SCORING_KEEPS_UP,
+            passed=scoring.passed,
+            severity=AssetCheckSeverity.ERROR,
+            metadata=scoring.metadata,
+        )
+    )
     context.log.info(
         f"{manifest.name}: {c.inserted} inserted, {duplicates} duplicates, "
         f"{manifest.quarantined} quarantined"

@@ -21,6 +21,7 @@ FLOW_BATCH_ACCOUNTING = "flow_batch_accounting"
 HOT_FLOWS_ACCOUNTING = "hot_flows_accounting"
 HOT_FLOWS_SCHEMA = "hot_flows_schema"
 HOT_FLOWS_VALUE_RANGES = "hot_flows_value_ranges"
+SCORING_KEEPS_UP = "scoring_keeps_up"
 
 FLOW_BATCH_CHECKS = [
     AssetCheckSpec(
@@ -58,6 +59,16 @@ HOT_FLOWS_CHECKS = [
         description=(
             "Rows of the batch have required fields, ports in 0-65535, non-negative and "
             "finite volumes, a known label, and a timestamp inside the plausible window."
+        ),
+    ),
+    AssetCheckSpec(
+        SCORING_KEEPS_UP,
+        asset="hot_flows",
+        blocking=False,
+        description=(
+            "Scoring keeps up with ingest: fails when a batch landed more than "
+            "NIDS_HEALTH_STALL_MINUTES ago and no scoring pass has been reported since. "
+            "Also evaluated every minute by kafka_lag_sensor, so it fails while nothing lands."
         ),
     ),
 ]

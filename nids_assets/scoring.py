@@ -220,7 +220,7 @@ def _alerts_state(
     latest = plausible_time.window().latest()
     args = (serving.alert_min_score, serving.alert_window_minutes, latest)
     refreshed = refresh_alerts(con, *args) if refresh else None
-    window, scored, attacks = latest_attack_rate(con, *args)
+    window, scored, attacks = latest_attack_rate(con, *args, serving.attack_rate_min_flows)
     return _AlertsState(refreshed, window, scored, attacks)
 
 
@@ -233,7 +233,9 @@ def _alerts_state(
             ATTACK_RATE_CHECK,
             asset="alerts",
             description="Fails when the share of flows scored as attacks in the newest window "
-            "reaches NIDS_ALERT_MAX_ATTACK_RATE (the alert webhook then fires).",
+            "reaches NIDS_ALERT_MAX_ATTACK_RATE (the alert webhook then fires). A newest window "
+            "with fewer than NIDS_ALERT_RATE_MIN_FLOWS scored flows is judged together with "
+            "the windows before it, until the span holds that many (at most 24 h).",
         )
     ],
 )
@@ -256,7 +258,7 @@ def alerts(
         passed=state.rate < serving.max_attack_rate,
         severity=AssetCheckSeverity.ERROR,
         metadata={
-            "window_start": state.window or "none",
+            "span_start": state.window or "none",
             "scored_flows": state.scored,
             "attack_flows": state.attacks,
             "attack_rate": round(state.rate, 4),

@@ -27,7 +27,11 @@ from nids_jobs.lifecycle import hot_lifecycle_job, hourly_lifecycle_schedule
 from nids_jobs.schedules import daily_training_schedule
 from nids_resources.from_env import resources_from_env
 from nids_resources.settings import DeploymentSettings, load_deployment_settings
-from nids_sensors.alert_sensors import check_failure_alert_sensor, run_failure_alert_sensor
+from nids_sensors.alert_sensors import (
+    alert_delivery_sensor,
+    check_failure_alert_sensor,
+    run_failure_alert_sensor,
+)
 from nids_sensors.attack_rate_sensor import attack_rate_sensor
 from nids_sensors.cold_sensor import cold_flows_sensor
 from nids_sensors.dead_runs import dead_run_sensor
@@ -96,6 +100,7 @@ def build_definitions(
             kafka_lag_sensor(settings.lag_sensor_interval_s),
             run_failure_alert_sensor,
             check_failure_alert_sensor,
+            alert_delivery_sensor,
         ],
         resources=resources,
     )

@@ -3,6 +3,7 @@
 from dagster import ConfigurableResource
 from pydantic import model_validator
 
+from nids_core.serving.outbox import AlertOutbox
 from nids_resources.settings import setting
 
 
@@ -47,11 +48,36 @@ class ServingSettingsResource(ConfigurableResource):
         ge=0,
         le=1,
     )
+    attack_rate_min_flows: int = setting(
+        200,
+        env="NIDS_ALERT_RATE_MIN_FLOWS",
+        description="Fewest scored flows the attack-rate check judges: a sparser newest window "
+        "is widened back, window by window",
+        ge=1,
+    )
     alert_webhook_url: str | None = setting(
         None,
         env="NIDS_ALERT_WEBHOOK_URL",
         description="POST JSON alerts here (unset: alerts only logged)",
         secret=True,
+    )
+    alert_outbox_path: str = setting(
+        "var/alert-outbox.sqlite",
+        env="NIDS_ALERT_OUTBOX_PATH",
+        description="SQLite file of the operational alerts' outbox (kept until delivered)",
+    )
+    sensor_fail_ticks: int = setting(
+        5,
+        env="NIDS_HEALTH_SENSOR_FAIL_TICKS",
+        description="Failed ticks in a row after which a sensor raises an alert",
+        ge=1,
+    )
+    stall_minutes: int = setting(
+        10,
+        env="NIDS_HEALTH_STALL_MINUTES",
+        description="Minutes records may wait with no batch committed, or landed flows "
+        "wait unscored, before consumer_lag or scoring_keeps_up fails",
+        ge=1,
     )
     hot_retention_hours: int = setting(
         24,
@@ -80,3 +106,6 @@ class ServingSettingsResource(ConfigurableResource):
                 f"NIDS_LAG_WARN_RECORDS={self.lag_warn_records}"
             )
         return self
+
+    def outbox(self) -> AlertOutbox:
+        return AlertOutbox(self.alert_outbox_path)

@@ -1,6 +1,8 @@
-"""Alert delivery, which open-source Dagster lacks: failed runs and failed asset checks are
-posted as JSON to NIDS_ALERT_WEBHOOK_URL (and logged). A delivery that fails leaves the
-cursor where it was, so the alert is sent on a later tick rather than lost."""
+"""Operational alerts, which open-source Dagster lacks: failed runs, failed asset checks
+and sensors that keep failing are written to a durable outbox (NIDS_ALERT_OUTBOX_PATH,
+one row per alert under an idempotency key) and logged; `alert_delivery_sensor` posts them
+as JSON to NIDS_ALERT_WEBHOOK_URL, retrying with backoff until the webhook accepts each
+one. A webhook that is down delays alerts, it never loses them."""
 
 import json
 
@@ -13,32 +15,40 @@ from dagster import (
     sensor,
 )
 
+from nids_core.serving.escaping import escape_chat
 from nids_core.serving.webhook import post_alert
 from nids_resources.serving import ServingSettingsResource
 
 
-def deliver(context, serving: ServingSettingsResource, payload: dict) -> None:
-    context.log.warning(f"ALERT {payload['kind']}: {payload['summary']}")
-    if serving.alert_webhook_url:
-        post_alert(serving.alert_webhook_url, payload)
+def raise_alert(context, serving: ServingSettingsResource, alert_id: str, payload: dict) -> bool:
+    """Log the alert and store it in the outbox (once per `alert_id`): delivered by
+    alert_delivery_sensor. Raises only when the outbox cannot be written, so the calling
+    sensor's tick fails and its cursor stays where it was."""
+    added = serving.outbox().enqueue(alert_id, payload["kind"], payload)
+    if added:
+        context.log.warning(f"ALERT {payload['kind']}: {payload['summary']}")
+    return added
 
 
 @run_failure_sensor(
     name="run_failure_alert_sensor",
     default_status=DefaultSensorStatus.RUNNING,
     monitor_all_code_locations=False,
-    description="Posts a JSON alert for every failed run to NIDS_ALERT_WEBHOOK_URL.",
+    description="Stores an alert for every failed run in the alert outbox "
+    "(alert_delivery_sensor posts it to NIDS_ALERT_WEBHOOK_URL).",
 )
 def run_failure_alert_sensor(context: RunFailureSensorContext, serving: ServingSettingsResource):
     run = context.dagster_run
     error = context.failure_event.message if context.failure_event else ""
-    deliver(
+    raise_alert(
         context,
         serving,
+        f"run_failure:{run.run_id}",
         {
             "kind": "run_failure",
             "summary": f"run {run.run_id} of {run.job_name} failed",
-            "text": f":rotating_light: NIDS run of `{run.job_name}` failed: {error}",
+            "text": f":rotating_light: NIDS run of `{escape_chat(run.job_name)}` failed: "
+            f"`{escape_chat(error)}`",
             "job": run.job_name,
             "run_id": run.run_id,
             "tags": dict(run.tags),
@@ -51,8 +61,8 @@ def run_failure_alert_sensor(context: RunFailureSensorContext, serving: ServingS
     name="check_failure_alert_sensor",
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Posts a JSON alert for every failed asset check (gate, accounting, lag, "
-    "attack rate) to NIDS_ALERT_WEBHOOK_URL.",
+    description="Stores an alert for every failed asset check (gate, accounting, lag, "
+    "attack rate, scoring progress) in the alert outbox.",
 )
 def check_failure_alert_sensor(context: SensorEvaluationContext, serving: ServingSettingsResource):
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
@@ -60,7 +70,7 @@ def check_failure_alert_sensor(context: SensorEvaluationContext, serving: Servin
     sent = 0
     for key in sorted(context.repository_def.asset_graph.asset_check_keys, key=str):
         name = f"{key.asset_key.to_user_string()}:{key.name}"
-        # The newest executions of the check; the failed ones are delivered once each.
+        # The newest executions of the check; the failed ones are stored once each.
         history = storage.get_asset_check_execution_history(key, limit=500)
         failed = [r for r in history if r.status.value == "FAILED"]
         for record in sorted(failed, key=lambda r: r.id):
@@ -68,15 +78,16 @@ def check_failure_alert_sensor(context: SensorEvaluationContext, serving: Servin
                 continue
             evaluation = record.event.dagster_event.event_specific_data
             metadata = {k: v.value for k, v in evaluation.metadata.items()}
-            deliver(
+            raise_alert(
                 context,
                 serving,
+                f"check_failed:{name}:{record.id}",
                 {
                     "kind": "check_failed",
                     "summary": f"{name} failed",
                     "text": f":warning: NIDS check `{key.name}` on "
                     f"`{key.asset_key.to_user_string()}` failed "
-                    f"({evaluation.severity.value}): {metadata}",
+                    f"({evaluation.severity.value}): `{escape_chat(metadata)}`",
                     "asset": key.asset_key.to_user_string(),
                     "check": key.name,
                     "severity": evaluation.severity.value,
@@ -87,8 +98,28 @@ def check_failure_alert_sensor(context: SensorEvaluationContext, serving: Servin
             )
             sent += 1
             seen[name] = record.id
-            # Saved per delivery: a later failure does not resend what already went out.
+            # Saved per alert: a later failure does not store again what is stored.
             context.update_cursor(json.dumps(seen, sort_keys=True))
     if not sent:
         return SkipReason("no new failed asset checks")
     return None
+
+
+@sensor(
+    name="alert_delivery_sensor",
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=10,
+    description="Posts the alerts waiting in the outbox to NIDS_ALERT_WEBHOOK_URL, oldest "
+    "first; one the webhook refuses is retried with exponential backoff (5 s doubling to "
+    "10 min) until accepted. Without a webhook, alerts are only logged and kept.",
+)
+def alert_delivery_sensor(context: SensorEvaluationContext, serving: ServingSettingsResource):
+    if not serving.alert_webhook_url:
+        return SkipReason("NIDS_ALERT_WEBHOOK_URL is not set: alerts are logged and kept")
+    url = serving.alert_webhook_url
+    result = serving.outbox().deliver_due(lambda payload: post_alert(url, payload))
+    for error in result.errors:
+        context.log.warning(f"alert delivery failed, retried later: {error}")
+    return SkipReason(
+        f"{result.delivered} delivered, {result.failed} failed, {result.pending} waiting"
+    )

@@ -56,14 +56,20 @@ def make_resources(
     model_settings=None,
     serving=None,
     reference=None,
+    max_file_mb=512,
     **kafka_kw,
 ):
     cold_store = ColdStoreResource(url=cold_url or str(tmp_path / "cold"))
     return {
         "reference_corpus": ReferenceCorpusResource(
-            locations=[str(p) for p in reference or []], include_iot23=False, cold_store=cold_store
+            locations=[str(p) for p in reference or []],
+            include_iot23=False,
+            max_file_mb=max_file_mb,
+            cold_store=cold_store,
         ),
-        "serving": ServingSettingsResource(**(serving or {})),
+        "serving": ServingSettingsResource(
+            **{"alert_outbox_path": str(tmp_path / "alert-outbox.sqlite"), **(serving or {})}
+        ),
         **model_resources(
             tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
             model_name,

@@ -3,6 +3,7 @@
 import json
 import shutil
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -20,7 +21,8 @@ from nids_core.kafka.lag import measure_lag
 from nids_core.kafka.log import KafkaSettings, open_client
 from nids_core.model.training import TrainConfig
 from nids_core.registry.versions import ModelRegistry
-from nids_core.serving.webhook import WebhookError
+from nids_core.serving.outbox import retry_after_s
+from nids_core.serving.webhook import post_alert
 from nids_core.stores.lifecycle import expire_hot_data
 from nids_core.zeek.files import read_zeek_file
 from nids_devkit.broker import free_port
@@ -187,10 +189,13 @@ def test_lag_after_produce_partial_and_full_consume(broker, topic, tmp_path, ins
 
     def lag_via_sensor():
         sensor = defs.resolve_sensor_def("kafka_lag_sensor")
-        with build_sensor_context(instance=instance, resources=defs.resources) as ctx:
+        with build_sensor_context(
+            instance=instance, resources=defs.resources, definitions=defs
+        ) as ctx:
             result = sensor(ctx)
         assert isinstance(result, SensorResult)
-        observation, check = result.asset_events
+        observation, check, scoring = result.asset_events
+        assert scoring.check_name == "scoring_keeps_up" and scoring.passed
         return observation.metadata["lag_partition_0"].value, check.passed
 
     with open_client("kafka-python", settings) as client:
@@ -208,7 +213,9 @@ def test_lag_after_produce_partial_and_full_consume(broker, topic, tmp_path, ins
         )
     )
     produce(broker, topic, [b"{}"] * 5)
-    with build_sensor_context(instance=instance, resources=strict.resources) as ctx:
+    with build_sensor_context(
+        instance=instance, resources=strict.resources, definitions=strict
+    ) as ctx:
         result = strict.resolve_sensor_def("kafka_lag_sensor")(ctx)
     check = result.asset_events[1]
     assert not check.passed and check.severity.value == "ERROR"
@@ -251,28 +258,38 @@ def test_webhook_receives_an_alert_for_a_failed_check(broker, topic, tmp_path, i
         make_resources(broker, topic, tmp_path, serving={"alert_webhook_url": url})
     )
     assert drain(defs, instance, {}, cold=False).failed_runs == 1
-    sensor = defs.resolve_sensor_def("check_failure_alert_sensor")
-    # A webhook that is down: the tick fails naming the webhook, and since a failed tick
-    # keeps its old cursor, the alert goes out on a later tick instead of being lost.
+    # The check sensor stores the alert in the outbox; the delivery sensor posts it.
+    with build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as ctx:
+        defs.resolve_sensor_def("check_failure_alert_sensor")(ctx)
+        cursor = ctx.cursor
+    outbox = defs.resources["serving"].outbox()
+    assert [a.kind for a in outbox.pending()] == ["check_failed"]
+    # A webhook that is down: the delivery fails naming only the webhook's host, and the
+    # alert stays in the outbox for a later tick instead of being lost.
     dead_url = f"http://127.0.0.1:{free_port()}/hooks/nids"
     dead = build_definitions(
         make_resources(broker, topic, tmp_path, serving={"alert_webhook_url": dead_url})
     )
-    with (
-        build_sensor_context(instance=instance, resources=dead.resources, definitions=dead) as ctx,
-        pytest.raises(WebhookError, match=r"alert webhook at host 127\.0\.0\.1 failed") as err,
-    ):
-        dead.resolve_sensor_def("check_failure_alert_sensor")(ctx)
+    with build_sensor_context(instance=instance, resources=dead.resources, definitions=dead) as ctx:
+        skipped = dead.resolve_sensor_def("alert_delivery_sensor")(ctx)
+    assert "0 delivered, 1 failed, 1 waiting" in skipped.skip_message
+    (pending,) = outbox.pending()
+    assert pending.attempts == 1
+    assert "alert webhook at host 127.0.0.1 failed" in pending.last_error
     # The URL's path and query carry the webhook's token (Slack style): never in errors.
-    assert "/hooks/nids" not in str(err.value)
+    assert "/hooks/nids" not in pending.last_error
     assert received == []
-    with build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as ctx:
-        sensor(ctx)
-        cursor = ctx.cursor
+    # Once the backoff has passed, the live webhook gets it, once.
+    assert outbox.deliver_due(lambda b: None, now=0).delivered == 0  # not due yet
+    delivered = outbox.deliver_due(
+        lambda body: post_alert(url, body), now=time.time() + retry_after_s(1)
+    )
+    assert (delivered.delivered, delivered.pending) == (1, 0)
     alerts = [body for ctype, body in received if ctype == "application/json"]
     assert len(alerts) == 1
     alert = alerts[0]
     assert alert["kind"] == "check_failed"
+    assert alert["alert_id"].startswith("check_failed:hot_flows:hot_flows_schema:")
     assert (alert["asset"], alert["check"], alert["severity"]) == (
         "hot_flows",
         "hot_flows_schema",
@@ -280,12 +297,15 @@ def test_webhook_receives_an_alert_for_a_failed_check(broker, topic, tmp_path, i
     )
     assert "drifted" in alert["metadata"]["differences"]
     assert alert["run_id"] and alert["text"].startswith(":warning:")
-    # The next tick starts after what was delivered: nothing is sent twice.
+    # The next ticks store nothing new and send nothing twice.
     with build_sensor_context(
         instance=instance, resources=defs.resources, definitions=defs, cursor=cursor
     ) as ctx:
-        sensor(ctx)
-    assert len(received) == 1
+        defs.resolve_sensor_def("check_failure_alert_sensor")(ctx)
+    with build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as ctx:
+        defs.resolve_sensor_def("check_failure_alert_sensor")(ctx)  # from scratch: same ids
+        defs.resolve_sensor_def("alert_delivery_sensor")(ctx)
+    assert len(received) == 1 and outbox.counts() == {"total": 1, "delivered": 1}
 
 
 def test_cold_predictions_rescore_a_day_with_a_chosen_version(
@@ -480,14 +500,14 @@ def test_scoring_and_alerts_read_only_what_arrived_and_agree_with_a_full_rebuild
     incremental = refresh_alerts(con, 0.0, 15)
     assert incremental.refreshed_windows == late_windows < incremental.windows
     rows = _alert_rows(con)
-    newest = latest_attack_rate(con, 0.0, 15)
+    newest = latest_attack_rate(con, 0.0, 15, min_flows=1)  # the newest window alone
 
     con.execute("DELETE FROM alerts_progress")
     con.execute("DELETE FROM alerts")
     rebuilt = refresh_alerts(con, 0.0, 15)
     assert rebuilt.refreshed_windows == rebuilt.windows == incremental.windows
     assert _alert_rows(con) == rows
-    assert latest_attack_rate(con, 0.0, 15) == newest
+    assert latest_attack_rate(con, 0.0, 15, min_flows=1) == newest
     assert (
         newest[1]
         == con.execute(
@@ -684,3 +704,169 @@ def test_an_attack_rate_onset_seen_by_a_following_run_runs_the_alerts_step_at_on
         assert tick() == ([], "no alerts observed since the last look")
         assert execute_request(defs, instance, "alerts_job", request)
         assert instance.get_latest_materialization_event(AssetKey("alerts")) is not None
+
+
+def test_text_from_kafka_and_analysts_is_shown_as_text_in_markdown_and_chat():
+    """Issue 25: a reason like `![t](http://x/track.png)` or `[x](javascript:…)` in a
+    label was rendered by the UI as an image fetched from elsewhere, or a link; in a
+    webhook's `text` a `<!channel>` would page everyone."""
+    from markdown_it import MarkdownIt
+
+    from nids_assets.reference import _newest_md
+    from nids_core.serving.escaping import escape_chat, escape_markdown
+
+    now = datetime.now(UTC)
+    entries = pl.DataFrame(
+        {
+            "uid": ["C1", None],
+            "host": [None, "10.0.0.1"],
+            "start": [None, now],
+            "end": [None, now],
+            "labelled_at": [now, now],
+            "verdict": ["malicious", "benign"],
+            "labelled_by": ["<img src=x onerror=alert(1)>", "eve | x"],
+            "why": ["![t](http://tracker.example/track.png)", "[x](javascript:alert(1))\nnext"],
+        }
+    )
+    html = MarkdownIt("commonmark").enable("table").render(_newest_md(entries))
+    assert "<img" not in html and "<a " not in html and "href=" not in html
+    assert "track.png" in html  # the text itself is shown
+    assert html.count("<tr>") == 3  # a `|` in a name does not add a column or a row
+    assert "\n" not in escape_markdown("a\nb") and escape_markdown("x" * 900).endswith("…")
+    chat = escape_chat("<!channel> <http://evil|click> `code` \u202e")
+    assert "<" not in chat and ">" not in chat and "`" not in chat and "\u202e" not in chat
+
+
+def test_a_sparse_newest_window_does_not_decide_the_attack_rate_alone(tmp_path):
+    """Issue 25: 17 flows scoring about 0.5 made up the newest window, so the attack-rate
+    check passed although 79% of the hour's flows were predicted attacks. A newest window
+    with fewer than NIDS_ALERT_RATE_MIN_FLOWS flows is judged with the windows before it."""
+    from nids_core.serving.alerts import latest_attack_rate
+    from nids_core.stores.hot import ensure_schema, upsert_flows
+
+    flows = read_zeek_file(iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")).flows.head(317)
+    newest = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    ts = [newest - timedelta(minutes=14, seconds=-i) for i in range(300)]  # the busy window
+    ts += [newest + timedelta(seconds=i) for i in range(17)]  # the sparse newest one
+    flows = flows.with_columns(
+        pl.Series("ts", ts, dtype=pl.Datetime("us", "UTC")),
+        pl.lit("zeek.conn").alias("topic"),
+        pl.lit(0, dtype=pl.Int32).alias("partition"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("offset"),
+    )
+    scores = [0.95] * 240 + [0.1] * 60 + [0.5] * 17
+    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
+    ensure_schema(con)
+    upsert_flows(con, flows)
+    for uid, t, score in zip(flows["uid"], flows["ts"], scores, strict=True):
+        label = "malicious" if score >= 0.9 else "benign"
+        con.execute(
+            "INSERT INTO predictions VALUES (?, ?, ?, '1', now(), ?)", [uid, score, label, t]
+        )
+    alone = latest_attack_rate(con, 0.9, 15, min_flows=1)
+    assert alone[1:] == (17, 0)  # the old verdict: 0% attacks
+    start, scored, attacks = latest_attack_rate(con, 0.9, 15, min_flows=200)
+    assert (scored, attacks) == (317, 240) and attacks / scored > 0.75
+    assert start == str(newest - timedelta(minutes=45))  # widened to 4 windows
+    con.close()
+
+
+def test_records_waiting_with_no_batch_committed_fail_consumer_lag_whatever_the_lag(
+    broker, topic, tmp_path, instance
+):
+    """Issue 25: ingestion stopped (a sensor failing every tick) while the lag stayed under
+    its warning level, and nothing said so. consumer_lag fails once records have waited
+    NIDS_HEALTH_STALL_MINUTES with no batch committed, however small the lag, and passes
+    again when a batch is committed; an idle partition is never stalled."""
+    produce(broker, topic, [b"{}"] * 5)
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    sensor = defs.resolve_sensor_def("kafka_lag_sensor")
+
+    def tick(cursor=None):
+        with build_sensor_context(
+            instance=instance, resources=defs.resources, definitions=defs, cursor=cursor
+        ) as ctx:
+            result = sensor(ctx)
+        return result.asset_events[1], result.cursor
+
+    check, cursor = tick()
+    assert check.passed  # 5 records waiting, just now
+    waiting_since = json.loads(cursor)["progress"]["0"]
+    assert waiting_since[0] is None
+    eleven_minutes_ago = json.dumps({"progress": {"0": [None, time.time() - 660]}})
+    check, cursor = tick(eleven_minutes_ago)
+    assert not check.passed and check.severity.value == "ERROR"
+    stopped = check.metadata["stopped"].value
+    assert "partition 0: 5 records waiting, no batch committed for 11 min" in stopped
+    assert check.metadata["max_partition_lag"].value == 5  # far under the warning level
+    with open_client(
+        "kafka-python", KafkaSettings(broker.bootstrap_servers, f"nids-etl-{topic}")
+    ) as c:
+        c.commit(topic, 0, 5)
+    check, cursor = tick(cursor)
+    assert check.passed and check.metadata["stopped"].value == "no"
+
+
+def test_kafka_gone_for_the_stall_time_fails_consumer_lag(broker, topic, tmp_path, instance):
+    from types import SimpleNamespace
+
+    gone = SimpleNamespace(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    defs = build_definitions(make_resources(gone, topic, tmp_path))
+    cursor = json.dumps({"progress": {}, "unreachable_since": time.time() - 650})
+    with build_sensor_context(
+        instance=instance, resources=defs.resources, definitions=defs, cursor=cursor
+    ) as ctx:
+        result = defs.resolve_sensor_def("kafka_lag_sensor")(ctx)
+    lag = next(e for e in result.asset_events if getattr(e, "check_name", "") == "consumer_lag")
+    assert not lag.passed and "Kafka unreachable for 11 min" in lag.metadata["stopped"].value
+
+
+def test_a_sensor_failing_tick_after_tick_is_one_alert_per_streak(tmp_path):
+    """The streak logic on the daemon's own tick records (no platform sensor fails on an
+    external fault any more: each skips and says why, so a failing one is a bug)."""
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import InstigatorTick, TickData, TickStatus
+    from dagster_shared.error import SerializableErrorInfo
+
+    from nids_assets.pipeline_health import failure_streak
+
+    def ticks(*statuses):  # oldest first, as they happened
+        out = []
+        for i, status in enumerate(statuses):
+            error = SerializableErrorInfo(f"ValueError: boom {i}", [], "ValueError")
+            data = TickData(
+                "origin",
+                "kafka_ingest_sensor",
+                InstigatorType.SENSOR,
+                status,
+                1000.0 + i,
+                error=error if status is TickStatus.FAILURE else None,
+            )
+            out.append(InstigatorTick(i + 1, data))
+        return out[::-1]  # newest first, as the instance returns them
+
+    fail, ok = TickStatus.FAILURE, TickStatus.SKIPPED
+    assert failure_streak("s", ticks(ok, fail, fail), 3) is None
+    streak = failure_streak("s", ticks(ok, fail, fail, fail), 3)
+    assert (streak.streak_start_tick, streak.failed_ticks) == (2, 3)
+    assert streak.error == "ValueError: boom 3"
+    longer = failure_streak("s", ticks(ok, fail, fail, fail, fail), 3)
+    assert longer.streak_start_tick == 2  # the same streak: the same alert id
+    assert failure_streak("s", ticks(fail, fail, fail, ok), 3) is None  # recovered
+
+
+def test_scoring_that_stops_while_batches_land_fails_scoring_keeps_up():
+    from dagster import AssetMaterialization, AssetObservation, DagsterInstance
+
+    from nids_assets.pipeline_health import scoring_progress
+
+    with DagsterInstance.ephemeral() as instance:
+        assert scoring_progress(instance, time.time(), 600).passed  # no scoring pass yet
+        instance.report_runless_asset_event(AssetMaterialization("flow_predictions"))
+        instance.report_runless_asset_event(AssetMaterialization("hot_flows"))
+        assert scoring_progress(instance, time.time(), 600).passed  # just landed
+        later = scoring_progress(instance, time.time() + 700, 600)
+        assert not later.passed and "no scoring pass has run since" in later.metadata["reason"]
+        # A following scoring run reports its pass as an observation: caught up.
+        instance.report_runless_asset_event(AssetObservation("flow_predictions"))
+        assert scoring_progress(instance, time.time() + 700, 600).passed

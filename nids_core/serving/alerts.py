@@ -161,11 +161,16 @@ def latest_attack_rate(
     min_score: float,
     window_minutes: int,
     latest: datetime | None = None,
+    min_flows: int = 1,
+    max_span: timedelta = timedelta(hours=24),
 ) -> tuple[str | None, int, int]:
-    """(window start, scored flows, flows at or above `min_score`) of the newest window
-    that has predictions, among flows no later than `latest` (the plausible window: one
-    far-future flow must not stand for "the newest window" for good). The newest window is
-    the one the last alerts refresh recorded; it is counted through the `ts` zone maps."""
+    """(span start, scored flows, flows at or above `min_score`) of the newest span of
+    whole windows that holds at least `min_flows` scored flows: the newest window that has
+    predictions, widened backwards (1, 4, 16, ... windows, at most `max_span`) while it holds
+    fewer, so that a sparse newest window (17 flows after a busy hour) does not decide the
+    attack rate alone. Only flows no later than `latest` (the plausible window) count: one
+    far-future flow must not stand for "the newest window" for good. The newest window is
+    the one the last alerts refresh recorded; spans are counted through the `ts` zone maps."""
     latest = latest or PlausibleTime().latest()
     _, newest = _progress(con)
     if newest is None or newest > latest:
@@ -178,16 +183,22 @@ def latest_attack_rate(
     start = con.execute(
         f"SELECT time_bucket(INTERVAL {int(window_minutes)} MINUTE, $ts)", {"ts": newest}
     ).fetchone()[0]
-    row = con.execute(
-        """
-        SELECT count(*), count(*) FILTER (WHERE p.score >= $min)
-        FROM flows f JOIN predictions p USING (uid)
-        WHERE f.ts >= $start AND f.ts < $end AND p.ts >= $start AND p.ts < $end
-          AND f.ts <= $latest
-        """,
-        {"min": min_score, "start": start, "end": start + width, "latest": latest},
-    ).fetchone()
-    return str(start), int(row[0]), int(row[1])
+    most = max(1, int(max_span / width))
+    windows = 1
+    while True:
+        low = start - (windows - 1) * width
+        row = con.execute(
+            """
+            SELECT count(*), count(*) FILTER (WHERE p.score >= $min)
+            FROM flows f JOIN predictions p USING (uid)
+            WHERE f.ts >= $start AND f.ts < $end AND p.ts >= $start AND p.ts < $end
+              AND f.ts <= $latest
+            """,
+            {"min": min_score, "start": low, "end": start + width, "latest": latest},
+        ).fetchone()
+        if row[0] >= min_flows or windows >= most:
+            return str(low), int(row[0]), int(row[1])
+        windows = min(most, windows * 4)
 
 
 def top_alert_hosts(con: duckdb.DuckDBPyConnection, limit: int = 5) -> list[tuple]:
