@@ -47,43 +47,76 @@ def main() -> None:
 )
 @click.option("--limit", type=int, default=None, help="Stop after this many flows.")
 @click.option(
+    "--delivery-timeout",
+    type=click.FloatRange(min=1),
+    default=20.0,
+    show_default=True,
+    help="Seconds the broker may take to acknowledge a flow before the replay fails.",
+)
+@click.option(
     "--strip-labels",
     is_flag=True,
     help="Send flows as a live sensor would: without label, detailed-label or capture.",
 )
 def replay(
-    paths, bootstrap, topic, client, rate, shift_to_now, repeat, limit, strip_labels
+    paths,
+    bootstrap,
+    topic,
+    client,
+    rate,
+    shift_to_now,
+    repeat,
+    limit,
+    delivery_timeout,
+    strip_labels,
 ) -> None:
     """Produce the flows of Zeek conn logs (TSV, JSON or CSV; plain or gzip) to Kafka as Zeek
     JSON. Without PATHS, replays the IoT-23 captures of the data directory."""
     from tqdm import tqdm
 
-    from nids_core.kafka.log import KafkaSettings, open_producer
+    from nids_core.kafka.log import KafkaSettings, KafkaUnavailable, open_producer
     from nids_core.training_data.data_dir import find_data_dir, iot23_files
     from nids_devkit.replay import replay_files
 
     files = list(paths) or iot23_files(find_data_dir())
     if not files:
         raise click.ClickException("no files given and no IoT-23 captures in the data directory")
-    with (
-        open_producer(client, KafkaSettings(bootstrap, "nids-replay")) as producer,
-        tqdm(
+    settings = KafkaSettings(bootstrap, "nids-replay", delivery_timeout_s=delivery_timeout)
+    producer = open_producer(client, settings)
+    sent = 0
+
+    def progress(n: int) -> None:
+        nonlocal sent
+        sent += n
+        bar.update(n)
+
+    try:
+        with tqdm(
             unit=" flows",
             desc="replay",
             disable=not sys.stderr.isatty() and not os.environ.get("NIDS_PROGRESS"),
-        ) as bar,
-    ):
-        stats = replay_files(
-            files,
-            producer,
-            topic,
-            rate=rate,
-            shift_to_now=shift_to_now,
-            repeat=repeat,
-            limit=limit,
-            on_progress=bar.update,
-            strip_labels=strip_labels,
-        )
+        ) as bar:
+            stats = replay_files(
+                files,
+                producer,
+                topic,
+                rate=rate,
+                shift_to_now=shift_to_now,
+                repeat=repeat,
+                limit=limit,
+                on_progress=progress,
+                strip_labels=strip_labels,
+            )
+    except KafkaUnavailable as exc:
+        # The broker went away: say how many flows it acknowledged (those are in the
+        # topic), so a rerun with --limit or a fresh topic can take it from there.
+        with contextlib.suppress(KafkaUnavailable):
+            producer.close()
+        raise click.ClickException(
+            f"replay to {topic} at {bootstrap} failed: {producer.acknowledged} of {sent} "
+            f"flows sent were acknowledged by the broker ({str(exc)[:300]})"
+        ) from None
+    producer.close()
     click.echo(
         f"replayed {stats.sent} flows from {stats.files} files to {topic} in {stats.seconds:.1f} s "
         f"({stats.rate:,.0f}/s); {stats.rejected} unreadable rows skipped"

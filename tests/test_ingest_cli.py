@@ -2,6 +2,7 @@
 and exits 0 once caught up, and a run left "started" by an ingest process that was killed
 mid-batch is failed and its batch taken up by the next one."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -78,3 +79,37 @@ def test_until_idle_gives_up_at_its_timeout_and_says_why_when_kafka_is_down(tmp_
 
 def _nids(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([NIDS, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_replay_fails_and_says_how_many_were_acknowledged_when_the_broker_goes(tmp_path):
+    """Issue 25: `nids replay` said "replayed 4000 flows" and exited 0 when the broker
+    died 12 s into the replay. It exits non-zero, saying how many flows the broker
+    acknowledged before it went."""
+    from nids_devkit.broker import create_topic, start_broker
+
+    capture = iot23("CTU-Malware-Capture-34-1.conn.log.labeled.gz")  # 23,145 flows
+    with start_broker() as doomed:
+        create_topic(doomed.bootstrap_servers, "zeek.conn", 1)
+        args = ["--bootstrap", doomed.bootstrap_servers, "--rate", "1500"]
+        args += ["--delivery-timeout", "4"]
+        replay = subprocess.Popen(
+            [NIDS, "replay", *args, str(capture)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        settings = KafkaSettings(doomed.bootstrap_servers, "probe")
+        deadline = time.time() + 60
+        with open_client("kafka-python", settings) as probe:
+            # Into the replay (about 15 s at this rate): some flows are in the topic.
+            while probe.watermarks("zeek.conn", [0])[0].high < 3000 and time.time() < deadline:
+                time.sleep(0.2)
+        assert replay.poll() is None
+        doomed.stop()
+        out, _ = replay.communicate(timeout=120)
+    assert replay.returncode == 1, out
+    match = re.search(r"failed: (\d+) of (\d+) flows sent were acknowledged by the broker", out)
+    assert match, out
+    acked, sent = int(match.group(1)), int(match.group(2))
+    assert 0 < acked < sent <= 23_145
+    assert "replayed" not in out

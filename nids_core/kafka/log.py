@@ -45,6 +45,9 @@ class KafkaSettings:
     ssl_cafile: str | None = None
     request_timeout_s: float = 10.0
     client_id: str = "nids"
+    # Producers: a message the broker has not acknowledged within this long fails (and
+    # `flush` with it) instead of being retried for minutes while the caller waits.
+    delivery_timeout_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,13 @@ class FlowLogProducer(ABC):
     def send_many(self, topic: str, items: Sequence[tuple[bytes | None, bytes]]) -> None: ...
 
     @abstractmethod
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """Wait for every message sent; KafkaUnavailable if any was not acknowledged."""
+
+    @property
+    @abstractmethod
+    def acknowledged(self) -> int:
+        """Messages the broker has acknowledged (acks=all) so far."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -265,6 +274,11 @@ class KafkaPythonProducer(FlowLogProducer):
                 linger_ms=20,
                 batch_size=512 * 1024,
                 acks="all",
+                # A broker gone for this long fails the messages (and `flush`), instead of
+                # the producer retrying them for minutes while the caller believes them sent.
+                request_timeout_ms=int(min(10, settings.delivery_timeout_s) * 1000),
+                delivery_timeout_ms=int(settings.delivery_timeout_s * 1000) + 20,
+                max_block_ms=int(settings.delivery_timeout_s * 1000),
                 **_kafka_python_security(settings),
             )
         except KafkaError as exc:
@@ -272,15 +286,48 @@ class KafkaPythonProducer(FlowLogProducer):
                 f"cannot reach Kafka at {settings.bootstrap_servers}: {exc!r}"
             ) from exc
 
-    def send_many(self, topic: str, items: Sequence[tuple[bytes | None, bytes]]) -> None:
-        for key, value in items:
-            self._producer.send(topic, key=key, value=value)
+        self._acked = 0
+        self._errors: list[str] = []
 
-    def flush(self) -> None:
-        self._producer.flush()
+    def _ok(self, _metadata: Any) -> None:
+        self._acked += 1
+
+    def _failed(self, exc: BaseException) -> None:
+        self._errors.append(repr(exc))
+
+    @property
+    def acknowledged(self) -> int:
+        return self._acked
+
+    def send_many(self, topic: str, items: Sequence[tuple[bytes | None, bytes]]) -> None:
+        from kafka.errors import KafkaError
+
+        if self._errors:
+            raise KafkaUnavailable(f"earlier messages were not delivered: {self._errors[:3]}")
+        try:
+            for key, value in items:
+                future = self._producer.send(topic, key=key, value=value)
+                future.add_callback(self._ok)
+                future.add_errback(self._failed)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"send failed: {exc!r}") from exc
+
+    def flush(self, timeout_s: float = 30) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise KafkaUnavailable(
+                f"messages undelivered after {timeout_s:.0f} s: {exc!r}"
+            ) from exc
+        if self._errors:
+            raise KafkaUnavailable(
+                f"{len(self._errors)} messages undelivered; errors: {self._errors[:3]}"
+            )
 
     def close(self) -> None:
-        self._producer.close()
+        self._producer.close(timeout=5)
 
 
 # --------------------------------------------------------------------------- confluent-kafka
@@ -418,16 +465,24 @@ class ConfluentProducer(FlowLogProducer):
                 **_confluent_config(settings),
                 "linger.ms": 20,
                 "acks": "all",
+                "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
                 "enable.idempotence": True,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1024 * 1024,
             }
         )
         self._errors: list[str] = []
+        self._acked = 0
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
             self._errors.append(str(err))
+        else:
+            self._acked += 1
+
+    @property
+    def acknowledged(self) -> int:
+        return self._acked
 
     def send_many(self, topic: str, items: Sequence[tuple[bytes | None, bytes]]) -> None:
         for key, value in items:
@@ -441,14 +496,14 @@ class ConfluentProducer(FlowLogProducer):
                     self._producer.poll(0.05)
             self._producer.poll(0)
 
-    def flush(self) -> None:
-        remaining = self._producer.flush(60)
+    def flush(self, timeout_s: float = 30) -> None:
+        remaining = self._producer.flush(timeout_s)
         if remaining or self._errors:
             raise KafkaUnavailable(f"{remaining} messages undelivered; errors: {self._errors[:3]}")
 
     def close(self) -> None:
         try:
-            self.flush()
+            self.flush(5 if self._errors else 30)
         finally:
             # Release librdkafka's threads now; a producer left to the garbage collector
             # keeps reconnecting (and logging) after the broker has gone.
