@@ -1,17 +1,26 @@
 """Under the real Dagster daemon (`dagster-daemon run` on a temporary embedded-default
-instance, as users run it): a stream that never stops is scored while it runs, and a run
+instance, as users run it): a stream that never stops is scored while it runs, a run
 whose process is lost with its code server (a lost pod, the OOM killer) does not stop the
-partition."""
+partition, a broker restart (its log and the group's offsets lost) does not stop ingestion,
+and every operational alert reaches a webhook that fails at first, once."""
 
+import json
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import ClassVar
 
 import polars as pl
 import psutil
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from nids_cli.instance import ensure_instance_yaml
 from nids_cli.local_daemon import (
     embedded_env,
     prediction_latency,
@@ -23,7 +32,7 @@ from nids_core.model.training import TrainConfig
 from nids_core.registry.versions import ModelRegistry
 from nids_core.stores.hot import read_only_query
 from nids_core.zeek.files import read_zeek_file
-from nids_devkit.broker import create_topic, start_broker
+from nids_devkit.broker import create_topic, free_port, start_broker
 from nids_devkit.replay import stream_live, to_zeek_json
 from nids_sensors.dead_runs import WORKER_TAG
 from tests.model_helpers import capture_flows, register_trained, sqlite_store
@@ -32,7 +41,7 @@ from tests.resources import iot23
 pytestmark = pytest.mark.slow
 
 RATE = 150  # flows per second
-STREAM_S = 120
+STREAM_S = 90
 MAX_LATENCY_S = 60
 TRAIN_ON = ("CTU-Malware-Capture-8-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
 STREAM_FROM = ("CTU-Malware-Capture-20-1-labeled.csv.gz", "CTU-Honeypot-Capture-5-1-labeled.csv.gz")
@@ -84,17 +93,56 @@ def _committed(bootstrap: str) -> int | None:
         return client.committed("zeek.conn", [0])[0]
 
 
+class _FlakyWebhook(BaseHTTPRequestHandler):
+    """Answers HTTP 500 to the first FAIL_FIRST posts (a sink that is down), then accepts."""
+
+    FAIL_FIRST = 2
+    posts = 0
+    accepted: ClassVar[list] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).posts += 1
+        if type(self).posts <= self.FAIL_FIRST:
+            self.send_response(500)
+        else:
+            type(self).accepted.append(body)
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _webhook() -> tuple[HTTPServer, str]:
+    server = HTTPServer(("127.0.0.1", 0), _FlakyWebhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}/hooks/nids"
+
+
+def _outbox(home) -> list[tuple[str, str, float | None]]:
+    with sqlite3.connect(home / "alert-outbox.sqlite") as con:
+        return con.execute("SELECT alert_id, kind, delivered_at FROM alert_outbox").fetchall()
+
+
 def test_stream_is_scored_while_it_runs_and_a_lost_worker_does_not_stop_the_partition(
     tmp_path,
 ):
     home = tmp_path
     _champion(home)
     flows = pl.concat([read_zeek_file(iot23(n)).flows for n in STREAM_FROM])
+    hook, hook_url = _webhook()
+    restarted = None
     with start_broker(log_path=home / "broker.log") as broker:
         create_topic(broker.bootstrap_servers, "zeek.conn", 1)
         # The champion is trained above: reading the reference corpus (a one-off at a
         # deployment's start) is not what this test measures.
-        env = embedded_env(home, broker.bootstrap_servers, NIDS_REFERENCE_IOT23="false")
+        env = embedded_env(
+            home,
+            broker.bootstrap_servers,
+            NIDS_REFERENCE_IOT23="false",
+            NIDS_ALERT_WEBHOOK_URL=hook_url,
+        )
         daemon = start_daemon(env, home / "daemon.log")
         instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
         try:
@@ -183,8 +231,89 @@ def test_stream_is_scored_while_it_runs_and_a_lost_worker_does_not_stop_the_part
                 if "worker process" in (e.message or "")
             ]
             assert reason and "is gone" in reason[0]
+
+            # ---------------------------------------------- the broker restarts, log lost
+            # (the bundled broker keeps its log and the group's offsets in memory). The
+            # producer pauses longer than several sensor ticks, so the sensor sees the
+            # empty log first; issue 25: that stopped ingestion for good.
+            broker.stop()
+            restarted = start_broker(port=broker.port, log_path=home / "broker.log")
+            create_topic(restarted.bootstrap_servers, "zeek.conn", 1)
+            time.sleep(8)  # four ticks of kafka_ingest_sensor (every 2 s) on an empty log
+            after = flows.head(1500).with_columns(
+                (pl.col("uid") + "-after-restart").alias("uid"),
+                pl.lit(datetime.now(UTC)).alias("ts"),
+            )
+            with open_producer("confluent", KafkaSettings(restarted.bootstrap_servers, "a")) as p:
+                p.send_many("zeek.conn", [(None, v) for v in to_zeek_json(after)])
+            deadline = time.time() + 120
+            while _committed(restarted.bootstrap_servers) != after.height:
+                assert time.time() < deadline, "records produced after the restart not ingested"
+                time.sleep(2)
+            expected += after.height
+            # ---------------------------------------------- every alert delivered once
+            deadline = time.time() + 150
+            while any(delivered is None for *_, delivered in _outbox(home)):
+                assert time.time() < deadline, _outbox(home)
+                time.sleep(3)
         finally:
             stop_daemon(daemon)
+            if restarted is not None:
+                restarted.stop()
+            hook.shutdown()
         assert _read(home, "SELECT count(*), count(DISTINCT uid) FROM flows") == [
             (expected, expected)
         ]
+        stored = _outbox(home)
+        kinds = {kind for _, kind, _ in stored}
+        assert "run_failure" in kinds and "sensor_failing" not in kinds, stored
+        assert f"run_failure:{victim.run_id}" in {alert_id for alert_id, *_ in stored}
+        # The sink refused the first posts; each alert still arrived, and only once.
+        assert _FlakyWebhook.posts > len(_FlakyWebhook.accepted)
+        ids = [body["alert_id"] for body in _FlakyWebhook.accepted]
+        assert sorted(ids) == sorted(alert_id for alert_id, *_ in stored)
+
+
+def _at(port: int) -> list[str]:
+    return ["-h", "127.0.0.1", "-p", str(port)]
+
+
+def _dagster_dev(env: dict, port: int, log_path) -> subprocess.Popen:
+    """`dagster dev` (webserver and daemon) on the home in `env`, as the README runs it."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", *_at(port)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_dagster_dev_started_twice_on_one_home_ingests_every_record_once(tmp_path):
+    """An operator starts `dagster dev` a second time on the same home (another terminal,
+    another port): two webservers and two daemons on one instance and one DuckDB file.
+    Every record is still stored once and the committed offset is exactly the end."""
+    flows = read_zeek_file(iot23(STREAM_FROM[0])).flows
+    with start_broker(log_path=tmp_path / "broker.log") as broker:
+        create_topic(broker.bootstrap_servers, "zeek.conn", 1)
+        env = embedded_env(tmp_path, broker.bootstrap_servers, NIDS_REFERENCE_IOT23="false")
+        ensure_instance_yaml(Path(env["DAGSTER_HOME"]))
+        DagsterInstance.from_config(env["DAGSTER_HOME"]).dispose()  # storage created once
+        first = _dagster_dev(env, free_port(), tmp_path / "dev-1.log")
+        second = _dagster_dev(env, free_port(), tmp_path / "dev-2.log")
+        try:
+            with open_producer("confluent", KafkaSettings(broker.bootstrap_servers, "t")) as p:
+                p.send_many("zeek.conn", [(None, v) for v in to_zeek_json(flows)])
+            deadline = time.time() + 180
+            while _committed(broker.bootstrap_servers) != flows.height:
+                assert time.time() < deadline, (tmp_path / "dev-2.log").read_text()[-3000:]
+                assert first.poll() is None and second.poll() is None
+                time.sleep(2)
+            time.sleep(6)  # a few more ticks of both daemons: nothing more may land
+        finally:
+            for dev in (first, second):
+                stop_daemon(dev)
+        assert _committed(broker.bootstrap_servers) == flows.height
+    unique = flows["uid"].n_unique()
+    assert _read(tmp_path, "SELECT count(*), count(DISTINCT uid) FROM flows") == [(unique, unique)]

@@ -418,6 +418,17 @@ def test_new_batches_are_appended_to_cold_days_and_a_closed_day_is_compacted(
     compact()  # rebuilt from the landing zone
     whole = store.read_cold_day(day)
     assert whole.height == whole["uid"].n_unique() == len(lines)
+    # The compacted cold day holds exactly the hot table's rows of that day, value for value.
+    with duckdb.connect(str(tmp_path / "hot.duckdb"), read_only=True) as con:
+        hot = con.execute(
+            "SELECT * FROM flows WHERE CAST(ts AT TIME ZONE 'UTC' AS DATE) = ?", [day]
+        ).pl()
+    hot = hot.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))  # DuckDB says Etc/UTC
+    shared = [c for c in whole.columns if c in hot.columns]
+    assert len(shared) >= 20, shared
+    cold_rows, hot_rows = whole.select(shared).sort("uid"), hot.select(shared).sort("uid")
+    differing = [c for c in shared if not cold_rows[c].equals(hot_rows[c])]
+    assert not differing, {c: (cold_rows[c].dtype, hot_rows[c].dtype) for c in differing}
 
 
 @pytest.mark.slow
