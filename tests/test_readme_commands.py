@@ -26,7 +26,10 @@ from tests.resources import iot23
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NIDS = str(BIN / "nids")
-COMMAND = re.compile(r"`((?:\./dev|\.venv/bin/|DAGSTER_HOME=\S+ |nids |dagster asset |dg )[^`]*)`")
+COMMAND = re.compile(
+    r"`((?:NIDS_MODEL_SIGNING_KEY=\$\(cat [^)]*\) )?"
+    r"(?:\./dev|\.venv/bin/|DAGSTER_HOME=\S+ |nids |dagster asset |dg )[^`]*)`"
+)
 
 # README command (its start) -> the test that runs it. The rest are run below.
 RUN_ELSEWHERE = {
@@ -42,7 +45,7 @@ RUN_ELSEWHERE = {
     "nids ingest --until-idle": "test_ingest_cli.py::test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one",
     "nids data download": "test_data_dir.py::test_download_verifies_content_checksum_plain_or_gzip",
     "dagster asset materialize -m nids_jobs.definitions --select training_set,gnn_model,champion_model": "test_model.py::test_training_job_gate_promotion_and_rollback (the same selection, as training_job)",
-    "DAGSTER_HOME=$PWD/var/dagster .venv/bin/dagster dev": "test_ui.py::test_lineage_and_asset_check_pages_render",
+    "NIDS_MODEL_SIGNING_KEY=$(cat var/model-signing.key) DAGSTER_HOME=$PWD/var/dagster .venv/bin/dagster dev": "test_ui.py::test_lineage_and_asset_check_pages_render",
 }
 RUN_HERE = (
     "nids broker",
