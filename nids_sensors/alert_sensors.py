@@ -61,8 +61,9 @@ def run_failure_alert_sensor(context: RunFailureSensorContext, serving: ServingS
     name="check_failure_alert_sensor",
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Stores an alert for every failed asset check (gate, accounting, lag, "
-    "attack rate, scoring progress) in the alert outbox.",
+    description="Stores an alert in the alert outbox when an asset check (gate, accounting, "
+    "lag, attack rate, scoring progress) starts failing: one per incident, not one per "
+    "failed evaluation while it keeps failing.",
 )
 def check_failure_alert_sensor(context: SensorEvaluationContext, serving: ServingSettingsResource):
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
@@ -70,12 +71,23 @@ def check_failure_alert_sensor(context: SensorEvaluationContext, serving: Servin
     sent = 0
     for key in sorted(context.repository_def.asset_graph.asset_check_keys, key=str):
         name = f"{key.asset_key.to_user_string()}:{key.name}"
-        # The newest executions of the check; the failed ones are stored once each.
-        history = storage.get_asset_check_execution_history(key, limit=500)
-        failed = [r for r in history if r.status.value == "FAILED"]
-        for record in sorted(failed, key=lambda r: r.id):
-            if record.id <= seen.get(name, 0) or record.event is None:
+        # The newest executions of the check, oldest first. One alert per incident: a
+        # failure after a pass (or the first ever); while the check keeps failing (the
+        # lag sensor evaluates consumer_lag every minute) no further alert is raised.
+        history = sorted(
+            storage.get_asset_check_execution_history(key, limit=500), key=lambda r: r.id
+        )
+        previous = None
+        for record in history:
+            status, before = record.status.value, previous
+            failed = status == "FAILED"
+            if status in ("SUCCEEDED", "FAILED"):  # planned, skipped: no verdict
+                previous = status
+            if not failed or record.id <= seen.get(name, 0) or record.event is None:
                 continue
+            seen[name] = record.id
+            if before == "FAILED":
+                continue  # the same incident, still going on
             evaluation = record.event.dagster_event.event_specific_data
             metadata = {k: v.value for k, v in evaluation.metadata.items()}
             raise_alert(
@@ -97,9 +109,9 @@ def check_failure_alert_sensor(context: SensorEvaluationContext, serving: Servin
                 },
             )
             sent += 1
-            seen[name] = record.id
             # Saved per alert: a later failure does not store again what is stored.
             context.update_cursor(json.dumps(seen, sort_keys=True))
+        context.update_cursor(json.dumps(seen, sort_keys=True))
     if not sent:
         return SkipReason("no new failed asset checks")
     return None

@@ -870,3 +870,35 @@ def test_scoring_that_stops_while_batches_land_fails_scoring_keeps_up():
         # A following scoring run reports its pass as an observation: caught up.
         instance.report_runless_asset_event(AssetObservation("flow_predictions"))
         assert scoring_progress(instance, time.time() + 700, 600).passed
+
+
+def test_a_check_that_keeps_failing_is_one_alert_until_it_passes_again(
+    broker, topic, tmp_path, instance
+):
+    """consumer_lag is evaluated every minute: a stop that lasts an hour is one alert, not
+    sixty; once the check passed, the next failure is a new alert."""
+    produce(broker, topic, [b"{}"] * 5)
+    defs = build_definitions(make_resources(broker, topic, tmp_path))
+    stalled = json.dumps({"progress": {"0": [None, time.time() - 660]}})
+
+    def evaluate_lag(cursor):  # as the daemon does: the sensor's check evaluation is stored
+        with build_sensor_context(
+            instance=instance, resources=defs.resources, definitions=defs, cursor=cursor
+        ) as ctx:
+            check = defs.resolve_sensor_def("kafka_lag_sensor")(ctx).asset_events[1]
+        instance.report_runless_asset_event(check)
+        return check.passed
+
+    def alerts():
+        with build_sensor_context(
+            instance=instance, resources=defs.resources, definitions=defs
+        ) as ctx:
+            defs.resolve_sensor_def("check_failure_alert_sensor")(ctx)
+        outbox = defs.resources["serving"].outbox()
+        return [a.payload["check"] for a in outbox.pending()]
+
+    assert [evaluate_lag(stalled) for _ in range(3)] == [False, False, False]
+    assert alerts() == ["consumer_lag"]
+    assert evaluate_lag(None)  # just seen: not stalled yet
+    assert not evaluate_lag(stalled)
+    assert alerts() == ["consumer_lag", "consumer_lag"]
