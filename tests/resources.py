@@ -35,6 +35,14 @@ def iot23(name: str) -> Path:
     return path
 
 
+def data_file(relative: str) -> Path:
+    """A labelled capture of the data directory (`stratosphere-botnet-4/...`)."""
+    path = data_dir() / relative
+    if not path.exists():
+        pytest.skip(f"{relative} not in the data directory")
+    return path
+
+
 def model_resources(tracking_uri: str, model_name: str, **settings) -> dict:
     return {
         "mlflow_tracking": MlflowTrackingResource(
@@ -63,7 +71,7 @@ def make_resources(
     return {
         "reference_corpus": ReferenceCorpusResource(
             locations=[str(p) for p in reference or []],
-            include_iot23=False,
+            include_data_dir=False,
             max_file_mb=max_file_mb,
             cold_store=cold_store,
         ),

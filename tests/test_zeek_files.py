@@ -2,6 +2,7 @@
 
 import gzip
 import shutil
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -16,7 +17,7 @@ from nids_core.zeek.files import (
     read_bytes,
     read_zeek_file,
 )
-from tests.resources import FIXTURES, iot23
+from tests.resources import FIXTURES, data_file, iot23
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,49 @@ def test_model_evaluate_reports_a_file_past_the_limit_and_goes_on(tmp_path):
     result = evaluate_file(bomb, {}, max_bytes=2**20)
     assert result.error is not None and "decompresses to more than 1 MB" in result.error
     assert "ERROR" in result.line() and not result.counted
+
+
+def test_published_captures_with_relative_times_their_own_schema_and_repeats_are_read():
+    """Stratosphere's Botnet-4 (relative `ts`, `detailedlabel`) and UWF-ZeekData22 (its own
+    CSV schema, tactic labels, scientific-notation `ts`, rows repeated whole) are read
+    whole; the plausible time window is for live ingestion only."""
+    botnet = read_zeek_file(
+        data_file("stratosphere-botnet-4/CTU-Malware-Capture-Botnet-4.conn.log.labeled.gz")
+    )
+    assert botnet.rejects.height == 0 and botnet.duplicates == 0
+    assert botnet.flows.height == 22_913
+    assert (botnet.flows["label"] == "malicious").sum() == 3_453
+    assert botnet.flows["ts"].min() == datetime(1970, 1, 1, 0, 0, 10, 317322, tzinfo=UTC)
+    recon = read_zeek_file(data_file("uwf-zeekdata22/uwf-zeekdata22-reconnaissance.csv.gz"))
+    assert recon.rejects.height == 0
+    assert (recon.flows.height, recon.duplicates) == (8_211, 10_260 - 8_211)
+    assert recon.flows["uid"].n_unique() == recon.flows.height
+    assert (recon.flows["label"] == "malicious").sum() == 8
+    assert set(recon.flows["detailed_label"].drop_nulls()) == {"Reconnaissance"}
+    discovery = read_zeek_file(data_file("uwf-zeekdata22/uwf-zeekdata22-discovery.csv.gz"))
+    first = discovery.flows.row(0, named=True)
+    assert (first["orig_h"], first["orig_p"], first["resp_h"], first["resp_p"]) == (
+        "143.88.7.10",
+        46411,
+        "143.88.2.12",
+        443,
+    )
+    assert first["proto"] == "tcp" and first["local_orig"] is False
+    assert first["ts"] == datetime(2022, 2, 11, 9, 52, 26, 618264, tzinfo=UTC)
+    assert (discovery.flows["label"] == "malicious").sum() == 2_086
+
+
+def test_a_repeated_row_is_read_once_and_its_line_numbers_stay_right(tmp_path):
+    lines = (FIXTURES / "conn.log").read_bytes().split(b"\n")
+    first_data = next(i for i, line in enumerate(lines) if line and not line.startswith(b"#"))
+    broken = lines[first_data + 3].replace(b"\tudp\t", b"\tudp\t", 1).split(b"\t")
+    broken[0] = b"not-a-time"
+    doubled = [*lines[: first_data + 1], lines[first_data], *lines[first_data + 1 : first_data + 3]]
+    doubled += [b"\t".join(broken), *lines[first_data + 4 :]]
+    path = tmp_path / "conn.log"
+    path.write_bytes(b"\n".join(doubled))
+    parsed = read_zeek_file(path)
+    assert parsed.duplicates == 1
+    assert parsed.flows.height == 359 and parsed.rejects.height == 1
+    # The broken row is the 5th data line of the file (1-based line numbers).
+    assert parsed.rejects["position"].to_list() == [first_data + 5]

@@ -16,10 +16,12 @@ DEFAULT_MAX_AHEAD_HOURS = 24.0
 
 @dataclass(frozen=True)
 class PlausibleTime:
-    """Timestamps accepted: not before `earliest` (UTC midnight), at most `max_ahead` after now."""
+    """Timestamps accepted: not before `earliest` (UTC midnight), at most `max_ahead` after
+    now; every finite one when not `enforced` (OFFLINE_FILES)."""
 
     earliest: date = DEFAULT_EARLIEST
     max_ahead: timedelta = timedelta(hours=DEFAULT_MAX_AHEAD_HOURS)
+    enforced: bool = True
 
     def bounds(self, now: datetime | None = None) -> tuple[datetime, datetime]:
         """(lowest, highest) accepted timestamp, both UTC, at `now` (default: the clock)."""
@@ -29,3 +31,9 @@ class PlausibleTime:
 
     def latest(self, now: datetime | None = None) -> datetime:
         return self.bounds(now)[1]
+
+
+# Files handed in (the reference corpus, `nids model evaluate`, `nids replay`): only the
+# order and spacing of a capture's times matter, and many published captures count `ts`
+# from the start of the capture. The window protects live ingestion alone.
+OFFLINE_FILES = PlausibleTime(enforced=False)

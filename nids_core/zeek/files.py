@@ -2,7 +2,12 @@
 
 Native TSV includes IoT-23's quirk where the last three columns
 (`tunnel_parents label detailed-label`) are separated by three spaces instead of tabs, in
-the `#fields` line and in every row.
+the `#fields` line and in every row. Published datasets' own field names (Stratosphere's
+`detailedlabel`, UWF-ZeekData22's schema: nids_core.zeek.field_names) are mapped to Zeek's.
+
+These are files handed in, not a live stream: there is no plausible time window (a `ts`
+counting seconds from the start of the capture is kept as it is), and a row repeated
+whole is read once and counted (`ParseResult.duplicates`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from pathlib import Path
 import polars as pl
 
 from nids_core.ingest.normalize import ParseResult, normalize
+from nids_core.ingest.plausibility import OFFLINE_FILES
 from nids_core.schema import CANONICAL_TO_ZEEK, REQUIRED_COLUMNS
+from nids_core.zeek.field_names import to_zeek_names
 from nids_core.zeek.json_log import parse_json_records
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -34,6 +41,16 @@ CONN_HEADER_FIELDS: tuple[str, ...] = (
 
 class NotZeekConnLog(ValueError):
     """A file that cannot be read as a Zeek conn log at all (not one bad row: the file)."""
+
+
+def _normalized(frame: pl.DataFrame, first_line: int) -> ParseResult:
+    """Zeek's names, each distinct row once (a row repeated whole is the same flow written
+    twice, not two flows: counted in `duplicates`), normalized with no time window."""
+    fields = to_zeek_names(frame)
+    rows = _with_provenance(fields, first_line)
+    distinct = rows.unique(subset=fields.columns, keep="first", maintain_order=True)
+    parsed = normalize(distinct, OFFLINE_FILES)
+    return ParseResult(parsed.flows, parsed.rejects, rows.height - distinct.height)
 
 
 def _require_conn_fields(fields: list[str]) -> None:
@@ -140,7 +157,7 @@ def parse_tsv(data: bytes) -> ParseResult:
     path = header.get(b"path", b"conn").decode()
     if path != "conn":
         raise NotZeekConnLog(f"a Zeek {path} log, not a conn log")
-    _require_conn_fields(fields)
+    _require_conn_fields(list(to_zeek_names(pl.DataFrame(schema=fields)).columns))
     unset = header.get(b"unset_field", b"-").decode()
     empty = header.get(b"empty_field", b"(empty)").decode()
     frame = pl.read_csv(
@@ -158,21 +175,30 @@ def parse_tsv(data: bytes) -> ParseResult:
     frame = frame.with_columns(
         pl.when(pl.col(f) == empty).then(pl.lit("")).otherwise(pl.col(f)).alias(f) for f in fields
     )
-    return normalize(_with_provenance(frame, first_data_line + 1))
+    return _normalized(frame, first_data_line + 1)
 
 
 def parse_csv(data: bytes) -> ParseResult:
-    """CSV with Zeek's column names (`id.orig_h`, ...); empty cells are unset."""
+    """CSV with Zeek's column names (`id.orig_h`, ...) or UWF-ZeekData22's; empty cells
+    are unset."""
     frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
-    _require_conn_fields(frame.columns)
-    return normalize(_with_provenance(frame, 2))
+    _require_conn_fields(to_zeek_names(frame.head(0)).columns)
+    return _normalized(frame, 2)
 
 
 def parse_json_lines(data: bytes) -> ParseResult:
     """Zeek JSON logs, one object per line, bare or wrapped as `{"conn": {...}}`."""
     lines = data.split(b"\n")
-    keep = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    return parse_json_records([v for _, v in keep], [n for n, _ in keep])
+    seen: set[bytes] = set()
+    keep = []
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if text and text not in seen:
+            seen.add(text)
+            keep.append((i + 1, line))
+    repeated = sum(1 for line in lines if line.strip()) - len(keep)
+    parsed = parse_json_records([v for _, v in keep], [n for n, _ in keep], plausible=OFFLINE_FILES)
+    return ParseResult(parsed.flows, parsed.rejects, repeated)
 
 
 _PARSERS = {
@@ -201,7 +227,7 @@ def parse_zeek_bytes(data: bytes, capture: str) -> ParseResult:
             f"(most common reason: {reason})"
         )
     flows = parsed.flows.with_columns(pl.col("capture").fill_null(capture))
-    return ParseResult(flows=flows, rejects=parsed.rejects)
+    return ParseResult(flows=flows, rejects=parsed.rejects, duplicates=parsed.duplicates)
 
 
 def read_zeek_file(
