@@ -100,7 +100,9 @@ def ingest_pass(args, broker, topic: str, work: Path, hot: Path, group: str, lab
             "hot_store": HotStoreResource(database=str(hot)),
             "cold_store": cold_store,
             # Not used by ingestion; the code location needs them to load.
-            "reference_corpus": ReferenceCorpusResource(include_iot23=False, cold_store=cold_store),
+            "reference_corpus": ReferenceCorpusResource(
+                include_data_dir=False, cold_store=cold_store
+            ),
             "mlflow_tracking": MlflowTrackingResource(
                 mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}"
             ),
@@ -163,7 +165,7 @@ def daemon_pass(args, broker, topic: str, work: Path) -> float:
         NIDS_KAFKA_CLIENT=args.client,
         NIDS_KAFKA_GROUP=group,
         NIDS_KAFKA_MAX_BATCH_RECORDS=str(args.max_batch_records),
-        NIDS_REFERENCE_IOT23="false",
+        NIDS_REFERENCE_DATA_DIR="false",
     )
     started = time.time()
     daemon = start_daemon(env, work / "daemon.log")

@@ -102,7 +102,7 @@ def training_set(
     end = date.fromisoformat(config.end_date) if config.end_date else datetime.now(UTC).date()
     store = cold_store.store()
     versions = reference_corpus.versions()
-    reference = load_reference_corpus(store, versions)
+    reference = load_reference_corpus(store, versions, reference_corpus.networks())
     days = window_days(store, model_settings.training_days, end)
     live = read_cold_window(store, days)
     labels = resolve_labels(read_labels(store), live)
@@ -128,17 +128,9 @@ def training_set(
 
 
 def _lono_markdown(lono: dict | None) -> str:
-    if not lono:
-        return "not measurable: fewer than two networks with attacks"
-    per = lono["per_network"]
-    lines = ["| held-out network | served | graph model | baseline |", "|---|---|---|---|"]
-    for name in lono["networks"]:
-        cells = " | ".join(f"{per[c][name]:.4f}" for c in ("served", "gnn", "baseline"))
-        lines.append(f"| {escape_markdown(name, 120)} | {cells} |")
-    for key in ("mean", "worst", "seed_sd"):
-        cells = " | ".join(f"{lono['summary'][c][key]:.4f}" for c in ("served", "gnn", "baseline"))
-        lines.append(f"| **{key}** | {cells} |")
-    return "\n".join(lines)
+    from nids_core.registry.runs import lono_markdown
+
+    return lono_markdown(lono)
 
 
 def _per_capture_markdown(per_capture: dict) -> str:
@@ -286,6 +278,8 @@ def gnn_model(
             "seconds_per_epoch": round(run.result.seconds_per_epoch, 4),
             "per_capture": MetadataValue.md(per_capture),
             "served_threshold": float(run.report["threshold"]),
+            "served_candidate": run.report["serve"],
+            "served_chosen": run.report["served_chosen"],
             **(
                 {
                     f"lono_{c}_{k}": round(float(v), 5)

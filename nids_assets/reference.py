@@ -53,7 +53,8 @@ def reference_flows(
     path = cold_store.store().write_frame(stored_path(capture, summary.sha256), flows)
     context.log.info(
         f"{capture}: {summary.flows} flows ({summary.attacks} attacks, "
-        f"{summary.flows - summary.labelled} unlabelled), {summary.unreadable} unreadable rows"
+        f"{summary.flows - summary.labelled} unlabelled), {summary.unreadable} unreadable rows, "
+        f"{summary.repeated} rows repeated whole read once"
     )
     return MaterializeResult(
         data_version=DataVersion(summary.sha256),

@@ -241,12 +241,17 @@ def _model_report(instance, defs, success: bool, skip: str | None) -> None:
     ts = instance.get_latest_materialization_event(AssetKey("training_set"))
     ts_md = {k: v.value for k, v in ts.asset_materialization.metadata.items()}
     click.echo(
-        f"training set: {ts_md['reference_rows']:,} reference rows from {ts_md['captures']} "
-        f"captures, {ts_md['analyst_labelled_rows']:,} analyst-labelled live rows"
+        f"training set: {ts_md['reference_rows']:,} reference rows from {ts_md['networks']} "
+        f"networks ({ts_md['kinds_of_network']}), {ts_md['analyst_labelled_rows']:,} "
+        "analyst-labelled live rows"
     )
     md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
     keys = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
     click.echo(f"model {md['model_uri']} (MLflow run {md['mlflow_run_id']}); gate: {md['gate']}")
+    click.echo(
+        f"  serves {md['served_candidate']} at cut {md['served_threshold']:.2f}, chosen "
+        f"{md['served_chosen']}"
+    )
     click.echo("  time split (later 30% of each capture):")
     for label, prefix in (
         ("served", "test_"),
@@ -259,12 +264,15 @@ def _model_report(instance, defs, success: bool, skip: str | None) -> None:
         click.echo("  leave one network out (mean over networks and seeds / worst network):")
         for label, c in (
             ("served", "served"),
+            ("flow trees", "flow_trees"),
+            ("context trees", "context_trees"),
             ("graph model alone", "gnn"),
-            ("baseline", "baseline"),
+            ("baseline (flow trees at 0.5)", "baseline"),
         ):
             click.echo(
                 f"    {label}: {md[f'lono_{c}_mean']:.4f} / {md[f'lono_{c}_worst']:.4f} "
-                f"(seed sd {md[f'lono_{c}_seed_sd']:.4f})"
+                f"(seed sd {md[f'lono_{c}_seed_sd']:.4f}, highest benign FPR "
+                f"{md[f'lono_{c}_max_benign_fpr']:.4f})"
             )
     champion = defs.resources["model_registry"].registry().version_by_alias("champion")
     click.echo(f"champion: version {champion.version if champion else 'none'}")
@@ -284,7 +292,11 @@ def _withheld_report(defs) -> None:
 
     store = defs.resources["cold_store"].store()
     withheld = (
-        load_reference_corpus(store, defs.resources["reference_corpus"].versions())
+        load_reference_corpus(
+            store,
+            defs.resources["reference_corpus"].versions(),
+            defs.resources["reference_corpus"].networks(),
+        )
         .filter(pl.col("label").is_not_null())
         .select("uid", "capture", pl.col("label").alias("withheld"))
     )

@@ -59,7 +59,11 @@ def evaluate_registered(
     cache = cache_dir or serving_from_env().model_cache_dir
     scorer = load_version(registry, version, cache)
     scorers: Scorers = {"model": (scorer.score, scorer.threshold)}
-    echo(f"model: {registry.model_name} version {version} (threshold {scorer.threshold:.3f})")
+    served = getattr(scorer, "served_candidate", "gnn")
+    echo(
+        f"model: {registry.model_name} version {version}, serving {served} "
+        f"(threshold {scorer.threshold:.3f})"
+    )
     if isinstance(scorer, HybridScorer):
         # What the graph adds: the version's graph model alone, beside what it serves.
         scorers["gnn"] = (scorer.gnn_score, scorer.gnn_threshold)

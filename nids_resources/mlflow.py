@@ -197,10 +197,11 @@ class ModelSettingsResource(ConfigurableResource):
         ge=1,
     )
     serve: str = Field(
-        default="hybrid",
-        pattern="^(hybrid|gnn)$",
-        description="What is served: hybrid (trees over flow features and host context, the "
-        "graph model beside it) or gnn (the graph model alone).",
+        default="auto",
+        pattern="^(auto|flow_trees|context_trees|gnn|mean_fusion|max_fusion|hybrid)$",
+        description="What is served: auto (the candidate that does best on held-out "
+        "networks, the simplest unless another is better), or one candidate: flow_trees, "
+        "context_trees, gnn, mean_fusion, max_fusion (hybrid = max_fusion).",
     )
     head_flow_features: bool = Field(
         default=True,

@@ -17,16 +17,18 @@ from nids_resources.stores import ColdStoreResource
 
 class ReferenceCorpusResource(ConfigurableResource):
     """Labelled Zeek conn logs of other networks, one capture per file (TSV, JSON or CSV,
-    plain or gzip): the data directory's IoT-23 captures and the user's own folder or
+    plain or gzip; a `networks.toml` beside them may group files into networks): the data
+    directory's labelled captures and the user's own folder or
     `s3://bucket/prefix` (read with the cold store's S3 settings)."""
 
     locations: list[str] = Field(
         default_factory=list, description="Folders or s3:// prefixes holding capture files."
     )
-    include_iot23: bool = setting(
+    include_data_dir: bool = setting(
         True,
-        env="NIDS_REFERENCE_IOT23",
-        description="Reference corpus includes the data directory's IoT-23 captures (true/false)",
+        env="NIDS_REFERENCE_DATA_DIR",
+        description="Reference corpus includes the data directory's labelled captures "
+        "(IoT-23, Stratosphere Botnet-4, UWF-ZeekData22) (true/false)",
     )
     url: str | None = setting(
         None,
@@ -61,18 +63,22 @@ class ReferenceCorpusResource(ConfigurableResource):
         return value if "://" in value else str(Path(value).resolve())
 
     def all_locations(self) -> list[str]:
-        """`locations`, the data directory's IoT-23 folder (with `include_iot23`, when there
-        is one) and `url`."""
-        from nids_core.training_data.data_dir import IOT23_SUBDIR, DataDirNotFound, find_data_dir
+        """`locations`, the data directory's folders of labelled captures (with
+        `include_data_dir`, those there are) and `url`."""
+        from nids_core.training_data.data_dir import (
+            DataDirNotFound,
+            find_data_dir,
+            labelled_folders,
+        )
 
         found = list(self.locations)
-        if self.include_iot23:
+        if self.include_data_dir:
             try:
-                iot23 = find_data_dir() / IOT23_SUBDIR
-            except DataDirNotFound:
-                iot23 = None
-            if iot23 is not None and iot23.is_dir():
-                found.append(str(iot23.resolve()))
+                data_dir = find_data_dir()
+            except DataDirNotFound:  # no data directory: only the other locations
+                data_dir = None
+            if data_dir is not None:
+                found += [str(f.resolve()) for f in labelled_folders(data_dir)]
         if self.url:
             found.append(self.url)
         return found
@@ -84,10 +90,14 @@ class ReferenceCorpusResource(ConfigurableResource):
         locations = self.all_locations()
         if not locations:
             raise ReferenceCorpusError(
-                "no reference corpus: no data directory with IoT-23 captures was found and "
+                "no reference corpus: no data directory with labelled captures was found and "
                 "NIDS_REFERENCE_URL is unset; run `nids data download` or set NIDS_REFERENCE_URL"
             )
         return list_reference_files(locations, self._options())
+
+    def networks(self) -> dict:
+        """{capture: Network} of the files there now."""
+        return {f.capture: f.network for f in self.files() if f.network is not None}
 
     def read(self, ref: ReferenceFile) -> bytes:
         return read_reference_file(ref, self._options(), self.max_file_bytes)

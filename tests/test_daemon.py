@@ -140,7 +140,7 @@ def test_stream_is_scored_while_it_runs_and_a_lost_worker_does_not_stop_the_part
         env = embedded_env(
             home,
             broker.bootstrap_servers,
-            NIDS_REFERENCE_IOT23="false",
+            NIDS_REFERENCE_DATA_DIR="false",
             NIDS_ALERT_WEBHOOK_URL=hook_url,
         )
         daemon = start_daemon(env, home / "daemon.log")
@@ -297,7 +297,7 @@ def test_dagster_dev_started_twice_on_one_home_ingests_every_record_once(tmp_pat
     flows = read_zeek_file(iot23(STREAM_FROM[0])).flows
     with start_broker(log_path=tmp_path / "broker.log") as broker:
         create_topic(broker.bootstrap_servers, "zeek.conn", 1)
-        env = embedded_env(tmp_path, broker.bootstrap_servers, NIDS_REFERENCE_IOT23="false")
+        env = embedded_env(tmp_path, broker.bootstrap_servers, NIDS_REFERENCE_DATA_DIR="false")
         ensure_instance_yaml(Path(env["DAGSTER_HOME"]))
         DagsterInstance.from_config(env["DAGSTER_HOME"]).dispose()  # storage created once
         first = _dagster_dev(env, free_port(), tmp_path / "dev-1.log")

@@ -202,7 +202,7 @@ def test_run_retries_beside_the_sensors_re_requests_double_and_lose_nothing_on_p
         broker.bootstrap_servers,
         NIDS_KAFKA_TOPIC=topic,
         NIDS_KAFKA_GROUP=f"nids-etl-{topic}",
-        NIDS_REFERENCE_IOT23="false",
+        NIDS_REFERENCE_DATA_DIR="false",
     )
     daemon = start_daemon(env, tmp_path / "daemon.log")
     instance = DagsterInstance.from_config(str(dagster_home))

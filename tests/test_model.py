@@ -313,7 +313,7 @@ def test_leave_one_network_out_holds_out_each_network_with_attacks_for_every_see
     )
     seen: list[tuple[str, int]] = []
     result = leave_one_network_out(
-        flows, FAST, seeds=(0, 1), on_run=lambda name, seed, _: seen.append((name, seed))
+        flows, FAST, seeds=(0, 1), on_run=lambda name, seed, *_: seen.append((name, seed))
     )
     assert seen == [
         ("CTU-Malware-Capture-20-1", 0),

@@ -109,7 +109,7 @@ def _cold_files(store: ColdStore, days: list[str]) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_readme_commands_run_as_written(tmp_path):
     port = free_port()
-    env = embedded_env(tmp_path, f"127.0.0.1:{port}", NIDS_REFERENCE_IOT23="false")
+    env = embedded_env(tmp_path, f"127.0.0.1:{port}", NIDS_REFERENCE_DATA_DIR="false")
     broker = subprocess.Popen(
         [NIDS, "broker", "--port", str(port)],
         env=env,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from nids_core.evaluation.metrics import evaluate
+from nids_core.evaluation.metrics import alarms_per_host_day, benign_hosts_and_days, evaluate
 from nids_core.model.features import attack_labels
 from nids_core.zeek.files import (
     DEFAULT_MAX_FILE_BYTES,
@@ -26,7 +26,14 @@ from nids_core.zeek.files import (
 
 # name -> (flows -> attack scores, threshold)
 Scorers = dict[str, tuple[Callable[[pl.DataFrame], np.ndarray], float]]
-FILE_METRICS = ("macro_f1", "attack_recall", "benign_fpr")
+FILE_METRICS = (
+    "macro_f1",
+    "attack_recall",
+    "benign_fpr",
+    "alarms_per_host_day",
+    "roc_auc",
+    "average_precision",
+)
 
 
 @dataclass
@@ -36,6 +43,8 @@ class FileEvaluation:
     labelled: int = 0
     attacks: int = 0
     unreadable: int = 0
+    repeated: int = 0  # rows repeated whole, read once
+    reject_reasons: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, dict] = field(default_factory=dict)  # scorer name -> evaluate(...)
     error: str | None = None
 
@@ -50,7 +59,12 @@ class FileEvaluation:
         head = (
             f"{self.path}: flows {self.flows}, labelled {self.labelled} "
             f"({self.flows - self.labelled} without a label skipped), attacks {self.attacks}"
-            + (f", unreadable rows {self.unreadable}" if self.unreadable else "")
+            + (
+                f", unreadable rows {self.unreadable} ({self._reasons()})"
+                if self.unreadable
+                else ""
+            )
+            + (f", rows repeated whole read once {self.repeated}" if self.repeated else "")
         )
         if not self.labelled:
             return f"{head}; no labelled flows: left out of the means"
@@ -59,6 +73,10 @@ class FileEvaluation:
             for name, m in self.metrics.items()
         ]
         return f"{head}; " + "; ".join(cells)
+
+    def _reasons(self) -> str:
+        top = sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])[:3]
+        return ", ".join(f"{n} x {r}" for r, n in top)
 
 
 def _fmt(value: float | None) -> str:
@@ -78,16 +96,25 @@ def evaluate_file(
         return result
     flows = parsed.flows
     result.flows, result.unreadable = flows.height, parsed.rejects.height
+    result.repeated = parsed.duplicates
+    result.reject_reasons = {
+        r: int(n) for r, n in parsed.rejects.group_by("error").len().iter_rows()
+    }
     labelled = flows["label"].is_not_null().to_numpy()
     result.labelled = int(labelled.sum())
     if not result.labelled:
         return result
-    y = attack_labels(flows.filter(pl.Series(labelled)))
+    judged = flows.filter(pl.Series(labelled))
+    y = attack_labels(judged)
     result.attacks = int(y.sum())
+    hosts, days = benign_hosts_and_days(judged, y)
     for name, (score, threshold) in scorers.items():
         # Scored on every flow of the file (unlabelled ones are graph context), judged on
-        # the labelled ones.
-        result.metrics[name] = evaluate(y, score(flows)[labelled], threshold)
+        # the labelled ones: the verdict at the cut, and the ranking whatever the cut.
+        m = evaluate(y, score(flows)[labelled], threshold)
+        m["alarms_per_host_day"] = alarms_per_host_day(m, hosts, days)
+        m["average_precision"] = m["pr_auc"]
+        result.metrics[name] = m
     return result
 
 

@@ -93,9 +93,16 @@ def evaluate_gate(
     return results
 
 
+# On networks it has never seen, the served model's worst network may be this much below
+# the baseline's worst (its mean may not be below the baseline's at all).
+MAX_WORST_SHORTFALL = 0.02
+
+
 def lono_rule(lono: dict | None) -> GateResult:
-    """The served model's leave-one-network-out macro F1 (mean over networks and seeds)
-    must not be below the flow-only baseline's on the same folds and seeds."""
+    """On leave-one-network-out folds, the served model (mean over networks and seeds) must
+    not be below the flow-only baseline on the same folds and seeds, and its worst network
+    not more than MAX_WORST_SHORTFALL below the baseline's worst. The value is the margin
+    of the tighter of the two (>= 0 passes)."""
     if not lono:
         return GateResult(
             "lono_vs_baseline",
@@ -104,15 +111,32 @@ def lono_rule(lono: dict | None) -> GateResult:
             math.nan,
             "not measurable: the training set has fewer than two networks with attacks",
         )
-    served, graph, base = (lono["summary"][c] for c in ("served", "gnn", "baseline"))
+    served, base = lono["summary"]["served"], lono["summary"]["baseline"]
+    mean_margin = served["mean"] - base["mean"]
+    worst_margin = served["worst"] - (base["worst"] - MAX_WORST_SHORTFALL)
+    margin = min(mean_margin, worst_margin)
+    others = ", ".join(
+        f"{c} {lono['summary'][c]['mean']:.4f}"
+        for c in lono["summary"]
+        if c not in ("served", "baseline")
+    )
+    selected = lono.get("selected")
     return GateResult(
         "lono_vs_baseline",
-        _ok(served["mean"]) and served["mean"] >= base["mean"],
-        served["mean"],
-        base["mean"],
+        _ok(margin) and margin >= 0,
+        margin,
+        0.0,
         f"leave-one-network-out macro F1 over {len(lono['networks'])} networks: served "
-        f"{served['mean']:.4f} (worst {served['worst']:.4f}, seed sd {served['seed_sd']:.4f}) "
-        f"against the flow-only baseline's {base['mean']:.4f} (worst {base['worst']:.4f}), "
-        f"which it must not be below; graph model alone {graph['mean']:.4f} "
-        f"(worst {graph['worst']:.4f})",
+        f"{served['mean']:.4f} (worst {served['worst']:.4f}, seed sd {served['seed_sd']:.4f}, "
+        f"mean over kinds {served['kind_mean']:.4f}, highest benign FPR "
+        f"{served['max_benign_fpr']:.4f}) against the flow-only baseline's {base['mean']:.4f} "
+        f"(worst {base['worst']:.4f}): the mean must not be below it and the worst not more "
+        f"than {MAX_WORST_SHORTFALL} below; serving {selected} at cut "
+        f"{lono.get('selected_cut', math.nan):.2f}"
+        + (
+            " (a simpler candidate than the graph model won on held-out networks)"
+            if selected in ("flow_trees", "context_trees")
+            else ""
+        )
+        + f"; candidates: {others}",
     )

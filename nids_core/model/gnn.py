@@ -188,9 +188,10 @@ class FlowScorer(nn.Module):
 
 
 class HybridScorer(FlowScorer):
-    """The served model (nids_core.model.served): the larger of the graph model's and the
-    context trees' attack probabilities, at a cut chosen on validation rows. The graph
-    model alone stays available for every report (`gnn_score`, `gnn_threshold`)."""
+    """The served model (nids_core.model.candidates): the graph model, the context trees
+    (nids_core.model.served) and the flow-only trees, combined as `candidate` says, at a
+    cut chosen over held-out networks. The graph model alone stays available for every
+    report (`gnn_score`, `gnn_threshold`)."""
 
     def __init__(
         self,
@@ -200,10 +201,19 @@ class HybridScorer(FlowScorer):
         gnn_threshold: float,
         forest,
         threshold: float,
+        candidate: str = "max_fusion",
+        flow_forest=None,
     ):
         super().__init__(network, spec, window, threshold)
         self.gnn_threshold = gnn_threshold
         self.forest = forest
+        self.candidate = candidate
+        self.flow_forest = flow_forest
+
+    @property
+    def served_candidate(self) -> str:
+        # Versions logged before candidates existed served the larger of the two.
+        return getattr(self, "candidate", "max_fusion")
 
     def gnn_score(
         self,
@@ -219,14 +229,30 @@ class HybridScorer(FlowScorer):
         features: np.ndarray | None = None,
         targets: np.ndarray | None = None,
     ) -> np.ndarray:
-        from nids_core.model.served import forest_scores
+        from nids_core.model.candidates import NEEDS_CONTEXT_TREES, NEEDS_GNN, combine
+        from nids_core.model.served import attack_probability, forest_scores
 
         if flows.height == 0 or (targets is not None and len(targets) == 0):
             return np.zeros(0, dtype=np.float64)
-        # The flow features feed both models: computed once.
+        candidate = self.served_candidate
+        # The flow features feed every part: computed once.
         features = transform(flows, self.spec) if features is None else features
-        trees = forest_scores(self.forest, flows, self.spec, self.window, features, targets)
-        return np.maximum(self.gnn_score(flows, features, targets), trees)
+        gnn = self.gnn_score(flows, features, targets) if candidate in NEEDS_GNN else None
+        trees = (
+            forest_scores(self.forest, flows, self.spec, self.window, features, targets)
+            if candidate in NEEDS_CONTEXT_TREES
+            else None
+        )
+        flow_only = None
+        if candidate == "flow_trees":
+            own = features if targets is None else features[np.asarray(targets, np.int64)]
+            classes = list(self.flow_forest.classes_)
+            flow_only = (
+                attack_probability(self.flow_forest, own)
+                if len(classes) > 1
+                else np.full(len(own), float(classes[0]))
+            )
+        return combine(candidate, gnn, trees, flow_only)
 
 
 def graph_model_parts(scorer: FlowScorer) -> tuple[Callable[[pl.DataFrame], np.ndarray], float]:

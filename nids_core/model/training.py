@@ -32,9 +32,9 @@ class TrainConfig:
     window_minutes: float = DEFAULT_WINDOW.total_seconds() / 60
     threshold: float = 0.5
     flow_head: bool = True
-    # What is served: "hybrid" (trees over flow features and host context, the graph model
-    # beside it; nids_core.model.served) or "gnn" (the graph model alone).
-    serve: str = "hybrid"
+    # What is served (nids_core.model.candidates): "auto" (the candidate that does best on
+    # held-out networks), or a candidate's name ("hybrid" = max_fusion).
+    serve: str = "auto"
     # False makes the graph head see only the endpoints' embeddings (a graph-only model).
     head_flow_features: bool = True
     # Seeds per held-out network in leave-one-network-out evaluation.
@@ -148,30 +148,45 @@ def train_gnn(
     return TrainResult(scorer, best_epoch, epoch, best_loss, history, seconds)
 
 
-SERVE_CHOICES = ("hybrid", "gnn")
-
-
 def train_served(
     train: pl.DataFrame,
     validation: pl.DataFrame,
     config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[dict], None] | None = None,
+    choice: tuple[str, float] | None = None,
 ) -> TrainResult:
-    """Train the graph model, then (with serve="hybrid") the served trees on train and
-    validation rows and the served cut (see fit_served_trees). The result's scorer is what
-    gets logged and served."""
-    if config.serve not in SERVE_CHOICES:
-        raise ValueError(f"serve={config.serve!r}: use one of {SERVE_CHOICES}")
+    """Train the graph model, then the served trees on train and validation rows. `choice`
+    (candidate, cut) comes from leave-one-network-out (nids_core.evaluation.lono); without
+    it the candidate is `config.serve` ("auto" then meaning max_fusion, what was served
+    before selection) at the cut that is best on the validation rows. The result's scorer
+    is what gets logged and served; a graph-model-only choice is a plain FlowScorer."""
+    from nids_core.model.candidates import candidate_name
+
+    wanted = candidate_name(config.serve)
+    if choice is None:
+        candidate, cut = ("max_fusion" if wanted == "auto" else wanted), None
+    else:
+        candidate, cut = choice
     result = train_gnn(train, validation, config, on_epoch=on_epoch)
-    if config.serve == "gnn":
+    gnn = result.scorer
+    if candidate == "gnn":
+        gnn.threshold = gnn.threshold if cut is None else cut
         return result
     from nids_core.model.gnn import HybridScorer
 
-    gnn = result.scorer
     started = time.perf_counter()
-    forest, threshold = fit_served_trees(train, validation, gnn, config)
+    forest, flow_forest, threshold = fit_served_trees(
+        train, validation, gnn, config, candidate, with_cut=cut is None
+    )
     result.scorer = HybridScorer(
-        gnn.network, gnn.spec, gnn.window, gnn.threshold, forest, threshold
+        gnn.network,
+        gnn.spec,
+        gnn.window,
+        gnn.threshold,
+        forest,
+        threshold if cut is None else cut,
+        candidate,
+        flow_forest,
     )
     result.scorer.eval()
     result.seconds += time.perf_counter() - started
@@ -183,10 +198,15 @@ def fit_served_trees(
     validation: pl.DataFrame,
     gnn: FlowScorer,
     config: TrainConfig,
+    candidate: str = "max_fusion",
+    with_cut: bool = True,
 ):
-    """The served trees (on train and validation rows) and the served cut: the best on the
-    validation rows, scored by the graph model and by trees fitted on the training rows
-    only (the served trees have seen the validation rows)."""
+    """The served context trees and flow-only trees (on train and validation rows), and
+    the cut that is best on the validation rows for `candidate`, its trees refitted on the
+    training rows only (the served trees have seen the validation rows): used only when no
+    cut was chosen over held-out networks."""
+    from nids_core.model.baseline import train_baseline
+    from nids_core.model.candidates import combine
     from nids_core.model.served import (
         VALIDATION_TREES,
         fit_forest,
@@ -196,8 +216,18 @@ def fit_served_trees(
 
     rows = pl.concat([train, validation], how="vertical_relaxed")
     forest = fit_forest(rows, gnn.spec, config.window, config.seed)
+    flow_forest = train_baseline(rows, gnn.spec, config.seed)
+    flow_forest.set_params(n_jobs=1)
+    if not with_cut:
+        return forest, flow_forest, None
     early = fit_forest(train, gnn.spec, config.window, config.seed, VALIDATION_TREES)
-    scores = np.maximum(
-        gnn.score(validation), forest_scores(early, validation, gnn.spec, config.window)
+    early_flow = train_baseline(train, gnn.spec, config.seed)
+    from nids_core.model.baseline import baseline_scores
+
+    scores = combine(
+        candidate,
+        gnn.score(validation),
+        forest_scores(early, validation, gnn.spec, config.window),
+        baseline_scores(early_flow, validation, gnn.spec),
     )
-    return forest, validation_threshold(attack_labels(validation), scores)
+    return forest, flow_forest, validation_threshold(attack_labels(validation), scores)

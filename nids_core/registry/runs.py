@@ -19,6 +19,7 @@ from nids_core.evaluation.metrics import evaluate, evaluate_by_capture
 from nids_core.evaluation.plots import confusion_matrix_png, pr_curve_png
 from nids_core.model.artifacts import log_scorer
 from nids_core.model.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
+from nids_core.model.candidates import candidate_name
 from nids_core.model.features import attack_labels
 from nids_core.model.gnn import FlowScorer, graph_model_parts
 from nids_core.model.progress import EpochProgress
@@ -27,6 +28,13 @@ from nids_core.stores.cold import parquet_bytes
 
 TRAINING_ROWS_ARTIFACT = "training/train_validation_rows.parquet"
 METRIC_KEYS = ("macro_f1", "attack_recall", "benign_fpr", "pr_auc", "accuracy")
+CANDIDATE_CLASSES = {
+    "flow_trees": "ExtraTrees on flow features (the flow-only baseline's model)",
+    "context_trees": "ExtraTrees on flow features and host context shares",
+    "gnn": "EGraphSAGE edge classifier (PyG)",
+    "mean_fusion": "mean of an EGraphSAGE graph model and context trees",
+    "max_fusion": "larger of an EGraphSAGE graph model and context trees",
+}
 
 
 @dataclass
@@ -51,15 +59,17 @@ def _lono_progress(say: Callable[[str], None], flows: pl.DataFrame, seeds: int):
     """A leave-one-network-out callback that says which fold finished and the time left."""
     total = len(networks_with_attacks(flows)) * seeds
     started, done = time.monotonic(), [0]
-    say(f"leave-one-network-out: up to {total} trainings ({seeds} seeds per held-out network)")
+    say(
+        f"leave-one-network-out: up to {total} trainings ({seeds} seeds per held-out "
+        "network), every candidate scored on each held-out network"
+    )
 
-    def on_run(held_out: str, seed: int, metrics: dict[str, dict]) -> None:
+    def on_run(held_out: str, seed: int, scores: dict, y) -> None:
         done[0] += 1
         left = (time.monotonic() - started) / done[0] * max(total - done[0], 0)
         say(
-            f"leave-one-network-out {done[0]}/{total}: {held_out} held out, seed {seed}: "
-            f"macro F1 {metrics['served']['macro_f1']:.4f} (baseline "
-            f"{metrics['baseline']['macro_f1']:.4f}); ETA {left:.0f} s"
+            f"leave-one-network-out {done[0]}/{total}: {held_out} held out "
+            f"({len(y)} flows, {int(y.sum())} attacks), seed {seed}; ETA {left:.0f} s"
         )
 
     return on_run
@@ -82,18 +92,24 @@ def train_evaluate_log(
     train, validation, test = (
         training_set.filter(pl.col("split") == s) for s in ("train", "validation", "test")
     )
-    mlflow.log_params(
-        {
-            **{f"train_{k}": v for k, v in asdict(config).items()},
-            "train_rows": train.height,
-            "validation_rows": validation.height,
-            "test_rows": test.height,
-            "model_class": "flow+host-context trees with an EGraphSAGE graph model (PyG)"
-            if config.serve == "hybrid"
-            else "EGraphSAGE edge classifier (PyG)",
-        }
+    measured = None
+    if lono:
+        say("choosing what to serve: leave one network out over the training set's networks")
+        measured = leave_one_network_out(
+            training_set.drop("split"),
+            config,
+            seeds=range(config.lono_seeds),
+            on_run=_lono_progress(say, training_set, config.lono_seeds),
+        )
+    choice = (measured.selected, measured.selected_cut) if measured and measured.folds else None
+    chosen_by = (
+        "over held-out networks (leave one network out)"
+        if choice and candidate_name(config.serve) == "auto"
+        else f"by the setting serve={config.serve}, cut over held-out networks"
+        if choice
+        else "without held-out networks (fewer than two networks with attacks): "
+        "the default candidate at the cut best on the validation rows"
     )
-
     progress = EpochProgress(say, config.max_epochs, config.patience)
 
     def log_epoch(row: dict) -> None:
@@ -104,10 +120,25 @@ def train_evaluate_log(
         f"training on {train.height} flows, validating on {validation.height}, testing on "
         f"{test.height}"
     )
-    result = train_served(train, validation, config, on_epoch=log_epoch)
+    result = train_served(train, validation, config, on_epoch=log_epoch, choice=choice)
     progress.finish()
-    say("trained; scoring the test split with the model, the graph model alone and the baseline")
     scorer = result.scorer
+    served_candidate = getattr(scorer, "served_candidate", "gnn")
+    mlflow.log_params(
+        {
+            **{f"train_{k}": v for k, v in asdict(config).items()},
+            "train_rows": train.height,
+            "validation_rows": validation.height,
+            "test_rows": test.height,
+            "served_candidate": served_candidate,
+            "served_chosen": chosen_by,
+            "model_class": CANDIDATE_CLASSES[served_candidate],
+        }
+    )
+    say(
+        f"trained; serving {served_candidate} at cut {scorer.threshold:.2f}; scoring the "
+        "test split with it, the graph model alone and the baseline"
+    )
     y_test = attack_labels(test)
     served_score = scorer.score(test)
     graph_score_fn, graph_threshold = graph_model_parts(scorer)
@@ -155,22 +186,14 @@ def train_evaluate_log(
         "feature_names": scorer.spec.names,
         "graph_window_minutes": config.window_minutes,
         "threshold": scorer.threshold,
-        "serve": config.serve,
+        "serve": served_candidate,
+        "served_chosen": chosen_by,
     }
     lono_summary = None
-    if lono:
-        measured = leave_one_network_out(
-            training_set.drop("split"),
-            config,
-            seeds=range(config.lono_seeds),
-            on_run=_lono_progress(say, training_set, config.lono_seeds),
-        )
-        if measured.runs:
-            lono_summary = measured.as_dict()
-            for candidate, figures in lono_summary["summary"].items():
-                mlflow.log_metrics(
-                    {f"lono_{candidate}_{k}": v for k, v in figures.items() if v == v}
-                )
+    if measured is not None and measured.runs:
+        lono_summary = measured.as_dict()
+        for candidate, figures in lono_summary["summary"].items():
+            mlflow.log_metrics({f"lono_{candidate}_{k}": v for k, v in figures.items() if v == v})
     report["lono"] = lono_summary
     mlflow.log_dict(report, "evaluation/report.json")
     _log_bytes(
@@ -223,13 +246,21 @@ def model_card(served: dict, graph: dict, base: dict, champion: dict | None, rep
         cells = " | ".join("-" if math.isnan(m[k]) else f"{m[k]:.4f}" for k in METRIC_KEYS)
         return f"| {name} | {cells} |"
 
+    served_name = report["serve"]
     lines = [
         "## nids-gnn model card",
-        f"Served: {report['serve']} (threshold {report['threshold']:.2f}). Graph model: "
-        "E-GraphSAGE-style edge classifier over the host graph (hosts = nodes, flows = "
-        f"edges), graph window {report['graph_window_minutes']} min. Features: "
-        f"{len(report['feature_names'])} flow features (no addresses, ports or timestamps)"
-        " and, for the served trees, host context shares per window.",
+        f"Served: {served_name} ({CANDIDATE_CLASSES.get(served_name, served_name)}), cut "
+        f"{report['threshold']:.2f}, chosen {report.get('served_chosen', '')}."
+        + (
+            " A simpler candidate than the graph model did best on networks it had not "
+            "seen, so it is served; the graph model is kept for reports."
+            if served_name in ("flow_trees", "context_trees")
+            else ""
+        ),
+        f"Graph model: E-GraphSAGE-style edge classifier over the host graph (hosts = "
+        f"nodes, flows = edges), graph window {report['graph_window_minutes']} min. "
+        f"Features: {len(report['feature_names'])} flow features (no addresses, ports or "
+        "timestamps) and, for the context trees, host context shares per window.",
         "",
         f"Time split (rows): {json.dumps(report['rows'])}; best epoch {report['best_epoch']}.",
         "",
@@ -241,24 +272,53 @@ def model_card(served: dict, graph: dict, base: dict, champion: dict | None, rep
     ]
     if champion:
         lines.append(row("current champion", champion))
-    lono = report.get("lono")
     lines += ["", "### On networks it has never seen (leave one network out, with seeds)"]
+    lines += lono_markdown(report.get("lono")).splitlines()
+    return "\n".join(lines)
+
+
+def lono_markdown(lono: dict | None) -> str:
+    """Leave-one-network-out tables: macro F1 and benign FPR per held-out network for every
+    candidate, and mean / worst / seed spread / mean over kinds / highest benign FPR."""
     if not lono:
-        lines.append("Not measured: fewer than two networks with attacks in the training set.")
-    else:
-        lines += [
-            "| held-out network | served | graph model | baseline |",
-            "|---|---|---|---|",
-        ]
-        per = lono["per_network"]
-        for name in lono["networks"]:
-            lines.append(
-                f"| {name} | {per['served'][name]:.4f} | {per['gnn'][name]:.4f} | "
-                f"{per['baseline'][name]:.4f} |"
-            )
-        for key in ("mean", "worst", "seed_sd"):
-            cells = " | ".join(
-                f"{lono['summary'][c][key]:.4f}" for c in ("served", "gnn", "baseline")
-            )
-            lines.append(f"| {key} | {cells} |")
+        return "Not measured: fewer than two networks with attacks in the training set."
+    from nids_core.evaluation.lono import CANDIDATES
+    from nids_core.serving.escaping import escape_markdown
+
+    head = "| held-out network | kind | " + " | ".join(CANDIDATES) + " |"
+    rule = "|---|---|" + "---|" * len(CANDIDATES)
+    lines = [
+        f"Served: {lono['selected']} at cut {lono['selected_cut']:.2f}. On each held-out "
+        "network, `served` is the candidate chosen without that network (its cut too); "
+        "`baseline` is the flow-only trees at 0.5.",
+        "",
+        "Macro F1 (mean over seeds):",
+        "",
+        head,
+        rule,
+    ]
+    kinds = lono.get("kinds", {})
+    for name in lono["networks"]:
+        cells = " | ".join(f"{lono['per_network'][c][name]:.4f}" for c in CANDIDATES)
+        lines.append(
+            f"| {escape_markdown(name, 120)} | {escape_markdown(kinds.get(name, ''), 60)} | "
+            f"{cells} |"
+        )
+    for key in (
+        "mean",
+        "worst",
+        "seed_sd",
+        "kind_mean",
+        "max_benign_fpr",
+        "max_alarms_per_host_day",
+    ):
+        cells = " | ".join(f"{lono['summary'][c][key]:.4f}" for c in CANDIDATES)
+        lines.append(f"| **{key}** | | {cells} |")
+    lines += ["", "Benign false-positive rate (mean over seeds):", "", head, rule]
+    for name in lono["networks"]:
+        cells = " | ".join(f"{lono['benign_fpr'][c][name]:.4f}" for c in CANDIDATES)
+        lines.append(
+            f"| {escape_markdown(name, 120)} | {escape_markdown(kinds.get(name, ''), 60)} | "
+            f"{cells} |"
+        )
     return "\n".join(lines)

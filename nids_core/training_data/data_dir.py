@@ -54,6 +54,14 @@ def iot23_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in d.glob("*.gz") if p.is_file()) if d.is_dir() else []
 
 
+def labelled_folders(data_dir: Path) -> list[Path]:
+    """The data directory's folders of labelled captures (IoT-23, Botnet-4, UWF-ZeekData22)
+    that are there."""
+    from nids_core.training_data.networks import DATA_DIR_KINDS
+
+    return [data_dir / f for f in DATA_DIR_KINDS if (data_dir / f).is_dir()]
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One file to download: name on disk, URL, SHA-256 of its *uncompressed* content.

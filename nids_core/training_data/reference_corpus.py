@@ -3,8 +3,10 @@ when live traffic carries no labels. Kept apart from live data: it is read from 
 locations and stored under `reference/` in the cold store, never in the hot table, the
 alerts or the live `flows/` partitions.
 
-Each file is one network (capture), named by its file (`capture_name`) and identified by
-the SHA-256 of its content (gunzipped, so recompressing a file changes nothing).
+Each file is one capture, named by its file (`capture_name`) and identified by the SHA-256
+of its content (gunzipped, so recompressing a file changes nothing); each capture belongs to
+a network of a kind (nids_core.training_data.networks: its own, unless a `networks.toml`
+beside it groups it with others).
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ import polars as pl
 from nids_core.ingest.normalize import ParseResult
 from nids_core.schema import LABEL_MALICIOUS
 from nids_core.stores.cold import ColdStore
+from nids_core.training_data.networks import (
+    MANIFEST_NAME,
+    Network,
+    assign_networks,
+    default_network,
+    parse_manifest,
+)
 from nids_core.zeek.files import (
     DEFAULT_MAX_FILE_BYTES,
     FileTooLarge,
@@ -39,11 +48,13 @@ class ReferenceCorpusError(ValueError):
 
 @dataclass(frozen=True)
 class ReferenceFile:
-    """One capture file: its partition key, where it is, and a cheap change signature."""
+    """One capture file: its partition key, where it is, a cheap change signature, and the
+    network it belongs to."""
 
     capture: str
     url: str
     signature: str  # size and modification time (or ETag): changes when the file does
+    network: Network | None = None
 
 
 def _is_log(name: str) -> bool:
@@ -54,8 +65,9 @@ def list_reference_files(
     locations: Sequence[str], storage_options: dict | None = None
 ) -> list[ReferenceFile]:
     """The capture files directly under each location (a folder or `s3://bucket/prefix`),
-    sorted by capture. Two files that name the same capture are an error: they would be
-    one partition."""
+    sorted by capture, each with its network (from a `networks.toml` in the location, else
+    its own, of the kind named by the location's folder). Two files that name the same
+    capture are an error: they would be one partition."""
     files: dict[str, ReferenceFile] = {}
     for location in locations:
         opts = storage_options if location.startswith("s3://") else {}
@@ -64,13 +76,26 @@ def list_reference_files(
         if not fs.isdir(root):
             raise ReferenceCorpusError(f"reference corpus location {location} is not a folder")
         protocol = location.split("://", 1)[0] + "://" if "://" in location else ""
-        for info in fs.ls(root, detail=True):
+        listing = fs.ls(root, detail=True)
+        folder = root.rstrip("/").rsplit("/", 1)[-1]
+        manifest: dict[str, Network] = {}
+        for info in listing:
+            if info["name"].rstrip("/").rsplit("/", 1)[-1] == MANIFEST_NAME:
+                source = f"{protocol}{info['name']}"
+                with fs.open(info["name"], "rb") as fh:
+                    text = fh.read(1 << 20).decode("utf-8", errors="replace")
+                manifest = parse_manifest(text, source)
+        for info in listing:
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
             if info.get("type") != "file" or not _is_log(name):
                 continue
             changed = info.get("ETag") or info.get("mtime") or info.get("LastModified")
+            capture = capture_name(name)
             ref = ReferenceFile(
-                capture_name(name), f"{protocol}{info['name']}", f"{info.get('size')}:{changed}"
+                capture,
+                f"{protocol}{info['name']}",
+                f"{info.get('size')}:{changed}",
+                manifest.get(capture) or default_network(capture, folder),
             )
             if ref.capture in files:
                 raise ReferenceCorpusError(
@@ -112,6 +137,7 @@ class ReferenceSummary:
     attacks: int
     unreadable: int
     reject_reasons: dict[str, int]
+    repeated: int = 0  # rows repeated whole, read once
 
     def as_metadata(self) -> dict:
         return {
@@ -122,6 +148,7 @@ class ReferenceSummary:
             "attack_flows": self.attacks,
             "unlabelled_flows": self.flows - self.labelled,
             "unreadable_rows": self.unreadable,
+            "repeated_rows_read_once": self.repeated,
             "unreadable_reasons": ", ".join(
                 f"{n} x {r}" for r, n in sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])
             )
@@ -147,6 +174,7 @@ def parse_reference(
         attacks=int((flows["label"] == LABEL_MALICIOUS).sum()),
         unreadable=parsed.rejects.height,
         reject_reasons=reasons,
+        repeated=parsed.duplicates,
     )
     return flows, summary
 
@@ -162,10 +190,14 @@ def missing_versions(store: ColdStore, versions: dict[str, str]) -> list[str]:
     return [c for c, sha in sorted(versions.items()) if not store.exists(stored_path(c, sha))]
 
 
-def load_reference_corpus(store: ColdStore, versions: dict[str, str]) -> pl.DataFrame:
-    """The stored flows of each capture at its current content version. Raises when one has
-    not been read yet, naming the partitions to materialize (training on an older version
-    of a file than the one on disk would be silent and wrong)."""
+def load_reference_corpus(
+    store: ColdStore, versions: dict[str, str], networks: dict[str, Network] | None = None
+) -> pl.DataFrame:
+    """The stored flows of each capture at its current content version, `capture` being
+    its network's name and `network_kind` its kind (`networks`: {capture: Network}; a
+    capture not in it is its own network). Raises when one has not been read yet, naming
+    the partitions to materialize (training on an older version of a file than the one on
+    disk would be silent and wrong)."""
     missing = missing_versions(store, versions)
     if missing:
         raise ReferenceCorpusError(
@@ -174,4 +206,27 @@ def load_reference_corpus(store: ColdStore, versions: dict[str, str]) -> pl.Data
             "requests them)"
         )
     frames = [store.read_frame(stored_path(c, sha)) for c, sha in sorted(versions.items())]
-    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+    if not frames:
+        return pl.DataFrame()
+    return assign_networks(pl.concat(frames, how="vertical_relaxed"), networks or {})
+
+
+def read_corpus(
+    locations: Sequence[str],
+    storage_options: dict | None = None,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> tuple[pl.DataFrame, list[ReferenceSummary]]:
+    """Every capture file of `locations` read at once (as reference_flows reads each), its
+    rows' `capture` being their network and `network_kind` its kind: what benchmarks and
+    tools read without the platform's store. Returns the flows and one summary per file."""
+    files = list_reference_files(locations, storage_options)
+    frames, summaries = [], []
+    for ref in files:
+        flows, summary = parse_reference(
+            read_reference_file(ref, storage_options, max_bytes), ref.capture, max_bytes
+        )
+        frames.append(flows)
+        summaries.append(summary)
+    networks = {f.capture: f.network for f in files if f.network is not None}
+    flows = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+    return (assign_networks(flows, networks) if frames else flows), summaries

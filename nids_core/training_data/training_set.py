@@ -3,8 +3,8 @@ split by time within each network.
 
 Live traffic carries no labels of its own: a live flow enters only through an analyst's
 label (the newest per uid), and where a uid is in both, the analyst's label wins. Each row
-keeps its network (`capture`; live flows without one are network `live`) and its `source`
-(`reference` or `analyst`).
+keeps its network (`capture`; live flows without one are network `live`), the network's
+kind (`network_kind`; `live` for live flows) and its `source` (`reference` or `analyst`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from nids_core.model.splits import SPLITS, time_split
 from nids_core.schema import FLOW_COLUMNS, FLOW_SCHEMA, LABEL_MALICIOUS
 from nids_core.stores.cold import ColdStore
 from nids_core.stores.hot import dedupe_batch
+from nids_core.training_data.networks import NETWORK_KIND_COLUMN
 
 TRAINING_SET_PATH = "training/training_set.parquet"
 LIVE_NETWORK = "live"
 SOURCE_REFERENCE = "reference"
 SOURCE_ANALYST = "analyst"
-TRAINING_COLUMNS = [*FLOW_COLUMNS, "source"]
+TRAINING_COLUMNS = [*FLOW_COLUMNS, NETWORK_KIND_COLUMN, "source"]
+TRAINING_SCHEMA = {**FLOW_SCHEMA, NETWORK_KIND_COLUMN: pl.String(), "source": pl.String()}
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class TrainingSetSummary:
     rows: dict[str, int]
     attacks: dict[str, int]
     captures: int
+    kinds: dict[str, int]  # kind of network -> networks of that kind
     reference_rows: int
     analyst_rows: int
     analyst_overrides: int
@@ -41,7 +44,8 @@ class TrainingSetSummary:
             "days_read": len(self.days),
             "first_day": self.days[0] if self.days else "",
             "last_day": self.days[-1] if self.days else "",
-            "captures": self.captures,
+            "networks": self.captures,
+            "kinds_of_network": ", ".join(f"{k} ({n})" for k, n in sorted(self.kinds.items())),
             "reference_rows": self.reference_rows,
             "analyst_labelled_rows": self.analyst_rows,
             "analyst_overrides_of_reference": self.analyst_overrides,
@@ -74,15 +78,17 @@ def combine_sources(
 ) -> tuple[pl.DataFrame, int]:
     """Labelled reference rows plus the live flows an analyst labelled; returns the rows and
     how many reference uids an analyst's label replaced."""
+    if reference.height and NETWORK_KIND_COLUMN not in reference.columns:
+        reference = reference.with_columns(pl.col("capture").alias(NETWORK_KIND_COLUMN))
     ref = (
         reference.filter(pl.col("label").is_not_null())
         .unique("uid", keep="first", maintain_order=True)
         .with_columns(pl.lit(SOURCE_REFERENCE).alias("source"))
         .select(TRAINING_COLUMNS)
         if reference.height
-        else pl.DataFrame(schema={**FLOW_SCHEMA, "source": pl.String()})
+        else pl.DataFrame(schema=TRAINING_SCHEMA)
     )
-    analyst = pl.DataFrame(schema={**FLOW_SCHEMA, "source": pl.String()})
+    analyst = pl.DataFrame(schema=TRAINING_SCHEMA)
     if live.height and labels.height:
         analyst = (
             live.select(FLOW_COLUMNS)
@@ -90,6 +96,7 @@ def combine_sources(
             .join(labels.select("uid", "label"), on="uid", how="inner")
             .with_columns(
                 pl.col("capture").fill_null(LIVE_NETWORK),
+                pl.lit(LIVE_NETWORK).alias(NETWORK_KIND_COLUMN),
                 pl.lit(SOURCE_ANALYST).alias("source"),
             )
             .select(TRAINING_COLUMNS)
@@ -129,6 +136,9 @@ def build_training_set(
         rows=rows,
         attacks=attacks,
         captures=split["capture"].n_unique(),
+        kinds=dict(
+            split.group_by(NETWORK_KIND_COLUMN).agg(pl.col("capture").n_unique()).iter_rows()
+        ),
         reference_rows=int(by_source.get(SOURCE_REFERENCE, 0)),
         analyst_rows=int(by_source.get(SOURCE_ANALYST, 0)),
         analyst_overrides=overridden,
