@@ -1,16 +1,12 @@
-"""The served model: the graph model and a tree ensemble over each flow's own features and
-its hosts' window context (nids_core.model.host_context); a flow is an attack when either is
-confident (the larger of the two attack probabilities), at a cut chosen on validation rows.
+"""The context trees, the tree half of what can be served: an ExtraTrees ensemble over each
+flow's own features and its hosts' window context (nids_core.model.host_context), every
+network weighing the same in the fit, plus the validation cut used when no held-out
+networks chose one.
 
-Why this shape: on networks the model had never seen, each model misses what the other
-finds. On seven foreign captures the graph model's scores sat low and it found none of a
-trojan's 719 attack flows that the flow-only trees found all of (GNN macro F1 0.61, trees
-0.90); on IoT-23 held out one network at a time, the graph model finds the Mirai capture
-that trees miss (0.79 against 0.28). The larger of the two keeps what either finds; their
-false alarms add, and both are low where the networks are known (0.13% and 0.15% benign
-FPR on IoT-23's later flows). The trees see the graph as context shares that saturate
-instead of encoding one network's shape, and every network weighs the same in their fit,
-so one large capture does not define "normal".
+Which candidate is served (these trees alone, the graph model, or a fusion of both) and at
+which cut is chosen over held-out networks (nids_core.model.candidates,
+nids_core.evaluation.lono). The trees see the graph as context shares that saturate instead
+of encoding one network's shape, so one large capture does not define "normal".
 """
 
 from __future__ import annotations
