@@ -105,7 +105,8 @@ def cold_predictions(
 ) -> MaterializeResult:
     """Predictions of one UTC day in the cold store, so history keeps them after the hot
     table expires: `predictions/date=D/part-0.parquet` holds what was served (merged on
-    uid, idempotent; the lifecycle job also exports a day before expiring it). With config
+    uid, idempotent; the lifecycle job also exports a day before expiring it), and
+    `evidence/date=D/part-0.parquet` the day's evidence (merged on evidence_id). With config
     `model_version`, the day's cold flows are re-scored by that version instead, into
     `rescored/version=N/date=D/part-0.parquet` (a backfill over a range re-scores history,
     each day once, in one run)."""
@@ -119,6 +120,7 @@ def cold_predictions(
         )
     rows: dict[str, int] = {}
     paths: dict[str, str] = {}
+    evidence_rows: dict[str, int] = {}
     for day in context.partition_keys:
         if scorer is not None:
             from nids_core.serving.scoring import predictions_frame
@@ -137,8 +139,14 @@ def cold_predictions(
                     "WHERE CAST(timezone('UTC', f.ts) AS DATE) = ?",
                     [date.fromisoformat(day)],
                 ).pl()
+                evidence = con.execute(
+                    "SELECT * FROM evidence WHERE CAST(timezone('UTC', window_start) AS DATE) = ?",
+                    [date.fromisoformat(day)],
+                ).pl()
             rows[day] = store.merge_predictions(day, frame) if frame.height else 0
             paths[day] = store.predictions_file(day)
+            if evidence.height:
+                evidence_rows[day] = store.merge_evidence(day, evidence)
         context.log.info(f"cold predictions {day}: {rows[day]} rows -> {paths[day]}")
     days = list(rows)
     return MaterializeResult(
@@ -146,6 +154,7 @@ def cold_predictions(
             "rows": sum(rows.values()),
             "rows_by_day": MetadataValue.json(rows),
             "model_version": config.model_version or "as served",
+            "evidence_rows_by_day": MetadataValue.json(evidence_rows),
             "path": paths[days[0]] if len(days) == 1 else f"{paths[days[0]]} .. {paths[days[-1]]}",
         }
     )

@@ -13,18 +13,23 @@ from dagster import (
     Config,
     FreshnessPolicy,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 from pydantic import Field
 
 from nids_assets.ingestion import hot_flows
 from nids_assets.model import champion_model
+from nids_core.detection.delivery import queue_deliveries, read_alerts
+from nids_core.detection.refresh import DetectionRefresh, refresh_detections
 from nids_core.serving.alerts import (
     AlertRefresh,
     latest_attack_rate,
     refresh_alerts,
     top_alert_hosts,
 )
+from nids_resources.alert_delivery import deliver_alerts
+from nids_resources.kafka import KafkaResource
 from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
@@ -32,6 +37,8 @@ from nids_resources.stores import HotStoreResource
 
 SERVING_GROUP = "serving"
 ATTACK_RATE_CHECK = "attack_rate_in_newest_window"
+HIGH_SEVERITY_CHECK = "new_high_severity_alert"
+NEWEST_ALERTS_SHOWN = 10
 ATTACK_RATE_ONSET = "attack_rate_onset"  # metadata of an `alerts` observation
 
 
@@ -59,6 +66,7 @@ class _Totals:
     seconds: float = 0.0
     unscorable: int = 0
     passes: int = 0
+    alerts_seconds: float = 0.0
 
     def add(self, counts) -> None:
         self.scored += counts.inserted
@@ -122,7 +130,9 @@ def flow_predictions(
         """Score what landed; with new predictions (or on the first pass), refresh the
         alerts and read the attack rate and the prediction count. A pass that finds
         nothing new reads nothing more."""
+        t0 = time.monotonic()
         with hot_store.connect() as con:
+            t_open = time.monotonic()
             counts = score_unscored(
                 con,
                 scorer,
@@ -131,10 +141,18 @@ def flow_predictions(
                 plausible_time.window().latest(),
             )
             state = total = None
+            t_scored = time.monotonic()
             if counts.inserted or first:
                 state = _alerts_state(con, serving, plausible_time, counts.inserted > 0)
                 total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+            t_alerts = time.monotonic()
         totals.add(counts)
+        totals.alerts_seconds += t_alerts - t_scored
+        if counts.inserted:
+            context.log.debug(
+                f"pass: waited {t_open - t0:.2f} s for the hot store, scored {counts.inserted} "
+                f"in {t_scored - t_open:.2f} s, alerts and evidence {t_alerts - t_scored:.2f} s"
+            )
         return counts, state, total
 
     counts, state, total = score_pass(first=True)
@@ -187,6 +205,7 @@ def flow_predictions(
             "graph_windows": totals.windows,
             "context_flows": totals.context_flows,
             "seconds": round(totals.seconds, 3),
+            "alerts_refresh_seconds": round(totals.alerts_seconds, 3),
             "flows_per_second": round(totals.scored / totals.seconds, 1)
             if totals.seconds > 0 and totals.scored
             else 0.0,
@@ -202,6 +221,7 @@ def flow_predictions(
 @dataclass(frozen=True)
 class _AlertsState:
     refreshed: AlertRefresh | None  # None: not refreshed (no new predictions)
+    detections: DetectionRefresh | None
     window: str | None  # the newest window's start
     scored: int
     attacks: int
@@ -215,13 +235,25 @@ class _AlertsState:
 def _alerts_state(
     con, serving: ServingSettingsResource, plausible_time: PlausibleTimeResource, refresh: bool
 ) -> _AlertsState:
-    """Refresh the alerts of the windows with new predictions (if `refresh`), and read the
-    newest window's attack rate: what a following scoring pass and the `alerts` step share."""
+    """Refresh the alerts of the windows with new predictions (if `refresh`): the model's
+    counts per host and window, then the evidence of every detector and the analysts'
+    alerts of those windows, queued for delivery when new or changed; and read the newest
+    window's attack rate: what a following scoring pass and the `alerts` step share."""
     latest = plausible_time.window().latest()
     args = (serving.alert_min_score, serving.alert_window_minutes, latest)
     refreshed = refresh_alerts(con, *args) if refresh else None
+    detections = None
+    if refreshed is not None and refreshed.window_starts != []:
+        detections = refresh_detections(
+            con,
+            refreshed.window_starts,
+            serving.alert_window_minutes,
+            serving.thresholds(),
+            serving.allow_entries(),
+        )
+        queue_deliveries(con, serving.triage(), serving.alert_sinks())
     window, scored, attacks = latest_attack_rate(con, *args, serving.attack_rate_min_flows)
-    return _AlertsState(refreshed, window, scored, attacks)
+    return _AlertsState(refreshed, detections, window, scored, attacks)
 
 
 @asset(
@@ -236,7 +268,14 @@ def _alerts_state(
             "reaches NIDS_ALERT_MAX_ATTACK_RATE (the alert webhook then fires). A newest window "
             "with fewer than NIDS_ALERT_RATE_MIN_FLOWS scored flows is judged together with "
             "the windows before it, until the span holds that many (at most 24 h).",
-        )
+        ),
+        AssetCheckSpec(
+            HIGH_SEVERITY_CHECK,
+            asset="alerts",
+            description="Fails while an alert of severity NIDS_ALERT_HIGH_SEVERITY or more is "
+            "new (neither acknowledged nor closed with `nids alerts`), so Dagster's own "
+            "alerting sees it.",
+        ),
     ],
 )
 def alerts(
@@ -244,14 +283,40 @@ def alerts(
     hot_store: HotStoreResource,
     serving: ServingSettingsResource,
     plausible_time: PlausibleTimeResource,
+    kafka: KafkaResource,
 ) -> MaterializeResult:
-    """Table `alerts`: per source host and NIDS_ALERT_WINDOW_MINUTES window, the flows scored
-    at or above NIDS_ALERT_MIN_SCORE (count, peers, ports, max and mean score, first and last
-    seen, model versions), rebuilt for the windows that got predictions since the last
-    refresh (every window still in the hot table, the first time)."""
+    """Tables `alerts`, `evidence` and `analyst_alerts`. `alerts`: per source host and
+    NIDS_ALERT_WINDOW_MINUTES window, the flows scored at or above NIDS_ALERT_MIN_SCORE.
+    `evidence`: one row per detection of the model and of the label-free detectors
+    (horizontal and vertical scans, beacons, long connections), with the Zeek uids it rests
+    on and why. `analyst_alerts`: per host and window, the evidence summed into a score and
+    a 0-100 severity under a stable id, queued once per change for the Kafka topic, NDJSON
+    files and the webhook (OCSF Detection Finding and ECS). Rebuilt for the windows that got
+    predictions since the last refresh (every window still in the hot table, the first
+    time); the outbox is then delivered."""
+    triage = serving.triage()
     with hot_store.connect() as con:
         state = _alerts_state(con, serving, plausible_time, refresh=True)
         top = top_alert_hosts(con)
+        newest = read_alerts(con, limit=NEWEST_ALERTS_SHOWN)
+        high = con.execute(
+            "SELECT alert_id FROM analyst_alerts WHERE severity >= ?",
+            [serving.alert_high_severity],
+        ).fetchall()
+        per_detector = dict(
+            con.execute(
+                "SELECT detector, count(*) FROM evidence WHERE suppressed_by IS NULL GROUP BY 1"
+            ).fetchall()
+        )
+        suppressed = con.execute(
+            "SELECT count(*) FROM evidence WHERE suppressed_by IS NOT NULL"
+        ).fetchone()[0]
+        total_alerts = con.execute("SELECT count(*) FROM analyst_alerts").fetchone()[0]
+    statuses = triage.statuses([a for (a,) in high] + [a["alert_id"] for a in newest])
+    new_high = [a for (a,) in high if statuses.get(a) is None or statuses[a].status == "new"]
+    delivery = deliver_alerts(serving, kafka)
+    for error in delivery.errors:
+        context.log.warning(f"alert delivery failed, retried later: {error}")
     refreshed = state.refreshed
     check = AssetCheckResult(
         check_name=ATTACK_RATE_CHECK,
@@ -265,7 +330,20 @@ def alerts(
             "threshold": serving.max_attack_rate,
         },
     )
-    context.log.info(f"{refreshed.alerts} alerts from {refreshed.hosts} hosts")
+    high_check = AssetCheckResult(
+        check_name=HIGH_SEVERITY_CHECK,
+        passed=not new_high,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "new_high_severity_alerts": len(new_high),
+            "alert_ids": ", ".join(new_high[:10]) or "none",
+            "threshold": serving.alert_high_severity,
+        },
+    )
+    context.log.info(
+        f"{refreshed.alerts} model alert rows from {refreshed.hosts} hosts; "
+        f"{total_alerts} analyst alerts; delivery: {delivery.summary()}"
+    )
     return MaterializeResult(
         metadata={
             "alerts": refreshed.alerts,
@@ -273,6 +351,27 @@ def alerts(
             "windows": refreshed.windows,
             "windows_refreshed": refreshed.refreshed_windows,
             "top_hosts": ", ".join(f"{h} ({a})" for h, a, *_ in top) or "none",
+            "analyst_alerts": int(total_alerts),
+            "evidence_per_detector": ", ".join(f"{d}: {n}" for d, n in sorted(per_detector.items()))
+            or "none",
+            "suppressed_evidence": int(suppressed),
+            "newest_alerts": MetadataValue.md(newest_alerts_table(newest, statuses)),
+            "delivery": delivery.summary(),
         },
-        check_results=[check],
+        check_results=[check, high_check],
     )
+
+
+def newest_alerts_table(alerts: list[dict], statuses: dict) -> str:
+    """The newest alerts as a Markdown table: severity, host, detectors, status, why."""
+    if not alerts:
+        return "No alerts."
+    lines = ["| severity | host | detectors | status | why | id |", "|---|---|---|---|---|---|"]
+    for a in alerts:
+        status = statuses.get(a["alert_id"])
+        why = max(a["evidence"], key=lambda e: e["threat_level"] * e["confidence"])["description"]
+        lines.append(
+            f"| {a['severity']} | {a['host']} | {', '.join(a['detectors'])} | "
+            f"{status.status if status else 'new'} | {why.replace('|', '/')} | {a['alert_id']} |"
+        )
+    return "\n".join(lines)

@@ -83,6 +83,10 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
             NIDS_ALERT_OUTBOX_PATH=os.environ.get(
                 "NIDS_ALERT_OUTBOX_PATH", str(home / "alert-outbox.sqlite")
             ),
+            NIDS_ALERTS_DIR=os.environ.get("NIDS_ALERTS_DIR", str(home / "alerts")),
+            # The demo's broker stops once the stream is ingested, before scoring: its
+            # alerts go to the NDJSON files (set NIDS_ALERTS_TOPIC to a live Kafka's topic).
+            NIDS_ALERTS_TOPIC=os.environ.get("NIDS_ALERTS_TOPIC", ""),
             NIDS_MODEL_SIGNING_KEY=embedded_signing_key(home),
             DAGSTER_HOME=str(dagster_home),
             MLFLOW_TRACKING_URI=os.environ.get(
@@ -207,9 +211,13 @@ def _serve_ui(home: Path) -> None:
             p.wait(30)
 
 
+DEMO_ALERTS_SHOWN = 5
+
+
 def _serving_report(defs, runs: int, failed: int) -> None:
     import duckdb
 
+    from nids_core.detection.delivery import read_alerts
     from nids_core.serving.alerts import top_alert_hosts
 
     con = duckdb.connect(defs.resources["hot_store"].database, read_only=True)
@@ -219,15 +227,42 @@ def _serving_report(defs, runs: int, failed: int) -> None:
             "string_agg(DISTINCT model_version, ',') FROM predictions"
         ).fetchone()
         top = top_alert_hosts(con)
+        per_detector = con.execute(
+            "SELECT detector, count(*) FILTER (WHERE suppressed_by IS NULL), "
+            "count(*) FILTER (WHERE suppressed_by IS NOT NULL) FROM evidence GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        by_detector = con.execute(
+            "SELECT d, count(*) FROM (SELECT unnest(detectors) AS d FROM analyst_alerts) "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        newest = read_alerts(con, "a.severity >= 40", limit=DEMO_ALERTS_SHOWN)
+        total = con.execute("SELECT count(*) FROM analyst_alerts").fetchone()[0]
     finally:
         con.close()
     click.echo(
         f"scoring runs: {runs} ({failed} failed); predictions: {scored:,} "
         f"({attacks:,} attacks) by model version {versions or '-'}"
     )
-    click.echo("top alerting hosts (attack flows, windows, max score):")
+    click.echo("top hosts by flows the model flagged (attack flows, windows, max score):")
     for host, n, windows, score in top:
         click.echo(f"  {host:>16s}  {n:6,}  {windows:4}  {score:.3f}")
+    click.echo(
+        "evidence per detector (kept, suppressed): "
+        + (", ".join(f"{d} {n} ({s})" for d, n, s in per_detector) or "none")
+    )
+    click.echo(
+        f"alerts: {total} ("
+        + (", ".join(f"{d} in {n}" for d, n in by_detector) or "none")
+        + f"); the {len(newest)} newest of severity 40 or more, with their evidence:"
+    )
+    for a in newest:
+        click.echo(f"  {a['alert_id']}  severity {a['severity']:>3}  {a['title'][:110]}")
+        for e in a["evidence"]:
+            click.echo(f"      [{e['detector']}] {e['description'][:120]}")
+    click.echo(
+        f"  delivered as OCSF and ECS lines to {os.environ.get('NIDS_ALERTS_DIR', 'var/alerts')}/; "
+        "nids alerts show ID: flows and why; nids alerts export --format ocsf|ecs"
+    )
 
 
 def _model_report(instance, defs, success: bool, skip: str | None) -> None:

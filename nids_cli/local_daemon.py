@@ -27,6 +27,7 @@ def embedded_env(home: Path, bootstrap_servers: str, **overrides: str) -> dict[s
         "NIDS_MLFLOW_ARTIFACTS": str(home / "mlflow" / "artifacts"),
         "NIDS_MODEL_CACHE_DIR": str(home / "model-cache"),
         "NIDS_ALERT_OUTBOX_PATH": str(home / "alert-outbox.sqlite"),
+        "NIDS_ALERTS_DIR": str(home / "alerts"),
         "NIDS_MODEL_SIGNING_KEY": embedded_signing_key(home),
     }
     env.update(overrides)

@@ -284,6 +284,172 @@ def settings() -> None:
 
 
 @main.group()
+def alerts() -> None:
+    """Alerts: per host and window, the evidence of the model and the label-free detectors
+    (list, show, ack, close with a verdict, export as OCSF or ECS)."""
+
+
+def _alert_stores():
+    from nids_resources.from_env import hot_store_from_env, serving_from_env
+
+    return hot_store_from_env().database, serving_from_env().triage()
+
+
+@alerts.command("list")
+@click.option("--since", default=None, help="Alerts last seen at or after this time.")
+@click.option("--until", default=None, help="Alerts first seen at or before this time.")
+@click.option("--host", default=None, help="Only this source host.")
+@click.option("--min-severity", type=click.IntRange(0, 100), default=None)
+def alerts_list(since, until, host, min_severity) -> None:
+    """One line per alert, newest first: id, severity, status, host, detectors, title."""
+    from nids_cli.alerting import query_alerts, with_status
+
+    database, triage = _alert_stores()
+    found = with_status(query_alerts(database, since, until, host, min_severity), triage)
+    for a in found:
+        click.echo(
+            f"{a['alert_id']}  {a['severity']:>3}  {a['status']:<12} {a['host']:<16} "
+            f"{'+'.join(a['detectors']):<28} {a['last_seen']}  {a['title']}"
+        )
+    click.echo(f"{len(found)} alert(s)", err=True)
+
+
+@alerts.command("show")
+@click.argument("alert_id")
+def alerts_show(alert_id) -> None:
+    """An alert's evidence (detector, why), its flows and its status."""
+    from nids_cli.alerting import one_alert, show_text
+
+    database, triage = _alert_stores()
+    click.echo(show_text(one_alert(database, triage, alert_id), database))
+
+
+@alerts.command("ack")
+@click.argument("alert_id")
+@click.option("--by", default=None, help="Who acknowledges (default: $USER).")
+def alerts_ack(alert_id, by) -> None:
+    """Acknowledge an alert: someone is on it (it stops failing new_high_severity_alert)."""
+    import os
+
+    from nids_cli.alerting import one_alert
+    from nids_core.detection.triage import TriageError
+
+    database, triage = _alert_stores()
+    alert = one_alert(database, triage, alert_id)
+    try:
+        triage.set_status(alert["alert_id"], "acknowledged", by=by or os.environ.get("USER", ""))
+    except TriageError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"acknowledged {alert_id}")
+
+
+@alerts.command("close")
+@click.argument("alert_id")
+@click.option("--verdict", type=click.Choice(["true-positive", "false-positive"]), required=True)
+@click.option("--by", required=True, help="Who closes it.")
+@click.option("--why", required=True, help="Why: what the analyst found.")
+def alerts_close(alert_id, verdict, by, why) -> None:
+    """Close an alert with a verdict; its flows become analyst labels (true-positive:
+    malicious, false-positive: benign) that the next training set uses."""
+    from nids_cli.alerting import close_alert, one_alert
+    from nids_cli.labelling import record_labels
+    from nids_core.detection.triage import TriageError
+    from nids_core.training_data.analyst_labels import LabelError
+    from nids_resources.from_env import cold_store_from_env
+
+    database, triage = _alert_stores()
+    alert = one_alert(database, triage, alert_id)
+    store = cold_store_from_env().store()
+    try:
+        named = close_alert(
+            alert, triage, verdict, by, why, lambda e: record_labels(e, store, database)[1]
+        )
+    except (TriageError, LabelError) as exc:
+        raise click.ClickException(f"{exc} (nothing was written)") from exc
+    click.echo(f"closed {alert_id} as {verdict}; {named} flow(s) labelled for the next training")
+
+
+@alerts.command("export")
+@click.option("--format", "fmt", type=click.Choice(["ocsf", "ecs"]), required=True)
+@click.option("--since", default=None, help="Alerts last seen at or after this time.")
+@click.option("--until", default=None, help="Alerts first seen at or before this time.")
+def alerts_export(fmt, since, until) -> None:
+    """One JSON alert per line: OCSF Detection Findings (class 2004) or ECS documents."""
+    from nids_cli.alerting import export_lines, query_alerts, with_status
+
+    database, triage = _alert_stores()
+    for line in export_lines(with_status(query_alerts(database, since, until), triage), fmt):
+        click.echo(line)
+
+
+@main.group()
+def allow() -> None:
+    """The allow-list: evidence that matches an entry is kept and counted, never alerted."""
+
+
+@allow.command("add")
+@click.option("--host", default=None, help="Source host: an address or CIDR.")
+@click.option("--peer", default=None, help="Peer: an address or CIDR.")
+@click.option("--port", type=int, default=None)
+@click.option("--detector", default=None, help="model, horizontal_scan, vertical_scan, ...")
+@click.option("--by", required=True, help="Who adds it.")
+@click.option("--why", required=True, help="Why this is expected traffic.")
+@click.option("--expires", default=None, help="When it stops applying (ISO 8601 or epoch).")
+def allow_add(host, peer, port, detector, by, why, expires) -> None:
+    """Add an entry; every field it names must match. Applies from the next refresh."""
+    from nids_core.detection.allow_list import AllowEntry, AllowListError
+    from nids_core.training_data.analyst_labels import LabelError, parse_time
+
+    _, triage = _alert_stores()
+    try:
+        entry = AllowEntry(
+            by=by,
+            why=why,
+            host=host,
+            peer=peer,
+            port=port,
+            detector=detector,
+            expires=parse_time(expires) if expires else None,
+        )
+        click.echo(f"added {triage.add_allow(entry)}")
+    except (AllowListError, LabelError) as exc:
+        raise click.ClickException(f"{exc} (nothing was written)") from exc
+
+
+@allow.command("list")
+def allow_list() -> None:
+    """Every entry: id, what it matches, who, why, expiry."""
+    from nids_resources.from_env import serving_from_env
+
+    for e in serving_from_env().allow_entries():
+        match = " ".join(
+            f"{k}={v}"
+            for k, v in (
+                ("host", e.host),
+                ("peer", e.peer),
+                ("port", e.port),
+                ("detector", e.detector),
+            )
+            if v is not None
+        )
+        click.echo(f"{e.entry_id}  {match}  by {e.by}: {e.why}  expires {e.expires or 'never'}")
+
+
+@allow.command("remove")
+@click.argument("entry_id")
+def allow_remove(entry_id) -> None:
+    """Remove an entry added with `nids allow add` (file entries live in their file)."""
+    from nids_core.detection.allow_list import AllowListError
+
+    _, triage = _alert_stores()
+    try:
+        triage.remove_allow(entry_id)
+    except AllowListError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"removed {entry_id}")
+
+
+@main.group()
 def model() -> None:
     """The registered model in MLflow (MLFLOW_TRACKING_URI, NIDS_MODEL_NAME)."""
 

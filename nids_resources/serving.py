@@ -3,6 +3,9 @@
 from dagster import ConfigurableResource
 from pydantic import model_validator
 
+from nids_core.detection.allow_list import AllowEntry, read_allow_file
+from nids_core.detection.sensitivity import SENSITIVITIES, Thresholds
+from nids_core.detection.triage import TriageStore
 from nids_core.serving.outbox import AlertOutbox
 from nids_resources.settings import setting
 
@@ -64,7 +67,40 @@ class ServingSettingsResource(ConfigurableResource):
     alert_outbox_path: str = setting(
         "var/alert-outbox.sqlite",
         env="NIDS_ALERT_OUTBOX_PATH",
-        description="SQLite file of the operational alerts' outbox (kept until delivered)",
+        description="SQLite file of the alert outbox (kept until delivered), the analysts' "
+        "alert status and the allow-list",
+    )
+    alert_sensitivity: str = setting(
+        "medium",
+        env="NIDS_ALERT_SENSITIVITY",
+        description="low, medium or high: moves every detector's threshold and the alert "
+        "threshold together (low asks for twice the evidence, high for half)",
+    )
+    allow_list_file: str | None = setting(
+        None,
+        env="NIDS_ALLOW_LIST_FILE",
+        description="TOML file of allow-list entries ([[allow]] host/peer/port/detector, "
+        "by, why, expires), beside those of `nids allow add`",
+    )
+    alerts_topic: str = setting(
+        "nids.alerts",
+        env="NIDS_ALERTS_TOPIC",
+        description="Kafka topic that gets each new or changed alert as an OCSF Detection "
+        "Finding (empty: no Kafka delivery)",
+    )
+    alerts_dir: str = setting(
+        "var/alerts",
+        env="NIDS_ALERTS_DIR",
+        description="Folder of NDJSON alert files for a shipper to tail, ocsf-<day>.ndjson "
+        "and ecs-<day>.ndjson (empty: no files)",
+    )
+    alert_high_severity: int = setting(
+        60,
+        env="NIDS_ALERT_HIGH_SEVERITY",
+        description="Severity (0-100) of an alert that fails the `new_high_severity_alert` "
+        "check while it is new",
+        ge=0,
+        le=100,
     )
     sensor_fail_ticks: int = setting(
         5,
@@ -99,6 +135,17 @@ class ServingSettingsResource(ConfigurableResource):
     )
 
     @model_validator(mode="after")
+    def _known_sensitivity(self) -> "ServingSettingsResource":
+        if self.alert_sensitivity not in SENSITIVITIES:
+            raise ValueError(
+                f"NIDS_ALERT_SENSITIVITY={self.alert_sensitivity!r} is not one of "
+                f"{', '.join(SENSITIVITIES)}"
+            )
+        if self.allow_list_file:
+            read_allow_file(self.allow_list_file)  # a bad file fails at start, naming it
+        return self
+
+    @model_validator(mode="after")
     def _fail_above_warn(self) -> "ServingSettingsResource":
         if self.lag_fail_records < self.lag_warn_records:
             raise ValueError(
@@ -109,3 +156,25 @@ class ServingSettingsResource(ConfigurableResource):
 
     def outbox(self) -> AlertOutbox:
         return AlertOutbox(self.alert_outbox_path)
+
+    def triage(self) -> TriageStore:
+        return TriageStore(self.alert_outbox_path)
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds.for_sensitivity(self.alert_sensitivity)
+
+    def allow_entries(self) -> list[AllowEntry]:
+        entries = self.triage().allow_entries()
+        return entries + (read_allow_file(self.allow_list_file) if self.allow_list_file else [])
+
+    def alert_sinks(self) -> list[str]:
+        """The sinks each alert is queued for: Kafka and files unless their setting is
+        empty, the webhook when it is set."""
+        sinks = []
+        if self.alerts_topic:
+            sinks.append("kafka")
+        if self.alerts_dir:
+            sinks.append("file")
+        if self.alert_webhook_url:
+            sinks.append("webhook")
+        return sinks

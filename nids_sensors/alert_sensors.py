@@ -16,7 +16,8 @@ from dagster import (
 )
 
 from nids_core.serving.escaping import escape_chat
-from nids_core.serving.webhook import post_alert
+from nids_resources.alert_delivery import deliver_alerts
+from nids_resources.kafka import KafkaResource
 from nids_resources.serving import ServingSettingsResource
 
 
@@ -121,17 +122,16 @@ def check_failure_alert_sensor(context: SensorEvaluationContext, serving: Servin
     name="alert_delivery_sensor",
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=10,
-    description="Posts the alerts waiting in the outbox to NIDS_ALERT_WEBHOOK_URL, oldest "
-    "first; one the webhook refuses is retried with exponential backoff (5 s doubling to "
-    "10 min) until accepted. Without a webhook, alerts are only logged and kept.",
+    description="Delivers what waits in the outbox, oldest first, each sink on its own: "
+    "operational alerts and findings to NIDS_ALERT_WEBHOOK_URL, findings (OCSF) to the "
+    "NIDS_ALERTS_TOPIC Kafka topic and (OCSF and ECS) to NDJSON files in NIDS_ALERTS_DIR. "
+    "One a sink refuses is retried with exponential backoff (5 s doubling to 10 min) until "
+    "accepted; nothing is dropped while a sink is down.",
 )
-def alert_delivery_sensor(context: SensorEvaluationContext, serving: ServingSettingsResource):
-    if not serving.alert_webhook_url:
-        return SkipReason("NIDS_ALERT_WEBHOOK_URL is not set: alerts are logged and kept")
-    url = serving.alert_webhook_url
-    result = serving.outbox().deliver_due(lambda payload: post_alert(url, payload))
-    for error in result.errors:
+def alert_delivery_sensor(
+    context: SensorEvaluationContext, serving: ServingSettingsResource, kafka: KafkaResource
+):
+    report = deliver_alerts(serving, kafka)
+    for error in report.errors:
         context.log.warning(f"alert delivery failed, retried later: {error}")
-    return SkipReason(
-        f"{result.delivered} delivered, {result.failed} failed, {result.pending} waiting"
-    )
+    return SkipReason(report.summary())

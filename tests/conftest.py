@@ -16,6 +16,18 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 # secret store): every version the tests train is signed with it.
 os.environ.setdefault("NIDS_MODEL_SIGNING_KEY", f"test-suite-{uuid.uuid4().hex}")
 
+# xdist groups: one per test file (its module fixtures are built once, on one worker),
+# except that the daemon's timed stream (produce->prediction latency under the daemon) runs
+# on the worker of the model's trainings, after or before them, never beside them: on two
+# cores a training beside it starves the scoring run's start and fails its latency bound.
+SHARED_GROUPS = {"test_daemon": "daemon-and-training", "test_model": "daemon-and-training"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))
+
 
 @pytest.fixture(scope="session")
 def broker():

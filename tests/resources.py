@@ -76,7 +76,11 @@ def make_resources(
             cold_store=cold_store,
         ),
         "serving": ServingSettingsResource(
-            **{"alert_outbox_path": str(tmp_path / "alert-outbox.sqlite"), **(serving or {})}
+            **{
+                "alert_outbox_path": str(tmp_path / "alert-outbox.sqlite"),
+                "alerts_dir": str(tmp_path / "alerts"),
+                **(serving or {}),
+            }
         ),
         **model_resources(
             tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",

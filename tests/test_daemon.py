@@ -268,10 +268,22 @@ def test_stream_is_scored_while_it_runs_and_a_lost_worker_does_not_stop_the_part
         kinds = {kind for _, kind, _ in stored}
         assert "run_failure" in kinds and "sensor_failing" not in kinds, stored
         assert f"run_failure:{victim.run_id}" in {alert_id for alert_id, *_ in stored}
-        # The sink refused the first posts; each alert still arrived, and only once.
+        # The sink refused the first posts; each alert for the webhook (operational ones and
+        # the webhook's copy of each finding) still arrived, and only once; the findings'
+        # copies for files and Kafka were delivered there, each once too.
         assert _FlakyWebhook.posts > len(_FlakyWebhook.accepted)
         ids = [body["alert_id"] for body in _FlakyWebhook.accepted]
-        assert sorted(ids) == sorted(alert_id for alert_id, *_ in stored)
+        other_sinks = ("finding:file", "finding:kafka")
+        assert sorted(ids) == sorted(a for a, kind, _ in stored if kind not in other_sinks)
+        findings = [a for a, kind, _ in stored if kind == "finding:file"]
+        assert findings, "the stream made no alert"
+        lines = [
+            json.loads(line)
+            for path in (home / "alerts").glob("ocsf-*.ndjson")
+            for line in path.read_text().splitlines()
+        ]
+        delivered = [f"file:{f['finding_info']['uid']}:{f['metadata']['sequence']}" for f in lines]
+        assert sorted(delivered) == sorted(findings)
 
 
 def _at(port: int) -> list[str]:

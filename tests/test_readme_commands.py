@@ -38,6 +38,8 @@ RUN_ELSEWHERE = {
     "./dev demo": "the demo: runs in minutes, by hand and before each release",
     ".venv/bin/nids demo": "the demo",
     "nids demo": "the demo",
+    "nids alerts": "test_detection.py::test_analysts_list_show_export_ack_and_close_alerts_and_a_verdict_becomes_labels",
+    "nids allow": "test_detection.py::test_analysts_list_show_export_ack_and_close_alerts_and_a_verdict_becomes_labels",
     "nids label": "test_reference_and_labels.py::test_analyst_labels_by_uid_and_host_range_change_the_next_training_set_and_only_it",
     "nids model evaluate": "test_reference_and_labels.py::test_model_evaluate_on_tsv_json_csv_unlabelled_and_non_zeek_files",
     "nids model rollback": "test_model_faults.py::test_rollback_to_a_gate_failed_version_is_refused_unless_explicitly_overridden",

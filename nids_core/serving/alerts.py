@@ -49,6 +49,8 @@ class AlertRefresh:
     alerts: int
     hosts: int
     refreshed_windows: int = 0
+    # The windows rebuilt (None: every window with hot flows, on a first refresh).
+    window_starts: list[datetime] | None = None
 
 
 def _alert_rows_sql(width: str, where: str) -> str:
@@ -108,7 +110,7 @@ def refresh_alerts(
                 f"DELETE FROM alerts WHERE window_start >= "
                 f"(SELECT time_bucket({width}, min(ts)) FROM flows)"
             )
-            where, refreshed = "true", None
+            where, refreshed, starts = "true", None, None
         else:
             # A mark ahead of the clock (which then stepped back) must not hide new rows.
             since = {"since": min(mark, datetime.now(UTC)) - ALERTS_LOOKBACK, "latest": latest}
@@ -153,7 +155,8 @@ def refresh_alerts(
     ).fetchone()
     if refreshed is None:
         refreshed = int(windows)
-    return AlertRefresh(int(windows), int(alerts), int(hosts), refreshed)
+    started = None if starts is None else starts.to_list()
+    return AlertRefresh(int(windows), int(alerts), int(hosts), refreshed, started)
 
 
 def latest_attack_rate(

@@ -9,7 +9,8 @@ between the two sends it again, with the same `alert_id` in the body for the sin
 Two deliverers (two daemons) do not send the same alert at once: each claims a row for a
 lease before sending it.
 
-The same table can carry analysts' alerts later: `kind` tells them apart.
+The same table carries analysts' alerts (kind `finding:<sink>`, queued by
+`nids_core.detection.triage`): `kind` tells them apart.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,14 +98,31 @@ class AlertOutbox:
             )
             return cur.rowcount == 1
 
-    def _claim(self, con: sqlite3.Connection, now: float, limit: int) -> list[tuple]:
+    def _claim(
+        self, con: sqlite3.Connection, now: float, limit: int, kinds: Sequence[str] | None
+    ) -> list[tuple]:
+        """Claim due rows whose kind is one of `kinds` (all kinds: None); a kind ending in
+        `*` names every kind it begins, one starting with `!` every kind it does not name."""
+        where, params = "", []
+        if kinds is not None:
+            parts = []
+            for k in kinds:
+                negate, k = k.startswith("!"), k.removeprefix("!")
+                op = (
+                    ("NOT LIKE" if negate else "LIKE")
+                    if k.endswith("*")
+                    else ("!=" if negate else "=")
+                )
+                parts.append(f"kind {op} ?")
+                params.append(k[:-1] + "%" if k.endswith("*") else k)
+            where = f" AND ({' OR '.join(parts) or 'false'})"
         con.execute("BEGIN IMMEDIATE")
         try:
             rows = con.execute(
                 "SELECT alert_id, payload, attempts FROM alert_outbox "
-                "WHERE delivered_at IS NULL AND next_attempt_at <= ? AND claimed_until <= ? "
-                "ORDER BY created_at, alert_id LIMIT ?",
-                (now, now, limit),
+                "WHERE delivered_at IS NULL AND next_attempt_at <= ? AND claimed_until <= ?"
+                f"{where} ORDER BY created_at, alert_id LIMIT ?",
+                (now, now, *params, limit),
             ).fetchall()
             con.executemany(
                 "UPDATE alert_outbox SET claimed_until = ? WHERE alert_id = ?",
@@ -117,16 +135,22 @@ class AlertOutbox:
         return rows
 
     def deliver_due(
-        self, send: Callable[[dict], object], now: float | None = None, limit: int = 100
+        self,
+        send: Callable[[dict], object],
+        now: float | None = None,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
     ) -> Delivery:
         """Send every alert that is due, oldest first, marking each delivered as the sink
         accepts it; a failure is counted and its alert retried after `retry_after_s`.
-        After the first failure the rest wait too (the sink is likely down: no storm)."""
+        After the first failure the rest wait too (the sink is likely down: no storm).
+        `kinds` limits it to the rows of one sink (see `_claim`), so one sink that is down
+        does not hold back another."""
         now = time.time() if now is None else now
         delivered = failed = 0
         errors: list[str] = []
         with self._connect() as con:
-            rows = self._claim(con, now, limit)
+            rows = self._claim(con, now, limit, kinds)
             for i, (alert_id, payload, _) in enumerate(rows):
                 try:
                     send(json.loads(payload))
@@ -156,7 +180,7 @@ class AlertOutbox:
                 delivered += 1
             pending = con.execute(
                 "SELECT count(*) FROM alert_outbox WHERE delivered_at IS NULL"
-            ).fetchone()[0]
+            ).fetchone()[0]  # every sink's
         return Delivery(delivered, failed, int(pending), errors)
 
     def pending(self) -> list[PendingAlert]:

@@ -425,6 +425,21 @@ class ColdStore:
         self._put(self.predictions_file(str(day)), parquet_bytes(merged))
         return merged.height
 
+    def evidence_file(self, day: str) -> str:
+        return self._path("evidence", f"date={day}", "part-0.parquet")
+
+    def merge_evidence(self, day: date | str, frame: pl.DataFrame) -> int:
+        """Add a day's evidence rows to its file: a row with the same `evidence_id` is
+        replaced by the newer refresh of it (evidence is rebuilt as flows arrive), so
+        exporting twice changes nothing. Returns the file's row count."""
+        path = self.evidence_file(str(day))
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        existing = self._read_parquet(path) if self.fs.exists(path) else None
+        merged = frame if existing is None else pl.concat([existing, frame], how="vertical_relaxed")
+        merged = merged.unique("evidence_id", keep="last", maintain_order=True).sort("evidence_id")
+        self._put(path, parquet_bytes(merged))
+        return merged.height
+
     def write_rescored(self, day: date | str, model_version: str, frame: pl.DataFrame) -> int:
         self._put(self.predictions_file(str(day), model_version), parquet_bytes(frame.sort("uid")))
         return frame.height

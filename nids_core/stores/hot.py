@@ -111,6 +111,9 @@ def read_only_query(
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the hot tables if they do not exist."""
+    from nids_core.detection.alerts import ALERT_DDL
+    from nids_core.detection.evidence import EVIDENCE_DDL
+    from nids_core.detection.refresh import DETECTION_PROGRESS_DDL
     from nids_core.serving.alerts import ALERTS_DDL, ALERTS_PROGRESS_DDL
 
     for ddl in (
@@ -120,6 +123,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         ALERTS_DDL,
         SCORING_PROGRESS_DDL,
         ALERTS_PROGRESS_DDL,
+        EVIDENCE_DDL,
+        ALERT_DDL,
+        DETECTION_PROGRESS_DDL,
     ):
         con.execute(ddl)
     _drop_quarantine_offset_key(con)
