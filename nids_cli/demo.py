@@ -86,7 +86,7 @@ def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
             NIDS_ALERTS_DIR=os.environ.get("NIDS_ALERTS_DIR", str(home / "alerts")),
             # The demo's broker stops once the stream is ingested, before scoring: its
             # alerts go to the NDJSON files (set NIDS_ALERTS_TOPIC to a live Kafka's topic).
-            NIDS_ALERTS_TOPIC=os.environ.get("NIDS_ALERTS_TOPIC", ""),
+            NIDS_ALERTS_TOPIC=os.environ.get("NIDS_ALERTS_TOPIC", "none"),
             NIDS_MODEL_SIGNING_KEY=embedded_signing_key(home),
             DAGSTER_HOME=str(dagster_home),
             MLFLOW_TRACKING_URI=os.environ.get(

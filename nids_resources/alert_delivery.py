@@ -33,6 +33,25 @@ class DeliveryReport:
         return "; ".join(parts) if parts else "no sink configured: alerts are kept"
 
 
+def _drain(outbox, send, kind: str) -> Delivery:
+    """Deliver every due row of one sink, a claim of 100 at a time, until none is due or
+    the sink fails (it then waits for its backoff)."""
+    total = Delivery(0, 0, 0, [])
+    while True:
+        d = outbox.deliver_due(send, kinds=[kind])
+        total = Delivery(
+            total.delivered + d.delivered,
+            total.failed + d.failed,
+            d.pending,
+            total.errors + d.errors,
+        )
+        if d.failed or d.delivered < DELIVERY_CLAIM:
+            return total
+
+
+DELIVERY_CLAIM = 100  # rows per claim (the outbox's default limit)
+
+
 def deliver_alerts(serving: ServingSettingsResource, kafka: KafkaResource | None) -> DeliveryReport:
     outbox = serving.outbox()
     report = DeliveryReport()
@@ -43,10 +62,11 @@ def deliver_alerts(serving: ServingSettingsResource, kafka: KafkaResource | None
             lambda payload: post_alert(url, payload),
             kinds=[FINDING_KIND + "webhook", f"!{FINDING_KIND}*"],
         )
-    if serving.alerts_dir:
-        sink = FileSink(serving.alerts_dir)
-        report.per_sink["file"] = outbox.deliver_due(sink.send, kinds=[FINDING_KIND + "file"])
-    if serving.alerts_topic and kafka is not None:
+    if serving.alerts_folder():
+        sink = FileSink(serving.alerts_folder())
+        report.per_sink["file"] = _drain(outbox, sink.send, FINDING_KIND + "file")
+    topic = serving.kafka_alerts_topic()
+    if topic and kafka is not None:
         producer = None
 
         def send(payload: dict) -> None:
@@ -55,10 +75,10 @@ def deliver_alerts(serving: ServingSettingsResource, kafka: KafkaResource | None
                 from nids_core.kafka.log import open_producer
 
                 producer = open_producer(kafka.client, kafka.settings())
-            KafkaSink(producer, serving.alerts_topic).send(payload)
+            KafkaSink(producer, topic).send(payload)
 
         try:
-            report.per_sink["kafka"] = outbox.deliver_due(send, kinds=[FINDING_KIND + "kafka"])
+            report.per_sink["kafka"] = _drain(outbox, send, FINDING_KIND + "kafka")
         finally:
             if producer is not None:
                 producer.close()

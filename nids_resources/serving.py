@@ -9,6 +9,8 @@ from nids_core.detection.triage import TriageStore
 from nids_core.serving.outbox import AlertOutbox
 from nids_resources.settings import setting
 
+DISABLED = "none"  # the value of NIDS_ALERTS_TOPIC / NIDS_ALERTS_DIR that turns a sink off
+
 
 class ServingSettingsResource(ConfigurableResource):
     """Scoring, alerting, hot-data retention and monitoring thresholds."""
@@ -86,13 +88,13 @@ class ServingSettingsResource(ConfigurableResource):
         "nids.alerts",
         env="NIDS_ALERTS_TOPIC",
         description="Kafka topic that gets each new or changed alert as an OCSF Detection "
-        "Finding (empty: no Kafka delivery)",
+        "Finding (`none`: no Kafka delivery)",
     )
     alerts_dir: str = setting(
         "var/alerts",
         env="NIDS_ALERTS_DIR",
         description="Folder of NDJSON alert files for a shipper to tail, ocsf-<day>.ndjson "
-        "and ecs-<day>.ndjson (empty: no files)",
+        "and ecs-<day>.ndjson (`none`: no files)",
     )
     alert_high_severity: int = setting(
         60,
@@ -167,13 +169,19 @@ class ServingSettingsResource(ConfigurableResource):
         entries = self.triage().allow_entries()
         return entries + (read_allow_file(self.allow_list_file) if self.allow_list_file else [])
 
+    def kafka_alerts_topic(self) -> str | None:
+        return None if self.alerts_topic.lower() == DISABLED else self.alerts_topic
+
+    def alerts_folder(self) -> str | None:
+        return None if self.alerts_dir.lower() == DISABLED else self.alerts_dir
+
     def alert_sinks(self) -> list[str]:
         """The sinks each alert is queued for: Kafka and files unless their setting is
         empty, the webhook when it is set."""
         sinks = []
-        if self.alerts_topic:
+        if self.kafka_alerts_topic():
             sinks.append("kafka")
-        if self.alerts_dir:
+        if self.alerts_folder():
             sinks.append("file")
         if self.alert_webhook_url:
             sinks.append("webhook")

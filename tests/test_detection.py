@@ -500,3 +500,38 @@ def test_a_days_evidence_is_kept_in_the_cold_store_and_a_refreshed_row_replaces_
     kept = pl.read_parquet(store.evidence_file(day))
     row = kept.filter(pl.col("evidence_id") == grown["evidence_id"][0])
     assert row["flows"].to_list() == grown["flows"].to_list()
+
+
+def test_a_new_high_severity_alert_fails_the_alerts_check_until_an_analyst_acks_it(
+    scorer, tmp_path, broker, topic
+):
+    from dagster import materialize
+
+    from nids_assets.scoring import HIGH_SEVERITY_CHECK, alerts
+    from tests.resources import make_resources
+
+    flows = _flows(data_file(UWF_DISCOVERY))
+    con, *_ = _scored_store(tmp_path, scorer, flows)
+    con.close()
+    resources = make_resources(broker, topic, tmp_path, serving={"alerts_topic": "none"})
+    wanted = {k: resources[k] for k in ("hot_store", "serving", "plausible_time", "kafka")}
+
+    def check():
+        result = materialize([alerts], resources=wanted)
+        (evaluation,) = [
+            e for e in result.get_asset_check_evaluations() if e.check_name == HIGH_SEVERITY_CHECK
+        ]
+        md = result.asset_materializations_for_node("alerts")[0].metadata
+        return evaluation, md
+
+    failing, md = check()
+    assert not failing.passed
+    assert "| severity | host | detectors | status | why | id |" in md["newest_alerts"].value
+    high = failing.metadata["alert_ids"].value.split(", ")
+    assert high and high[0] in md["newest_alerts"].value
+    triage = resources["serving"].triage()
+    for alert_id in high:
+        triage.set_status(alert_id, "acknowledged", by="ana")
+    passing, _ = check()
+    assert passing.passed
+    assert list((tmp_path / "alerts").glob("ocsf-*.ndjson"))  # delivered by the step
