@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nids_core.detection.allow_list import AllowEntry, AllowListError
-from nids_core.serving.outbox import _PENDING_INDEX, OUTBOX_DDL
+from nids_core.serving.outbox import OUTBOX_SCHEMA, open_shared_sqlite
 
 STATUSES = ("new", "acknowledged", "closed")
 VERDICTS = ("true-positive", "false-positive")
@@ -55,16 +55,10 @@ class TriageStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            for ddl in (*TRIAGE_DDL, OUTBOX_DDL, _PENDING_INDEX):
-                con.execute(ddl)
+        with open_shared_sqlite(
+            self.path, self.busy_timeout_s, (*TRIAGE_DDL, *OUTBOX_SCHEMA)
+        ) as con:
             yield con
-        finally:
-            con.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

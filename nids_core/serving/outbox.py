@@ -41,6 +41,25 @@ _PENDING_INDEX = (
     "WHERE delivered_at IS NULL"
 )
 CLAIM_S = 60.0
+OUTBOX_SCHEMA = (OUTBOX_DDL, _PENDING_INDEX)
+
+
+@contextmanager
+def open_shared_sqlite(
+    path: Path, busy_timeout_s: float, schema: Sequence[str]
+) -> Iterator[sqlite3.Connection]:
+    """The deployment's shared SQLite file (WAL, fully synced, autocommit), its `schema`
+    created on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        for ddl in schema:
+            con.execute(ddl)
+        yield con
+    finally:
+        con.close()
 
 
 def retry_after_s(attempts: int, base_s: float = 5.0, cap_s: float = 600.0) -> float:
@@ -74,16 +93,8 @@ class AlertOutbox:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute(OUTBOX_DDL)
-            con.execute(_PENDING_INDEX)
+        with open_shared_sqlite(self.path, self.busy_timeout_s, OUTBOX_SCHEMA) as con:
             yield con
-        finally:
-            con.close()
 
     def enqueue(self, alert_id: str, kind: str, payload: dict, now: float | None = None) -> bool:
         """Store an alert for delivery; False when one with that id is already stored (an
