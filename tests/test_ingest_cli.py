@@ -25,21 +25,31 @@ NIDS = str(Path(sys.executable).parent / "nids")
 @pytest.mark.slow
 def test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one(broker, topic, tmp_path):
     stats = replay(broker, topic, [iot23("CTU-Malware-Capture-34-1.conn.log.labeled.gz")], repeat=4)
-    env = embedded_env(tmp_path, broker.bootstrap_servers, NIDS_KAFKA_TOPIC=topic)
+    # Ranges of 20,000 records: the first process runs several batches, so one of its runs
+    # is in flight to be killed even when a loaded machine polls slowly.
+    env = embedded_env(
+        tmp_path,
+        broker.bootstrap_servers,
+        NIDS_KAFKA_TOPIC=topic,
+        NIDS_KAFKA_MAX_BATCH_RECORDS="20000",
+    )
     first = subprocess.Popen(
         [NIDS, "ingest", "--until-idle", "--no-cold"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    victim = None
+    victim = instance = None
     deadline = time.time() + 120
     while victim is None and time.time() < deadline and first.poll() is None:
         time.sleep(0.05)
-        try:
-            instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
-        except Exception:  # not created yet
-            continue
+        if instance is None:
+            if not (Path(env["DAGSTER_HOME"]) / "dagster.yaml").exists():
+                continue
+            try:
+                instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
+            except Exception:  # not created yet
+                continue
         for record in instance.get_run_records(
             RunsFilter(job_name="ingest_job", statuses=[DagsterRunStatus.STARTED])
         ):
