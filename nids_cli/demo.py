@@ -33,7 +33,7 @@ def _data_files() -> tuple[Path, list[Path]]:
         except (OSError, ChecksumMismatch) as exc:
             raise click.ClickException(
                 f"could not download the IoT-23 captures ({exc}); put them in "
-                "$NIDS_DATA_DIR/iot23 (see README: Data and attribution)"
+                "$NIDS_DATA_DIR/iot23 (see README.md: Data and attribution)"
             ) from exc
         data = target
     return data, iot23_files(data) + sorted((data / SAMPLES_SUBDIR).glob("conn*.log"))

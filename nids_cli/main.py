@@ -275,8 +275,8 @@ def data_download(dest, base_url) -> None:
 
 @main.command()
 def settings() -> None:
-    """Print every setting (environment variable, default, meaning) as the README's
-    markdown table, generated from the declarations on the resources."""
+    """Print every setting (environment variable, default, meaning) as the
+    markdown table of docs/configuration.md, generated from the resources' declarations."""
     from nids_resources.from_env import all_settings
     from nids_resources.settings import settings_table
 

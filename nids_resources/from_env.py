@@ -24,7 +24,7 @@ from nids_resources.settings import (
 )
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
-# Every class whose fields are settings, in the order the README's table lists them.
+# Every class whose fields are settings, in the order docs/configuration.md lists them.
 SETTING_MODELS = [
     KafkaResource,
     PlausibleTimeResource,

@@ -2,7 +2,7 @@
 the environment variable it is read from with `setting(...)`, and the settings that belong
 to no resource (sensor intervals, schedules, partitions) are fields of the
 pydantic-settings model `DeploymentSettings`. Both are read when the code location loads
-(`build_definitions`), never at import; the README's configuration table is generated from
+(`build_definitions`), never at import; docs/configuration.md's table is generated from
 these declarations (`nids settings`).
 
 Secrets are passed to resources as `dagster.EnvVar` so they never appear in code, in the
@@ -254,7 +254,7 @@ def setting_rows(models: list[type[BaseModel]]) -> list[SettingRow]:
 
 
 def settings_table(rows: list[SettingRow]) -> str:
-    """The README's configuration table (markdown)."""
+    """The configuration table of docs/configuration.md (markdown)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for row in rows:
         meaning = row.meaning.rstrip(".") + (" (secret)" if row.secret else "")

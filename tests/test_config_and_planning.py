@@ -309,7 +309,7 @@ def test_readme_configuration_table_is_the_generated_one():
     from nids_resources.from_env import all_settings
     from nids_resources.settings import settings_table
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     block = readme.split("keeps it in sync -->\n", 1)[1].split("\n<!-- end of settings table -->")[
         0
     ]

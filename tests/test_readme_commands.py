@@ -1,5 +1,5 @@
-"""Every command the README shows works as written: run here against services started on
-loopback, or by the test named beside it in RUN_ELSEWHERE."""
+"""Every command the README and docs/ show works as written: run here against services
+started on loopback, or by the test named beside it in RUN_ELSEWHERE."""
 
 import json
 import os
@@ -49,7 +49,11 @@ RUN_ELSEWHERE = {
     "dagster asset materialize -m nids_jobs.definitions --select training_set,gnn_model,champion_model": "test_model.py::test_training_job_gate_promotion_and_rollback (the same selection, as training_job)",
     "NIDS_MODEL_SIGNING_KEY=$(cat var/model-signing.key) DAGSTER_HOME=$PWD/var/dagster .venv/bin/dagster dev": "test_ui.py::test_lineage_and_asset_check_pages_render",
 }
+# Benchmarks run for minutes to hours, by hand (docs/benchmarks.md has their figures and
+# commands): here each documented one is checked to take the options it is shown with.
+BENCHMARK = ".venv/bin/python bench/"
 RUN_HERE = (
+    BENCHMARK,
     "nids broker",
     "nids replay",
     "nids ingest",
@@ -63,8 +67,11 @@ RUN_HERE = (
 )
 
 
+DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+
+
 def readme_commands() -> list[str]:
-    return sorted(set(COMMAND.findall((ROOT / "README.md").read_text())))
+    return sorted({c for doc in DOCUMENTS for c in COMMAND.findall(doc.read_text())})
 
 
 def test_every_readme_command_is_run_by_a_test():
@@ -80,6 +87,22 @@ def test_every_readme_command_is_run_by_a_test():
         if "::" in where:
             path, name = where.split(" ")[0].split("::")
             assert f"def {name}(" in (ROOT / "tests" / path).read_text(), where
+
+
+def test_every_documented_benchmark_takes_the_options_it_is_shown_with():
+    shown_with: dict[str, set[str]] = {}
+    for command in readme_commands():
+        if command.startswith(BENCHMARK):
+            flags = re.findall(r"--[a-z][a-z-]*", command)
+            shown_with.setdefault(command.split()[1], set()).update(flags)
+    assert len(shown_with) >= 4
+    for script, shown in shown_with.items():
+        usage = subprocess.run(
+            [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert usage.returncode == 0, f"{script} --help: {usage.stderr[-2000:]}"
+        taken = set(re.findall(r"--[a-z][a-z-]*", usage.stdout))
+        assert shown <= taken, f"{script} does not take {sorted(shown - taken)}"
 
 
 def _run(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
