@@ -117,105 +117,140 @@ def flow_predictions(
     # torch and MLflow load in the scoring run only, not in every process that loads the
     # code location (sensors, ingest runs).
     from nids_core.serving.model_cache import champion_scorer
-    from nids_core.serving.scoring import score_unscored
 
     registry = model_registry.registry()
+    started = time.monotonic()
     version, scorer = champion_scorer(registry, serving.model_cache_dir)
+    context.log.info(f"champion v{version} loaded in {time.monotonic() - started:.1f} s")
     follow = (
         serving.score_follow_seconds if config.follow_seconds is None else config.follow_seconds
     )
-    totals = _Totals()
+    run = _FollowingRun(context, hot_store, serving, plausible_time, version, scorer)
+    stopped = yield from run.follow(follow, lambda: registry.servable_champion().version != version)
+    yield run.result(stopped)
 
-    def score_pass(first: bool = False):
+
+class _FollowingRun:
+    """One scoring run: a first pass, then a pass each FOLLOW_POLL_S while flows land,
+    each pass with new predictions reported as observations of `flow_predictions` and
+    `alerts`."""
+
+    def __init__(self, context, hot_store, serving, plausible_time, version: str, scorer):
+        self.context, self.hot_store, self.serving = context, hot_store, serving
+        self.plausible_time, self.version, self.scorer = plausible_time, version, scorer
+        self.totals = _Totals()
+        self.counts = None
+        self.total = 0
+        self.failing = False
+
+    def score_pass(self, first: bool = False):
         """Score what landed; with new predictions (or on the first pass), refresh the
         alerts and read the attack rate and the prediction count. A pass that finds
-        nothing new reads nothing more."""
-        t0 = time.monotonic()
-        with hot_store.connect() as con:
-            t_open = time.monotonic()
-            counts = score_unscored(
-                con,
-                scorer,
-                version,
-                serving.max_flows_per_scoring_run,
-                plausible_time.window().latest(),
-            )
-            state = total = None
-            t_scored = time.monotonic()
-            if counts.inserted or first:
-                state = _alerts_state(con, serving, plausible_time, counts.inserted > 0)
-                total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
-            t_alerts = time.monotonic()
-        totals.add(counts)
-        totals.alerts_seconds += t_alerts - t_scored
-        if counts.inserted:
-            context.log.debug(
-                f"pass: waited {t_open - t0:.2f} s for the hot store, scored {counts.inserted} "
-                f"in {t_scored - t_open:.2f} s, alerts and evidence {t_alerts - t_scored:.2f} s"
-            )
-        return counts, state, total
+        nothing new reads nothing more. Returns the alerts' state, or None."""
+        from nids_core.serving.scoring import score_unscored
 
-    counts, state, total = score_pass(first=True)
-    failing = state.rate >= serving.max_attack_rate
-    deadline = time.monotonic() + follow
-    last_new = time.monotonic()
-    stopped = "one pass" if not follow else "followed for NIDS_SCORE_FOLLOW_S"
-    while time.monotonic() < deadline:
-        if counts.remaining == 0:  # else a backlog beyond NIDS_SCORE_MAX_FLOWS: go on now
-            time.sleep(FOLLOW_POLL_S)
-        counts, new_state, new_total = score_pass()
-        if counts.inserted:
-            state, total = new_state, new_total
-            last_new = time.monotonic()
-            yield AssetObservation(
-                asset_key="flow_predictions",
-                metadata={"scored": counts.inserted, "predictions_total": int(total)},
+        t0 = time.monotonic()
+        state = None
+        with self.hot_store.connect() as con:
+            t_open = time.monotonic()
+            self.counts = score_unscored(
+                con,
+                self.scorer,
+                self.version,
+                self.serving.max_flows_per_scoring_run,
+                self.plausible_time.window().latest(),
             )
-            now_failing = state.rate >= serving.max_attack_rate
-            # An onset (passing -> failing) makes attack_rate_sensor run the alerts step
-            # now, so the check and its webhook do not wait for this run to end.
-            yield AssetObservation(
+            t_scored = time.monotonic()
+            if self.counts.inserted or first:
+                state = _alerts_state(
+                    con, self.serving, self.plausible_time, self.counts.inserted > 0
+                )
+                self.total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+            t_alerts = time.monotonic()
+        self.totals.add(self.counts)
+        self.totals.alerts_seconds += t_alerts - t_scored
+        if self.counts.inserted:
+            self.context.log.debug(
+                f"pass: waited {t_open - t0:.2f} s for the hot store, scored "
+                f"{self.counts.inserted} in {t_scored - t_open:.2f} s, alerts and evidence "
+                f"{t_alerts - t_scored:.2f} s"
+            )
+        return state
+
+    def observations(self, state: "_AlertsState") -> list[AssetObservation]:
+        """A pass's new predictions, and the newest window's attack rate. An onset
+        (passing -> failing) makes attack_rate_sensor run the alerts step now, so the
+        check and its webhook do not wait for this run to end."""
+        now_failing = state.rate >= self.serving.max_attack_rate
+        onset = now_failing and not self.failing
+        self.failing = now_failing
+        return [
+            AssetObservation(
+                asset_key="flow_predictions",
+                metadata={"scored": self.counts.inserted, "predictions_total": int(self.total)},
+            ),
+            AssetObservation(
                 asset_key="alerts",
                 metadata={
                     "attack_rate_newest_window": round(state.rate, 4),
-                    ATTACK_RATE_ONSET: now_failing and not failing,
+                    ATTACK_RATE_ONSET: onset,
                 },
+            ),
+        ]
+
+    def follow(self, seconds: float, champion_changed):
+        """Pass after pass for `seconds`; stops early after FOLLOW_IDLE_EXIT_S without new
+        flows, or when the champion changes. Yields observations; returns why it stopped."""
+        # The first pass sets where the run starts (its predictions are in the
+        # materialization); the passes after it report what landed while it ran.
+        self.failing = self.score_pass(first=True).rate >= self.serving.max_attack_rate
+        deadline = time.monotonic() + seconds
+        last_new = time.monotonic()
+        stopped = "one pass" if not seconds else "followed for NIDS_SCORE_FOLLOW_S"
+        while time.monotonic() < deadline:
+            if self.counts.remaining == 0:  # else a backlog beyond NIDS_SCORE_MAX_FLOWS
+                time.sleep(FOLLOW_POLL_S)
+            state = self.score_pass()
+            if self.counts.inserted:
+                last_new = time.monotonic()
+                yield from self.observations(state)
+            elif time.monotonic() - last_new >= FOLLOW_IDLE_EXIT_S:
+                stopped = f"no new flows for {FOLLOW_IDLE_EXIT_S:.0f} s"
+                break
+            if self.totals.passes % CHAMPION_CHECK_PASSES == 0 and champion_changed():
+                stopped = "the champion changed"
+                break
+        return stopped
+
+    def result(self, stopped: str) -> MaterializeResult:
+        totals = self.totals
+        if totals.unscorable:
+            self.context.log.warning(
+                f"{totals.unscorable} flows got no finite score: left unscored"
             )
-            failing = now_failing
-        elif time.monotonic() - last_new >= FOLLOW_IDLE_EXIT_S:
-            stopped = f"no new flows for {FOLLOW_IDLE_EXIT_S:.0f} s"
-            break
-        if (
-            totals.passes % CHAMPION_CHECK_PASSES == 0
-            and registry.servable_champion().version != version
-        ):
-            stopped = "the champion changed"
-            break
-    if totals.unscorable:
-        context.log.warning(f"{totals.unscorable} flows got no finite score: left unscored")
-    context.log.info(
-        f"champion v{version}: scored {totals.scored} flows ({totals.attacks} attacks) in "
-        f"{totals.passes} passes; stopped: {stopped}"
-    )
-    yield MaterializeResult(
-        metadata={
-            "model_version": version,
-            "scored": totals.scored,
-            "predicted_attacks": totals.attacks,
-            "graph_windows": totals.windows,
-            "context_flows": totals.context_flows,
-            "seconds": round(totals.seconds, 3),
-            "alerts_refresh_seconds": round(totals.alerts_seconds, 3),
-            "flows_per_second": round(totals.scored / totals.seconds, 1)
-            if totals.seconds > 0 and totals.scored
-            else 0.0,
-            "unscorable": totals.unscorable,
-            "predictions_total": int(total),
-            "unscored_remaining": counts.remaining,
-            "passes": totals.passes,
-            "stopped": stopped,
-        }
-    )
+        self.context.log.info(
+            f"champion v{self.version}: scored {totals.scored} flows ({totals.attacks} "
+            f"attacks) in {totals.passes} passes; stopped: {stopped}"
+        )
+        return MaterializeResult(
+            metadata={
+                "model_version": self.version,
+                "scored": totals.scored,
+                "predicted_attacks": totals.attacks,
+                "graph_windows": totals.windows,
+                "context_flows": totals.context_flows,
+                "seconds": round(totals.seconds, 3),
+                "alerts_refresh_seconds": round(totals.alerts_seconds, 3),
+                "flows_per_second": round(totals.scored / totals.seconds, 1)
+                if totals.seconds > 0 and totals.scored
+                else 0.0,
+                "unscorable": totals.unscorable,
+                "predictions_total": int(self.total),
+                "unscored_remaining": self.counts.remaining,
+                "passes": totals.passes,
+                "stopped": stopped,
+            }
+        )
 
 
 @dataclass(frozen=True)
