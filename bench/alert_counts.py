@@ -30,7 +30,8 @@ from nids_core.detection.sensitivity import SENSITIVITIES, Thresholds
 from nids_core.registry.versions import ModelRegistry
 from nids_core.serving.model_cache import load_version
 from nids_core.serving.scoring import score_unscored
-from nids_core.stores.hot import ensure_schema, upsert_flows
+from nids_core.stores.hot import upsert_flows
+from nids_core.stores.hot_schema import ensure_schema
 from nids_core.training_data.data_dir import find_data_dir, labelled_folders
 from nids_core.training_data.reference_corpus import list_reference_files
 from nids_core.zeek.files import read_zeek_file

@@ -34,7 +34,8 @@ from nids_core.detection.sensitivity import Thresholds
 from nids_core.detection.triage import TriageStore
 from nids_core.serving.alerts import refresh_alerts
 from nids_core.serving.scoring import score_unscored
-from nids_core.stores.hot import ensure_schema, transaction, upsert_flows
+from nids_core.stores.hot import transaction, upsert_flows
+from nids_core.stores.hot_schema import ensure_schema
 from nids_core.training_data.data_dir import find_data_dir, iot23_files
 from nids_core.zeek.files import read_zeek_file
 

@@ -22,7 +22,8 @@ from nids_core.model.splits import time_split
 from nids_core.model.training import TrainConfig, train_served
 from nids_core.serving.alerts import refresh_alerts
 from nids_core.serving.scoring import score_unscored
-from nids_core.stores.hot import ensure_schema, transaction, upsert_flows
+from nids_core.stores.hot import transaction, upsert_flows
+from nids_core.stores.hot_schema import ensure_schema
 
 ALERT_MIN_SCORE = 0.5
 LIVE_RATE = 1_000  # flows/s of the sensor the batches come from

@@ -17,7 +17,7 @@ import polars as pl
 
 from nids_core.schema import FLOW_COLUMNS, PROVENANCE_SCHEMA
 from nids_core.stores.cold import ColdStore
-from nids_core.stores.hot import ensure_schema
+from nids_core.stores.hot_schema import ensure_schema
 
 PREFILL_TOPIC = "bench.prefill"  # provenance of the prefilled rows, apart from the stream's
 DAY = timedelta(hours=24)

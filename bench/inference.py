@@ -49,7 +49,8 @@ from nids_core.registry.runs import train_evaluate_log
 from nids_core.registry.versions import ModelRegistry
 from nids_core.serving.model_cache import record_artifact_checksum
 from nids_core.serving.scoring import ScoreCounts, score_unscored
-from nids_core.stores.hot import ensure_schema, read_only_query, upsert_flows
+from nids_core.stores.hot import read_only_query, upsert_flows
+from nids_core.stores.hot_schema import ensure_schema
 from nids_core.training_data.data_dir import find_data_dir, iot23_files
 from nids_core.zeek.files import read_zeek_file
 from nids_devkit.broker import create_topic, start_broker

@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import field_validator
 
 from nids_core.stores.cold import ColdStore
-from nids_core.stores.hot import ensure_schema
+from nids_core.stores.hot_schema import ensure_schema
 from nids_resources.run_worker import TagsRunWorker
 from nids_resources.settings import setting
 

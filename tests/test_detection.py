@@ -31,7 +31,8 @@ from nids_core.serving.model_cache import load_version
 from nids_core.serving.outbox import AlertOutbox
 from nids_core.serving.scoring import score_unscored
 from nids_core.stores.cold import ColdStore
-from nids_core.stores.hot import ensure_schema, upsert_flows
+from nids_core.stores.hot import upsert_flows
+from nids_core.stores.hot_schema import ensure_schema
 from nids_core.training_data.analyst_labels import read_labels, resolve_labels
 from nids_core.training_data.training_set import combine_sources
 from nids_core.zeek.files import read_zeek_file

@@ -4,21 +4,11 @@ from datetime import timedelta
 
 import duckdb
 import polars as pl
-import pytest
 
-from nids_core.stores.hot import (
-    FLOWS_DDL,
-    MAX_TS_RANGES,
-    TS_RANGE_GAP,
-    TsRanges,
-    ensure_schema,
-    upsert_flows,
-)
+from nids_core.stores.hot import MAX_TS_RANGES, TS_RANGE_GAP, TsRanges, upsert_flows
+from nids_core.stores.hot_schema import ensure_schema
 from nids_core.zeek.files import read_zeek_file
 from tests.resources import FIXTURES
-
-# The schema before the anti-join upsert: a DuckDB file made by an earlier version.
-PK_FLOWS_DDL = FLOWS_DDL.replace("uid VARCHAR NOT NULL,", "uid VARCHAR PRIMARY KEY,")
 
 
 def batch(partition: int, first_offset: int, rows: int = 20) -> pl.DataFrame:
@@ -35,10 +25,8 @@ def stored(con) -> dict[str, tuple[int, int]]:
     return {uid: (p, o) for uid, p, o in rows}
 
 
-@pytest.mark.parametrize("ddl", [FLOWS_DDL, PK_FLOWS_DDL], ids=["anti-join", "old-pk-file"])
-def test_upsert_stores_each_uid_once_and_lowest_provenance_wins(tmp_path, ddl):
+def test_upsert_stores_each_uid_once_and_lowest_provenance_wins(tmp_path):
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
-    con.execute(ddl)
     ensure_schema(con)
     first = batch(partition=1, first_offset=100)
     uids = first["uid"].to_list()
@@ -108,19 +96,12 @@ def test_a_late_copy_is_found_among_rows_of_other_hours(tmp_path):
     con.close()
 
 
-def test_quarantine_keeps_rejects_of_reused_offsets_also_in_files_keyed_on_the_offset(tmp_path):
-    from nids_core.stores.hot import QUARANTINE_DDL, insert_quarantine
+def test_quarantine_keeps_rejects_of_reused_offsets(tmp_path):
+    from nids_core.stores.hot import insert_quarantine
 
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
-    # A file made before offsets were known to be reused: quarantine keyed on the offset.
-    con.execute(
-        QUARANTINE_DDL.replace(
-            "quarantined_at TIMESTAMPTZ NOT NULL",
-            'quarantined_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (topic, "partition", "offset")',
-        )
-    )
-    con.execute("INSERT INTO quarantine VALUES ('t', 0, 5, 'old', 'invalid JSON', now())")
     ensure_schema(con)
+    con.execute("INSERT INTO quarantine VALUES ('t', 0, 5, 'old', 'invalid JSON', now())")
 
     def rejects(raw: bytes) -> pl.DataFrame:
         return pl.DataFrame(

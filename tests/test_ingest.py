@@ -18,7 +18,7 @@ from nids_assets.ingestion import batch_run_config
 from nids_cli.driver import drain, execute_request
 from nids_core.kafka.log import KafkaSettings, open_client
 from nids_core.kafka.offsets import OffsetRange
-from nids_core.stores.hot import ensure_schema
+from nids_core.stores.hot_schema import ensure_schema
 from tests.ingest_helpers import file_digests, hot_counts, produce, replay, table_digest
 from tests.resources import FIXTURES, make_resources
 

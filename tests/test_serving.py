@@ -248,7 +248,7 @@ def webhook():
 def test_webhook_receives_an_alert_for_a_failed_check(broker, topic, tmp_path, instance, webhook):
     url, received = webhook
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
-    from nids_core.stores.hot import ensure_schema
+    from nids_core.stores.hot_schema import ensure_schema
 
     ensure_schema(con)
     con.execute("ALTER TABLE flows ADD COLUMN drifted INTEGER")
@@ -422,7 +422,8 @@ def _stored_flows(con, ts: pl.Expr | pl.Series, *columns) -> pl.DataFrame:
     """Real flows (the zat sample), one per `ts` value (five for a literal), with the given
     columns replaced, written straight into the hot table, as an earlier version could have
     stored them."""
-    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from nids_core.stores.hot import upsert_flows
+    from nids_core.stores.hot_schema import ensure_schema
     from tests.resources import FIXTURES
 
     rows = ts.len() if isinstance(ts, pl.Series) else 5
@@ -466,7 +467,8 @@ def test_scoring_and_alerts_read_only_what_arrived_and_agree_with_a_full_rebuild
     from nids_core.serving.alerts import latest_attack_rate, refresh_alerts
     from nids_core.serving.model_cache import load_version
     from nids_core.serving.scoring import score_unscored
-    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from nids_core.stores.hot import upsert_flows
+    from nids_core.stores.hot_schema import ensure_schema
     from tests.resources import iot23
 
     # Here everything happens within a second: the minute of predictions each refresh
@@ -518,40 +520,14 @@ def test_scoring_and_alerts_read_only_what_arrived_and_agree_with_a_full_rebuild
     con.close()
 
 
-def test_a_hot_store_keyed_on_uid_gets_prediction_timestamps_once(tmp_path):
-    """Files made before predictions carried the flow's ts: the keyed table is rebuilt
-    without its key, each prediction given its flow's ts, its rows kept."""
-    from nids_core.stores.hot import ensure_schema
-
-    con = duckdb.connect(str(tmp_path / "hot.duckdb"))
-    flows = _stored_flows(con, pl.lit(datetime(2026, 11, 20, 8, tzinfo=UTC)).alias("ts"))
-    con.execute("DROP TABLE predictions")
-    con.execute(
-        "CREATE TABLE predictions (uid VARCHAR PRIMARY KEY, score DOUBLE NOT NULL, "
-        "predicted_label VARCHAR NOT NULL, model_version VARCHAR NOT NULL, "
-        "predicted_at TIMESTAMPTZ NOT NULL)"
-    )
-    for uid in flows["uid"].head(3):
-        con.execute("INSERT INTO predictions VALUES (?, 0.5, 'benign', '1', now())", [uid])
-    ensure_schema(con)
-    ensure_schema(con)  # once only
-    rows = con.execute("SELECT uid, ts FROM predictions ORDER BY uid").fetchall()
-    assert rows == sorted((u, datetime(2026, 11, 20, 8, tzinfo=UTC)) for u in flows["uid"][:3])
-    keys = con.execute(
-        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'predictions' "
-        "AND constraint_type = 'PRIMARY KEY'"
-    ).fetchone()[0]
-    assert keys == 0
-    con.close()
-
-
 def test_a_scoring_mark_ahead_of_the_clock_does_not_hide_new_flows(champion, tmp_path):
     """The clock stepped back after a scoring run (an NTP correction of a fast clock): its
     mark lies in the future, and flows ingested after the step must still be scored."""
     from nids_core.serving import scoring
     from nids_core.serving.model_cache import load_version
     from nids_core.serving.scoring import score_unscored
-    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from nids_core.stores.hot import upsert_flows
+    from nids_core.stores.hot_schema import ensure_schema
     from tests.resources import iot23
 
     registry, v1, _ = champion
@@ -603,7 +579,8 @@ def test_a_scoring_run_follows_the_stream_and_scores_what_lands_while_it_runs(
     import time
 
     from nids_assets.scoring import FOLLOW_IDLE_EXIT_S
-    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from nids_core.stores.hot import upsert_flows
+    from nids_core.stores.hot_schema import ensure_schema
     from tests.resources import iot23
 
     registry, _, _ = champion
@@ -742,7 +719,8 @@ def test_a_sparse_newest_window_does_not_decide_the_attack_rate_alone(tmp_path):
     check passed although 79% of the hour's flows were predicted attacks. A newest window
     with fewer than NIDS_ALERT_RATE_MIN_FLOWS flows is judged with the windows before it."""
     from nids_core.serving.alerts import latest_attack_rate
-    from nids_core.stores.hot import ensure_schema, upsert_flows
+    from nids_core.stores.hot import upsert_flows
+    from nids_core.stores.hot_schema import ensure_schema
 
     flows = read_zeek_file(iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")).flows.head(317)
     newest = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)

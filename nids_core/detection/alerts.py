@@ -13,25 +13,6 @@ from datetime import datetime
 
 import polars as pl
 
-ALERT_DDL = """
-CREATE TABLE IF NOT EXISTS analyst_alerts (
-    alert_id VARCHAR PRIMARY KEY,
-    host VARCHAR NOT NULL,
-    window_start TIMESTAMPTZ NOT NULL,
-    window_end TIMESTAMPTZ NOT NULL,
-    score DOUBLE NOT NULL,
-    severity INTEGER NOT NULL,
-    detectors VARCHAR[] NOT NULL,
-    evidence_ids VARCHAR[] NOT NULL,
-    suppressed_evidence BIGINT NOT NULL,
-    flows BIGINT NOT NULL,
-    first_seen TIMESTAMPTZ NOT NULL,
-    last_seen TIMESTAMPTZ NOT NULL,
-    title VARCHAR NOT NULL,
-    digest VARCHAR NOT NULL,
-    refreshed_at TIMESTAMPTZ NOT NULL
-)
-"""
 ALERT_COLUMNS = (
     "alert_id",
     "host",

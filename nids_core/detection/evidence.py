@@ -43,28 +43,6 @@ EVIDENCE_SCHEMA: dict[str, pl.DataType] = {
 }
 EVIDENCE_COLUMNS = list(EVIDENCE_SCHEMA)
 
-EVIDENCE_DDL = """
-CREATE TABLE IF NOT EXISTS evidence (
-    evidence_id VARCHAR PRIMARY KEY,
-    detector VARCHAR NOT NULL,
-    host VARCHAR NOT NULL,
-    peers VARCHAR[] NOT NULL,
-    ports INTEGER[] NOT NULL,
-    window_start TIMESTAMPTZ NOT NULL,
-    window_end TIMESTAMPTZ NOT NULL,
-    first_seen TIMESTAMPTZ NOT NULL,
-    last_seen TIMESTAMPTZ NOT NULL,
-    flows BIGINT NOT NULL,
-    uids VARCHAR[] NOT NULL,
-    threat_level DOUBLE NOT NULL,
-    confidence DOUBLE NOT NULL,
-    description VARCHAR NOT NULL,
-    why VARCHAR NOT NULL,
-    suppressed_by VARCHAR,
-    refreshed_at TIMESTAMPTZ NOT NULL
-)
-"""
-
 
 def evidence_id(detector: str, host: str, window_start: datetime, key: str = "") -> str:
     """A stable id for the detection of `detector` about `host` in the window at

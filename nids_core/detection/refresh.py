@@ -37,12 +37,6 @@ _FLOW_COLUMNS = (
 )
 
 
-# When the day-level detectors (beacons, long connections) last ran: they read a day of
-# flows per pair, so a scoring pass that follows the stream each second runs them at most
-# every DAY_DETECTORS_EVERY; the window-level ones run on every refresh.
-DETECTION_PROGRESS_DDL = """
-CREATE TABLE IF NOT EXISTS detection_progress (day_detectors_at TIMESTAMPTZ NOT NULL)
-"""
 DAY_DETECTORS_EVERY = timedelta(minutes=5)
 
 

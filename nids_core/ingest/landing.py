@@ -19,11 +19,11 @@ from nids_core.stores.cold import BatchManifest, ColdStore, records_digest
 from nids_core.stores.hot import (
     TsRanges,
     UpsertCounts,
-    ensure_schema,
     insert_quarantine,
     transaction,
     upsert_flows,
 )
+from nids_core.stores.hot_schema import ensure_schema
 from nids_core.zeek.json_log import DEFAULT_MAX_MESSAGE_BYTES, parse_json_records
 
 

@@ -10,34 +10,6 @@ import duckdb
 from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.stores.hot import TsRanges, transaction
 
-ALERTS_DDL = """
-CREATE TABLE IF NOT EXISTS alerts (
-    window_start TIMESTAMPTZ NOT NULL,
-    window_end TIMESTAMPTZ NOT NULL,
-    orig_h VARCHAR NOT NULL,
-    attack_flows BIGINT NOT NULL,
-    flows BIGINT NOT NULL,
-    max_score DOUBLE NOT NULL,
-    mean_score DOUBLE NOT NULL,
-    distinct_peers BIGINT NOT NULL,
-    distinct_peer_ports BIGINT NOT NULL,
-    first_seen TIMESTAMPTZ NOT NULL,
-    last_seen TIMESTAMPTZ NOT NULL,
-    model_versions VARCHAR NOT NULL,
-    refreshed_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (window_start, orig_h)
-)
-"""
-
-
-# Where the last refresh finished reading `predictions` (its newest `predicted_at`), and
-# the newest flow ts among them (the newest window).
-ALERTS_PROGRESS_DDL = """
-CREATE TABLE IF NOT EXISTS alerts_progress (
-    refreshed_through TIMESTAMPTZ NOT NULL,
-    newest_ts TIMESTAMPTZ
-)
-"""
 # Predictions made this long before the mark are read again: a clock stepped back by less
 # than this loses no window.
 ALERTS_LOOKBACK = timedelta(minutes=1)

@@ -53,10 +53,9 @@ _APPENDED_PREFIX = "batch-"
 QUARANTINE_SCHEMA = {**PROVENANCE_SCHEMA, "raw": pl.Binary(), "error": pl.String()}
 
 
-def batch_name(offsets: OffsetRange, digest: str = "") -> str:
-    """File stem naming one micro-batch: its range and the digest of its records (batches
-    landed before digests existed have none)."""
-    return f"{offsets.name}-{digest}" if digest else offsets.name
+def batch_name(offsets: OffsetRange, digest: str) -> str:
+    """File stem naming one micro-batch: its range and the digest of its records."""
+    return f"{offsets.name}-{digest}"
 
 
 def records_digest(flows: pl.DataFrame, rejects: pl.DataFrame) -> str:
@@ -83,7 +82,7 @@ class BatchManifest:
     flows: int
     quarantined: int
     rows_by_date: dict[str, int]
-    digest: str = ""
+    digest: str
 
     @property
     def offsets(self) -> OffsetRange:
@@ -171,7 +170,7 @@ class ColdStore:
         records: int,
         flows: pl.DataFrame,
         rejects: pl.DataFrame,
-        digest: str = "",
+        digest: str,
     ) -> BatchManifest:
         """Land one batch: flows split by UTC day, rejects, the manifest, then the pointer
         from its range to the manifest."""
@@ -204,28 +203,19 @@ class ColdStore:
     # ------------------------------------------------------------------ reads
     def read_manifest(self, offsets: OffsetRange) -> BatchManifest:
         """The manifest last landed for this range."""
-        return self._first_manifest(
-            f"batch {offsets}",
-            [
-                self.range_file(offsets),
-                self.manifest_file(batch_name(offsets)),  # landed before digests
-            ],
-        )
+        return self._manifest(f"batch {offsets}", self.range_file(offsets))
 
     def read_batch_manifest(self, name: str) -> BatchManifest:
         """The manifest of the batch landed as `name` (see `batch_name`)."""
-        return self._first_manifest(f"batch {name}", [self.manifest_file(name)])
+        return self._manifest(f"batch {name}", self.manifest_file(name))
 
-    def _first_manifest(self, what: str, paths: list[str]) -> BatchManifest:
-        """The manifest at the first of `paths` that exists."""
-        for path in paths:
-            self.fs.invalidate_cache(path.rsplit("/", 1)[0])
-            try:
-                with self.fs.open(path, "rb") as fh:
-                    return BatchManifest(**json.load(fh))
-            except FileNotFoundError:
-                continue
-        raise FileNotFoundError(f"{what} has not landed: no {paths[0]}")
+    def _manifest(self, what: str, path: str) -> BatchManifest:
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        try:
+            with self.fs.open(path, "rb") as fh:
+                return BatchManifest(**json.load(fh))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what} has not landed: no {path}") from None
 
     def _read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
         with self.fs.open(path, "rb") as fh:

@@ -1,4 +1,4 @@
-"""The hot store: one DuckDB file with tables `flows`, `predictions`, `quarantine`, `alerts`.
+"""The hot store: one DuckDB file (its tables: `hot_schema`).
 
 Writes are keyed so that replaying a message, a batch or a backfill changes nothing:
 `flows` is keyed on Zeek's `uid` (the lowest Kafka provenance wins, whatever the order of
@@ -26,46 +26,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from nids_core.schema import FLOW_COLUMNS, flows_ddl
+from nids_core.schema import FLOW_COLUMNS
 
-# Generated from the flow schema, so the table, its schema check and the value rules
-# cannot disagree.
-FLOWS_DDL = flows_ddl()
-
-# One row per uid, kept by the scoring run's anti-join (not a key index: an ART index
-# over a day of uids costs seconds per insert and a gigabyte of memory). `ts` is the flow's,
-# so the rows of a time window are found through its zone maps without reading `flows`.
-PREDICTIONS_DDL = """
-CREATE TABLE IF NOT EXISTS predictions (
-    uid VARCHAR NOT NULL,
-    score DOUBLE NOT NULL,
-    predicted_label VARCHAR NOT NULL,
-    model_version VARCHAR NOT NULL,
-    predicted_at TIMESTAMPTZ NOT NULL,
-    ts TIMESTAMPTZ
-)
-"""
 PREDICTION_COLUMNS = ("uid", "score", "predicted_label", "model_version", "predicted_at")
 
-# Where the last scoring run finished reading `flows` (its newest `ingested_at`).
-SCORING_PROGRESS_DDL = """
-CREATE TABLE IF NOT EXISTS scoring_progress (scored_through TIMESTAMPTZ NOT NULL)
-"""
-
-# Keyed by (topic, partition, offset, raw), not by offset alone: offsets are reused after a
-# broker restart or a recreated topic, and the reject of another record at a reused offset
-# must be kept beside the earlier one. A key index would not cover `raw` (a BLOB), and every
-# writer holds the duckdb pool, so the key is kept by the insert itself.
-QUARANTINE_DDL = """
-CREATE TABLE IF NOT EXISTS quarantine (
-    topic VARCHAR NOT NULL,
-    "partition" INTEGER NOT NULL,
-    "offset" BIGINT NOT NULL,
-    raw BLOB,
-    error VARCHAR NOT NULL,
-    quarantined_at TIMESTAMPTZ NOT NULL
-)
-"""
 
 _PROVENANCE = ("topic", "partition", "offset")
 _QUOTED = {"partition": '"partition"', "offset": '"offset"'}
@@ -107,66 +71,6 @@ def read_only_query(
             return con.execute(sql, params).fetchall()
         finally:
             con.close()
-
-
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the hot tables if they do not exist."""
-    from nids_core.detection.alerts import ALERT_DDL
-    from nids_core.detection.evidence import EVIDENCE_DDL
-    from nids_core.detection.refresh import DETECTION_PROGRESS_DDL
-    from nids_core.serving.alerts import ALERTS_DDL, ALERTS_PROGRESS_DDL
-
-    for ddl in (
-        FLOWS_DDL,
-        PREDICTIONS_DDL,
-        QUARANTINE_DDL,
-        ALERTS_DDL,
-        SCORING_PROGRESS_DDL,
-        ALERTS_PROGRESS_DDL,
-        EVIDENCE_DDL,
-        ALERT_DDL,
-        DETECTION_PROGRESS_DDL,
-    ):
-        con.execute(ddl)
-    _drop_quarantine_offset_key(con)
-    _rebuild_keyed_predictions(con)
-
-
-def _rebuild_keyed_predictions(con: duckdb.DuckDBPyConnection) -> None:
-    """Files made before predictions carried the flow's `ts` keyed `predictions` on uid;
-    rebuild such a table without the key, each row given its flow's ts (once)."""
-    has_ts = con.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'predictions' "
-        "AND column_name = 'ts'"
-    ).fetchone()[0]
-    if has_ts:
-        return
-    cols = ", ".join(f"p.{c}" for c in PREDICTION_COLUMNS)
-    with transaction(con):
-        con.execute(
-            f"CREATE TABLE _predictions_with_ts AS SELECT {cols}, f.ts FROM predictions p "
-            "LEFT JOIN (SELECT uid, min(ts) AS ts FROM flows GROUP BY uid) f USING (uid) "
-            "ORDER BY p.predicted_at"
-        )
-        con.execute("DROP TABLE predictions")
-        con.execute(PREDICTIONS_DDL)
-        con.execute("INSERT INTO predictions SELECT * FROM _predictions_with_ts")
-        con.execute("DROP TABLE _predictions_with_ts")
-
-
-def _drop_quarantine_offset_key(con: duckdb.DuckDBPyConnection) -> None:
-    """Files made before offsets were known to be reused keyed `quarantine` on the offset
-    alone; rebuild such a table without that key (rows kept as they are)."""
-    keyed = con.execute(
-        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'quarantine' "
-        "AND constraint_type = 'PRIMARY KEY'"
-    ).fetchone()[0]
-    if not keyed:
-        return
-    with transaction(con):
-        con.execute("CREATE TABLE _quarantine_rekeyed AS SELECT * FROM quarantine")
-        con.execute("DROP TABLE quarantine")
-        con.execute("ALTER TABLE _quarantine_rekeyed RENAME TO quarantine")
 
 
 @dataclass(frozen=True)
