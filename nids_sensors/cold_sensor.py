@@ -90,18 +90,13 @@ def _cold_flows_sensor(
     if result.records:
         newest = max(r.storage_id for r in result.records)
         batches: dict[str, set[str]] = {}  # day -> batch names
-        unnamed: set[str] = set()  # days of batches landed before they were named
         for record in result.records:
             md = record.asset_materialization.metadata if record.asset_materialization else {}
             dates = md.get("dates")
-            name = md.get("batch")
             for day in dates.value if dates is not None else {}:
-                if name is None:
-                    unnamed.add(day)
-                else:
-                    batches.setdefault(day, set()).add(str(name.value))
+                batches.setdefault(day, set()).add(str(md["batch"].value))
         valid = set(partitions.get_partition_keys())
-        out_of_range = sorted((set(batches) | unnamed) - valid)
+        out_of_range = sorted(set(batches) - valid)
         if out_of_range:
             skip = (
                 f"landed days outside the cold partitions: {', '.join(out_of_range)}; reload "
@@ -109,7 +104,7 @@ def _cold_flows_sensor(
                 "NIDS_COLD_START_DATE, then backfill cold_flows for them"
             )
             context.log.warning(skip)
-        elif not batches and not unnamed:
+        elif not batches:
             skip = "no landed days in range"
         appended = set(batches) & valid
         for first, last in _contiguous(sorted(appended)):
@@ -117,8 +112,6 @@ def _cold_flows_sensor(
                 set().union(*(batches[d] for d in sorted(appended) if first <= d <= last))
             )
             requests.extend(_append_requests(first, last, names, newest))
-        for first, last in _contiguous(sorted((unnamed & valid) - appended)):
-            requests.append(_range_request(first, last, newest))
         for day in appended:
             state.uncompacted[day] = now
         state.after = newest
@@ -162,9 +155,7 @@ def _append_requests(first: str, last: str, names: list[str], newest: int) -> li
     return requests
 
 
-def _range_request(
-    first: str, last: str, key: int | str, config: RunConfig | None = None
-) -> RunRequest:
+def _range_request(first: str, last: str, key: str, config: RunConfig) -> RunRequest:
     """A plain partition run for a single day, a partition-range run for several."""
     if first == last:
         return RunRequest(run_key=f"cold:{first}:{key}", partition_key=first, run_config=config)

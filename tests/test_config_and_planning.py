@@ -196,39 +196,21 @@ def test_a_range_after_uncommitted_offsets_is_refused():
         ensure_contiguous(OffsetRange("t", 0, 200, 250), 100, marks)
 
 
-def test_cursor_of_one_batch_per_partition_still_loads():
-    old = '{"0": {"start": 0, "end": 100, "attempt": 1, "requested_at": 1.0, "generation": 2}}'
-    loaded = load_cursor(old)
-    assert loaded.lanes == {0: [InFlightBatch(0, 100, 1, 1.0, 2)]}
-    assert loaded.generations == {0: 2} and not loaded.repairs
-    again = load_cursor(dump_cursor(loaded.lanes, loaded.generations))
-    assert (again.lanes, again.generations) == (loaded.lanes, loaded.generations)
-
-
-def test_an_empty_range_an_earlier_version_stored_is_repaired_not_fatal():
-    """Issue 25: an earlier version stored `[0, 0)` to carry the generation of a partition
-    reset to an empty log; every later tick then raised in `run_key`. It loads without the
-    range, keeps the generation, and the records that arrive are planned under it."""
-    stored = '{"0": [{"start": 0, "end": 0, "attempt": 1, "requested_at": 1.0, "generation": 3}]}'
-    loaded = load_cursor(stored)
-    assert loaded.lanes == {0: []} and loaded.generations == {0: 3}
-    assert loaded.repairs == ["partition 0: empty range [0, 0) dropped (generation 3 kept)"]
-    plan = plan_batches(
-        "t",
-        {0: None},
-        {0: Watermarks(0, 1500)},
-        loaded.lanes,
-        {},
-        1000,
-        5.0,
-        True,
-        loaded.generations,
-    )
-    assert [b.run_key for b in plan.batches] == ["t:0:0-1000~3"]
+def test_a_cursor_loads_back_as_it_was_dumped():
+    lanes = {0: [InFlightBatch(0, 100, 1, 1.0, 2)], 1: []}
+    loaded = load_cursor(dump_cursor(lanes, {0: 2, 1: 4}))
+    assert loaded.lanes == lanes and loaded.generations == {0: 2, 1: 4} and not loaded.repairs
 
 
 def test_unreadable_cursor_is_replanned_and_says_why():
-    for raw in ("{not json", "[1, 2]", '{"x": []}', '{"0": [{"start": "a"}], "1": 7}'):
+    lane = '{"generation": 1, "lane": [{"start": "a"}, {"start": 5, "end": 5}]}'
+    for raw in (
+        "{not json",
+        "[1, 2]",
+        '{"x": []}',
+        '{"0": [{"start": 0, "end": 100}]}',  # not this version's form
+        f'{{"version": 2, "partitions": {{"0": {lane}, "1": 7}}}}',
+    ):
         loaded = load_cursor(raw)
         assert loaded.repairs, raw
         assert all(b.start < b.end for lane in loaded.lanes.values() for b in lane)

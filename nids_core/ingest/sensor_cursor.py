@@ -1,13 +1,10 @@
 """The Kafka sensor's cursor: per partition, the generation of its run keys and its lane of
 requested ranges, as JSON.
 
-A cursor written by any earlier version loads: one batch per partition (before lanes), a
-lane per partition (before generations were kept apart) and the current form. What cannot
-be used is dropped with a reason, never fatal: a range that is empty or impossible (an
-earlier version stored `[start, start)` to carry a generation, which stopped every later
-tick), an entry that is not a batch, or a cursor that is not JSON at all. A partition whose
-generation is lost that way is given a fresh one by the sensor (see `fresh_generation`),
-so no run key of the past is reused.
+What cannot be used (a cursor that is not this version's JSON, an entry that is not a
+batch, an empty or impossible range) is dropped with a reason, never fatal. A partition
+whose generation is lost that way is given a fresh one by the sensor (see
+`fresh_generation`), so no run key of the past is reused.
 """
 
 from __future__ import annotations
@@ -44,52 +41,44 @@ def _batch(raw: object) -> InFlightBatch:
 
 
 def load_cursor(raw: str | None) -> SensorCursor:
-    """Read a cursor of any version, repairing what cannot be used (see the module doc)."""
+    """Read a cursor, repairing what cannot be used (see the module doc)."""
     cursor = SensorCursor()
     if not raw:
         return cursor
     try:
         doc = json.loads(raw)
-        if not isinstance(doc, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as exc:
+        if not isinstance(doc, dict) or doc.get("version") != CURSOR_VERSION:
+            raise ValueError(f"not a version-{CURSOR_VERSION} cursor")
+        partitions = dict(doc["partitions"])
+    except (ValueError, KeyError, TypeError) as exc:
         cursor.repairs.append(f"cursor unreadable ({exc}); planning every partition afresh")
         return cursor
-    partitions = doc.get("partitions", {}) if doc.get("version") == CURSOR_VERSION else doc
     for key, entry in partitions.items():
         try:
-            p = int(key)
-        except (TypeError, ValueError):
-            cursor.repairs.append(f"entry {key!r:.40} is not a partition; dropped")
+            p, generation, raw_lane = int(key), int(entry["generation"]), list(entry["lane"])
+        except (KeyError, TypeError, ValueError) as exc:
+            cursor.repairs.append(f"entry {key!r:.40} unreadable ({exc!r:.60}); dropped")
             continue
-        if isinstance(entry, dict) and "lane" in entry:
-            generation, raw_lane = entry.get("generation", 0), entry["lane"]
-        else:  # before generations were kept apart: a lane, or one batch
-            generation, raw_lane = None, entry if isinstance(entry, list) else [entry]
-        lane: list[InFlightBatch] = []
-        seen_generations = []
-        for item in raw_lane if isinstance(raw_lane, list) else [raw_lane]:
-            try:
-                batch = _batch(item)
-            except (KeyError, TypeError, ValueError) as exc:
-                cursor.repairs.append(f"partition {p}: {exc}; dropped")
-                continue
-            seen_generations.append(batch.generation)
-            if batch.end <= batch.start:
-                cursor.repairs.append(
-                    f"partition {p}: empty range [{batch.start}, {batch.end}) dropped "
-                    f"(generation {batch.generation} kept)"
-                )
-                continue
-            lane.append(batch)
-        cursor.lanes[p] = lane
-        try:
-            known = int(generation) if generation is not None else None
-        except (TypeError, ValueError):
-            known = None
-        if known is not None or seen_generations:
-            cursor.generations[p] = max([known or 0, *seen_generations])
+        cursor.lanes[p] = _lane(p, raw_lane, cursor.repairs)
+        cursor.generations[p] = max([generation, *(b.generation for b in cursor.lanes[p])])
     return cursor
+
+
+def _lane(partition: int, raw_lane: list, repairs: list[str]) -> list[InFlightBatch]:
+    lane = []
+    for item in raw_lane:
+        try:
+            batch = _batch(item)
+        except (KeyError, TypeError, ValueError) as exc:
+            repairs.append(f"partition {partition}: {exc}; dropped")
+            continue
+        if batch.end <= batch.start:
+            repairs.append(
+                f"partition {partition}: empty range [{batch.start}, {batch.end}) dropped"
+            )
+            continue
+        lane.append(batch)
+    return lane
 
 
 def dump_cursor(lanes: dict[int, list[InFlightBatch]], generations: dict[int, int]) -> str:

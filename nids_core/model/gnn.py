@@ -212,8 +212,7 @@ class HybridScorer(FlowScorer):
 
     @property
     def served_candidate(self) -> str:
-        # Versions logged before candidates existed served the larger of the two.
-        return getattr(self, "candidate", "max_fusion")
+        return self.candidate
 
     def gnn_score(
         self,
