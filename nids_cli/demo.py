@@ -59,98 +59,155 @@ def _quiet_libraries() -> None:
         progress.propagate = False
 
 
+# The demo's training is the real gate on a smaller budget, so it ends in minutes on a
+# laptop: leave one network out with one seed (a deployment's default is three) and at most
+# DEMO_MAX_EPOCHS epochs (default 300). Each is only a default: the environment overrides.
+DEMO_TRAINING = {
+    "NIDS_TRAIN_LONO_SEEDS": "1",
+    "NIDS_TRAIN_MAX_EPOCHS": "30",
+    "NIDS_TRAIN_PATIENCE": "8",
+}
+
+
+def _demo_training_defaults() -> str:
+    """Set the demo's training budget where the environment does not, and say it."""
+    for name, value in DEMO_TRAINING.items():
+        os.environ.setdefault(name, value)
+    return (
+        f"the demo's gate: leave one network out with {os.environ['NIDS_TRAIN_LONO_SEEDS']} "
+        f"seed(s), at most {os.environ['NIDS_TRAIN_MAX_EPOCHS']} epochs (patience "
+        f"{os.environ['NIDS_TRAIN_PATIENCE']}); a deployment's default is 3 seeds, 300 epochs "
+        "(NIDS_TRAIN_LONO_SEEDS, NIDS_TRAIN_MAX_EPOCHS, NIDS_TRAIN_PATIENCE)"
+    )
+
+
 def run_demo(home: Path, partitions: int, ui: bool = False) -> None:
+    """Replay the data directory's captures into a local broker as a live sensor would, ingest
+    them, train the champion on the reference corpus through the real gate, score the live
+    flows and report what an analyst would see."""
     from dagster import DagsterInstance
 
-    from nids_devkit.broker import create_topic, start_broker
+    from nids_devkit.broker import start_broker
+
+    _prepare_home(home)
+    data, files = _data_files()
+    click.echo(f"data directory: {data} ({len(files)} files)")
+    _quiet_libraries()
+    budget = _demo_training_defaults()
+    t0 = time.monotonic()
+    with start_broker(log_path=home / "broker.log") as broker:
+        _demo_environment(home, broker.bootstrap_servers)
+        from nids_jobs.definitions import build_definitions
+
+        _replay(broker.bootstrap_servers, files, partitions)
+        defs, instance, cursors = build_definitions(), DagsterInstance.get(), {}
+        _ingest(defs, instance, cursors, t0)
+    click.echo(
+        "no flow is labelled, so the champion comes from the reference corpus: "
+        "reading its captures, then training (training_set -> gnn_model -> gate -> champion) ..."
+    )
+    click.echo(f"  {budget}")
+    _train(defs, instance, cursors)
+    _score(defs, instance, cursors)
+    click.echo(f"demo finished in {time.monotonic() - t0:.0f} s")
+    if ui:
+        _serve_ui(home)
+
+
+def _prepare_home(home: Path) -> None:
+    """The demo's folder, with a Dagster home configured as the embedded default."""
+    from nids_cli.instance import EMBEDDED_DAGSTER_YAML
 
     home.mkdir(parents=True, exist_ok=True)
     dagster_home = home / "dagster"
     dagster_home.mkdir(exist_ok=True)
-    from nids_cli.instance import EMBEDDED_DAGSTER_YAML, embedded_signing_key
-
     (dagster_home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
-    data, files = _data_files()
-    click.echo(f"data directory: {data} ({len(files)} files)")
 
-    _quiet_libraries()
-    t0 = time.monotonic()
-    with start_broker(log_path=home / "broker.log") as broker:
-        os.environ.update(
-            NIDS_KAFKA_BOOTSTRAP=broker.bootstrap_servers,
-            NIDS_DUCKDB_PATH=os.environ.get("NIDS_DUCKDB_PATH", str(home / "nids.duckdb")),
-            NIDS_COLD_URL=os.environ.get("NIDS_COLD_URL", str(home / "cold")),
-            NIDS_ALERT_OUTBOX_PATH=os.environ.get(
-                "NIDS_ALERT_OUTBOX_PATH", str(home / "alert-outbox.sqlite")
-            ),
-            NIDS_ALERTS_DIR=os.environ.get("NIDS_ALERTS_DIR", str(home / "alerts")),
-            # The demo's broker stops once the stream is ingested, before scoring: its
-            # alerts go to the NDJSON files (set NIDS_ALERTS_TOPIC to a live Kafka's topic).
-            NIDS_ALERTS_TOPIC=os.environ.get("NIDS_ALERTS_TOPIC", "none"),
-            NIDS_MODEL_SIGNING_KEY=embedded_signing_key(home),
-            DAGSTER_HOME=str(dagster_home),
-            MLFLOW_TRACKING_URI=os.environ.get(
-                "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-            ),
-            NIDS_MLFLOW_ARTIFACTS=os.environ.get(
-                "NIDS_MLFLOW_ARTIFACTS", str(home / "mlflow" / "artifacts")
-            ),
+
+def _demo_environment(home: Path, bootstrap: str) -> None:
+    """Every store of the embedded default under `home`, where the environment does not
+    name another, and the broker just started."""
+    from nids_cli.instance import embedded_signing_key
+
+    os.environ.update(
+        NIDS_KAFKA_BOOTSTRAP=bootstrap,
+        NIDS_DUCKDB_PATH=os.environ.get("NIDS_DUCKDB_PATH", str(home / "nids.duckdb")),
+        NIDS_COLD_URL=os.environ.get("NIDS_COLD_URL", str(home / "cold")),
+        NIDS_ALERT_OUTBOX_PATH=os.environ.get(
+            "NIDS_ALERT_OUTBOX_PATH", str(home / "alert-outbox.sqlite")
+        ),
+        NIDS_ALERTS_DIR=os.environ.get("NIDS_ALERTS_DIR", str(home / "alerts")),
+        # The demo's broker stops once the stream is ingested, before scoring: its
+        # alerts go to the NDJSON files (set NIDS_ALERTS_TOPIC to a live Kafka's topic).
+        NIDS_ALERTS_TOPIC=os.environ.get("NIDS_ALERTS_TOPIC", "none"),
+        NIDS_MODEL_SIGNING_KEY=embedded_signing_key(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        MLFLOW_TRACKING_URI=os.environ.get(
+            "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        ),
+        NIDS_MLFLOW_ARTIFACTS=os.environ.get(
+            "NIDS_MLFLOW_ARTIFACTS", str(home / "mlflow" / "artifacts")
+        ),
+    )
+
+
+def _replay(bootstrap: str, files: list[Path], partitions: int) -> None:
+    """The captures into the topic, labels removed, times shifted to now."""
+    from tqdm import tqdm
+
+    from nids_core.kafka.log import KafkaSettings, open_producer
+    from nids_devkit.broker import create_topic
+    from nids_devkit.replay import replay_files
+    from nids_resources.from_env import kafka_from_env
+
+    topic = kafka_from_env().topic
+    create_topic(bootstrap, topic, partitions)
+    click.echo(f"broker on {bootstrap}; replaying into {topic} ({partitions} partitions)")
+    with (
+        open_producer("confluent", KafkaSettings(bootstrap, "nids-demo")) as p,
+        tqdm(unit=" flows", desc="replay") as bar,
+    ):
+        stats = replay_files(
+            files, p, topic, shift_to_now=True, on_progress=bar.update, strip_labels=True
         )
-        from nids_cli.driver import drain, drive_reference, run_scoring
-        from nids_core.kafka.log import KafkaSettings, open_producer
-        from nids_devkit.replay import replay_files
-        from nids_jobs.definitions import build_definitions
-        from nids_resources.from_env import kafka_from_env
+    click.echo(
+        f"replayed {stats.sent} flows with their labels removed, as a live sensor sends "
+        f"them ({stats.rejected} unreadable rows skipped)"
+    )
 
-        topic = kafka_from_env().topic
-        create_topic(broker.bootstrap_servers, topic, partitions)
-        click.echo(
-            f"broker on {broker.bootstrap_servers}; replaying into {topic} ({partitions} partitions)"
-        )
-        from tqdm import tqdm
 
-        with (
-            open_producer("confluent", KafkaSettings(broker.bootstrap_servers, "nids-demo")) as p,
-            tqdm(unit=" flows", desc="replay") as bar,
-        ):
-            stats = replay_files(
-                files, p, topic, shift_to_now=True, on_progress=bar.update, strip_labels=True
-            )
-        click.echo(
-            f"replayed {stats.sent} flows with their labels removed, as a live sensor sends "
-            f"them ({stats.rejected} unreadable rows skipped)"
-        )
+def _progress(req, ok) -> None:
+    click.echo(f"  {req.job_name or 'ingest_job'} run {req.run_key}: {'ok' if ok else 'FAILED'}")
 
-        defs = build_definitions()
-        instance = DagsterInstance.get()
 
-        def progress(req, ok):
-            click.echo(
-                f"  {req.job_name or 'ingest_job'} run {req.run_key}: {'ok' if ok else 'FAILED'}"
-            )
+def _ingest(defs, instance, cursors: dict, t0: float) -> None:
+    """Every sensor tick's runs until the topic is drained, as the daemon would."""
+    from nids_cli.driver import drain
 
-        cursors: dict = {}
-        result = drain(defs, instance, cursors, on_run=progress, log_level="WARNING")
+    result = drain(defs, instance, cursors, on_run=_progress, log_level="WARNING")
     if result.failed_runs:
         raise click.ClickException(
             f"{result.failed_runs} runs failed; see `dagster dev` for their logs"
         )
     _report(defs, result, time.monotonic() - t0)
-    click.echo(
-        "no flow is labelled, so the champion comes from the reference corpus: "
-        "reading its captures, then training (training_set -> gnn_model -> gate -> champion) ..."
-    )
-    runs, failed, skip = drive_reference(
-        defs, instance, cursors, log_level="WARNING", on_run=progress
+
+
+def _train(defs, instance, cursors: dict) -> None:
+    from nids_cli.driver import drive_reference
+
+    _, failed, skip = drive_reference(
+        defs, instance, cursors, log_level="WARNING", on_run=_progress
     )
     _model_report(instance, defs, failed == 0, skip)
+
+
+def _score(defs, instance, cursors: dict) -> None:
+    from nids_cli.driver import run_scoring
+
     click.echo("scoring the live flows with the champion and refreshing alerts ...")
     runs, failed = run_scoring(defs, instance, cursors, log_level="WARNING")
     _serving_report(defs, runs, failed)
     _withheld_report(defs)
-    click.echo(f"demo finished in {time.monotonic() - t0:.0f} s")
-    if ui:
-        _serve_ui(home)
 
 
 def _serve_ui(home: Path) -> None:
@@ -321,7 +378,7 @@ def _withheld_report(defs) -> None:
     import numpy as np
     import polars as pl
 
-    from nids_core.evaluation.metrics import evaluate
+    from nids_core.model.metrics import evaluate
     from nids_core.training_data.reference_corpus import load_reference_corpus
     from nids_core.training_data.training_set import TRAINING_SET_PATH
 
