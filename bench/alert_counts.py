@@ -28,7 +28,7 @@ from nids_cli.evaluation import _resolve
 from nids_core.detection.refresh import refresh_detections
 from nids_core.detection.sensitivity import SENSITIVITIES, Thresholds
 from nids_core.registry.versions import ModelRegistry
-from nids_core.serving.model_cache import load_version
+from nids_core.serving.model_cache import ServedModel, load_version
 from nids_core.serving.scoring import score_unscored
 from nids_core.stores.hot import upsert_flows
 from nids_core.stores.hot_schema import ensure_schema
@@ -50,7 +50,7 @@ def capture_counts(path: Path, work: Path, scorer, version: str, th: Thresholds)
                 pl.int_range(pl.len(), dtype=pl.Int64).alias("offset"),
             ),
         )
-        score_unscored(con, scorer, version)
+        score_unscored(con, ServedModel(version, scorer, "passed"))
         refresh_detections(con, None, 15, th, [])
         evidence = Counter(
             dict(con.execute("SELECT detector, count(*) FROM evidence GROUP BY 1").fetchall())

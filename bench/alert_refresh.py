@@ -33,6 +33,7 @@ from nids_core.detection.refresh import DAY_DETECTORS_EVERY, refresh_detections
 from nids_core.detection.sensitivity import Thresholds
 from nids_core.detection.triage import TriageStore
 from nids_core.serving.alerts import refresh_alerts
+from nids_core.serving.model_cache import ServedModel
 from nids_core.serving.scoring import score_unscored
 from nids_core.stores.hot import transaction, upsert_flows
 from nids_core.stores.hot_schema import ensure_schema
@@ -56,7 +57,7 @@ def measure(path: Path, batches, scorer, triage: TriageStore) -> dict[str, list[
             with transaction(con):
                 upsert_flows(con, b)
             t0 = time.perf_counter()
-            counts = score_unscored(con, scorer, "bench")
+            counts = score_unscored(con, ServedModel("bench", scorer, "bench"))
             t1 = time.perf_counter()
             refreshed = refresh_alerts(con, ALERT_MIN_SCORE, ALERT_WINDOW_MINUTES)
             t2 = time.perf_counter()

@@ -21,6 +21,7 @@ import polars as pl
 from nids_core.model.splits import time_split
 from nids_core.model.training import TrainConfig, train_served
 from nids_core.serving.alerts import refresh_alerts
+from nids_core.serving.model_cache import ServedModel
 from nids_core.serving.scoring import score_unscored
 from nids_core.stores.hot import transaction, upsert_flows
 from nids_core.stores.hot_schema import ensure_schema
@@ -87,7 +88,7 @@ def measure(path: Path, batches: list[pl.DataFrame], scorer) -> BatchCosts:
             with transaction(con):
                 upsert_flows(con, b)
             t1 = time.perf_counter()
-            counts = score_unscored(con, scorer, "bench")
+            counts = score_unscored(con, ServedModel("bench", scorer, "bench"))
             t2 = time.perf_counter()
             refresh_alerts(con, ALERT_MIN_SCORE, ALERT_WINDOW_MINUTES)
             t3 = time.perf_counter()

@@ -103,10 +103,9 @@ def repeated(flows: pl.DataFrame, at_least: int) -> pl.DataFrame:
 
 
 def throughput(flows: pl.DataFrame, registry: ModelRegistry, work: Path) -> tuple[int, float]:
-    from nids_core.serving.model_cache import load_version
+    from nids_core.serving.model_cache import load_served
 
-    version = registry.version_by_alias("challenger").version
-    scorer = load_version(registry, version, work / "cache")
+    model = load_served(registry, registry.version_by_alias("challenger").version, work / "cache")
     data = repeated(flows, 200_000).with_columns(
         pl.lit("bench").alias("topic"),
         pl.lit(0, dtype=pl.Int32).alias("partition"),
@@ -115,7 +114,7 @@ def throughput(flows: pl.DataFrame, registry: ModelRegistry, work: Path) -> tupl
     con = duckdb.connect(str(work / "throughput.duckdb"))
     ensure_schema(con)
     upsert_flows(con, data)
-    counts = score_unscored(con, scorer, version)
+    counts = score_unscored(con, model)
     con.close()
     return counts.inserted, counts.seconds
 
@@ -127,11 +126,11 @@ def window_pass(
     flows land in a window already holding `window_flows` scored flows (a 15-minute window
     at 1,000 flows/s holds 900,000), all of one network, spread over the window. Returns
     the counts of the pass over the whole window and of the pass over the new flows."""
-    from nids_core.serving.model_cache import load_version
+    from nids_core.model.graph_window import DEFAULT_WINDOW, window_micros
+    from nids_core.serving.model_cache import load_served
 
-    version = registry.version_by_alias("challenger").version
-    scorer = load_version(registry, version, work / "cache")
-    window_us = int((scorer.window or timedelta(minutes=15)).total_seconds() * 1_000_000)
+    model = load_served(registry, registry.version_by_alias("challenger").version, work / "cache")
+    window_us = window_micros(model.scorer.window or DEFAULT_WINDOW)
     start_us = (int(time.time() * 1_000_000) // window_us - 96) * window_us  # a day ago
     rows = window_flows + new
     spread = np.sort(np.random.default_rng(0).integers(0, window_us, rows))
@@ -151,9 +150,9 @@ def window_pass(
     con = duckdb.connect(str(work / "window.duckdb"))
     ensure_schema(con)
     upsert_flows(con, data.head(window_flows))
-    first = score_unscored(con, scorer, version)
+    first = score_unscored(con, model)
     upsert_flows(con, data.tail(new))
-    following = score_unscored(con, scorer, version)
+    following = score_unscored(con, model)
     con.close()
     if not following.inserted:
         sys.exit("the following pass scored none of the new flows")

@@ -31,11 +31,11 @@ import polars as pl
 import torch
 
 from nids_core.evaluation.lono import CANDIDATES, LonoResult, leave_one_network_out
-from nids_core.evaluation.metrics import evaluate, evaluate_by_capture
 from nids_core.model.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
 from nids_core.model.candidates import SERVABLE
 from nids_core.model.features import attack_labels
 from nids_core.model.gnn import graph_model_parts
+from nids_core.model.metrics import evaluate, evaluate_by_capture
 from nids_core.model.splits import time_split
 from nids_core.model.training import TrainConfig, train_gnn, train_served
 from nids_core.training_data.data_dir import find_data_dir, labelled_folders

@@ -111,23 +111,23 @@ def cold_predictions(
     `rescored/version=N/date=D/part-0.parquet` (a backfill over a range re-scores history,
     each day once, in one run)."""
     store = cold_store.store()
-    scorer = None
+    model = None
     if config.model_version:
-        from nids_core.serving.model_cache import load_version  # torch: only when re-scoring
+        from nids_core.serving.model_cache import load_served  # torch: only when re-scoring
 
-        scorer = load_version(
+        model = load_served(
             model_registry.registry(), config.model_version, serving.model_cache_dir
         )
     rows: dict[str, int] = {}
     paths: dict[str, str] = {}
     evidence_rows: dict[str, int] = {}
     for day in context.partition_keys:
-        if scorer is not None:
+        if model is not None:
             from nids_core.serving.scoring import predictions_frame
 
             flows = store.read_cold_day(day)
             frame = predictions_frame(
-                flows["uid"], scorer.score(flows), scorer.threshold, config.model_version
+                flows["uid"], model.scorer.score(flows), model.threshold, model.version
             ).with_columns(pl.lit(datetime.now(UTC)).alias("predicted_at"))
             rows[day] = store.write_rescored(day, config.model_version, frame)
             paths[day] = store.predictions_file(day, config.model_version)

@@ -16,10 +16,10 @@ from dagster import (
 from pydantic import Field
 
 from nids_assets.reference import flow_labels, reference_flows
+from nids_core.escaping import escape_markdown
 from nids_core.evaluation.gate import evaluate_gate
 from nids_core.model.progress import TRAINING_PROGRESS_LOGGER
 from nids_core.registry.names import CHALLENGER, CHAMPION
-from nids_core.serving.escaping import escape_markdown
 from nids_core.training_data.analyst_labels import read_labels, resolve_labels
 from nids_core.training_data.reference_corpus import corpus_digest, load_reference_corpus
 from nids_core.training_data.training_set import (
@@ -185,58 +185,94 @@ def gnn_model(
     metrics, test metrics, confusion-matrix and precision-recall PNGs, a JSON report, the
     model with its feature spec); a new version of the registered model gets alias
     `challenger`. The blocking gate checks decide whether it may become champion."""
+    registry = model_registry.registry()
+    champion, champion_problem = _current_champion(context, registry, serving)
+    with mlflow_tracking.run() as active:
+        run = _train_and_register(context, cold_store, registry, model_settings, champion)
+        gate = _judge(registry, run, model_settings, champion_problem)
+    passed = all(g.passed for g in gate.values())
+    context.log.info(
+        f"{registry.model_name} v{run.model_version}: macro F1 {run.served['macro_f1']:.4f} "
+        f"(baseline {run.baseline['macro_f1']:.4f}); gate {'passed' if passed else 'FAILED'}"
+    )
+    run_url = model_registry.run_url(active.info.experiment_id, active.info.run_id)
+    return MaterializeResult(
+        metadata=_model_metadata(registry, run, passed, run_url, active.info.run_id),
+        check_results=_check_results(run, gate),
+    )
+
+
+def _current_champion(context: AssetExecutionContext, registry, serving):
+    """The champion to compare against, and why there is none when it cannot be loaded: a
+    champion whose files are missing or corrupt must not stop its replacement from being
+    trained (the challenger is then judged on the absolute thresholds alone)."""
+    from nids_core.serving.model_cache import load_served
+
+    current = registry.version_by_alias(CHAMPION)
+    if current is None:
+        return None, None
+    try:
+        return load_served(registry, current.version, serving.model_cache_dir), None
+    except Exception as exc:
+        problem = f"champion version {current.version} could not be loaded: {exc}"
+        context.log.warning(problem)
+        return None, problem
+
+
+def _train_and_register(context, cold_store, registry, model_settings, champion):
+    """Train, evaluate and log in the active MLflow run; register the version and record
+    its files' checksum (the training run is the model's writer)."""
+    from nids_core.registry.runs import train_evaluate_log
+    from nids_core.serving.model_cache import record_artifact_checksum
+
+    run = train_evaluate_log(
+        cold_store.store().read_frame(TRAINING_SET_PATH),
+        model_settings.train_config(),
+        champion.scorer if champion else None,
+        champion.version if champion else None,
+        registered_model_name=registry.model_name,
+        say=_progress_to(context),
+    )
+    record_artifact_checksum(registry, run.model_version)
+    return run
+
+
+def _judge(registry, run, model_settings, champion_problem) -> dict:
+    """The gate's verdict on the new version, signed on the version and logged to its run;
+    the version becomes `challenger` whatever the verdict."""
     import mlflow
 
-    from nids_core.registry.runs import train_evaluate_log
-    from nids_core.serving.model_cache import load_version, record_artifact_checksum
+    gate = evaluate_gate(
+        run.served, run.champion, model_settings.thresholds(), champion_problem, run.lono
+    )
+    passed = all(g.passed for g in gate.values())
+    registry.set_challenger(run.model_version)
+    registry.mark_gate(run.model_version, passed)
+    mlflow.log_dict([g.__dict__ for g in gate.values()], "evaluation/gate.json")
+    mlflow.set_tag("nids.gate", "passed" if passed else "failed")
+    return gate
 
-    registry = model_registry.registry()
-    frame = cold_store.store().read_frame(TRAINING_SET_PATH)
-    current = registry.version_by_alias(CHAMPION)
-    champion, champion_problem = None, None
-    if current is not None:
-        # A champion whose files are missing or corrupt must not stop its replacement from
-        # being trained: the challenger is then judged on the absolute thresholds alone.
-        try:
-            champion = load_version(registry, current.version, serving.model_cache_dir)
-        except Exception as exc:
-            champion_problem = f"champion version {current.version} could not be loaded: {exc}"
-            context.log.warning(champion_problem)
-    with mlflow_tracking.run() as active:
-        run = train_evaluate_log(
-            frame,
-            model_settings.train_config(),
-            champion,
-            current.version if champion is not None else None,
-            registered_model_name=registry.model_name,
-            say=_progress_to(context),
-        )
-        record_artifact_checksum(registry, run.model_version)
-        gate = evaluate_gate(
-            run.served, run.champion, model_settings.thresholds(), champion_problem, run.lono
-        )
-        passed = all(g.passed for g in gate)
-        registry.set_challenger(run.model_version)
-        registry.mark_gate(run.model_version, passed)
-        mlflow.log_dict([g.__dict__ for g in gate], "evaluation/gate.json")
-        mlflow.set_tag("nids.gate", "passed" if passed else "failed")
+
+def _check_results(run, gate: dict) -> list[AssetCheckResult]:
+    """One blocking check per gate rule (matched by the rule's name), and the warning
+    against the baseline on the time split."""
     checks = [
         AssetCheckResult(
-            check_name=name,
-            passed=g.passed,
+            check_name=check,
+            passed=gate[rule].passed,
             metadata={
-                "value": float(g.value),
-                "threshold": float(g.threshold),
-                "detail": g.detail,
+                "value": float(gate[rule].value),
+                "threshold": float(gate[rule].threshold),
+                "detail": gate[rule].detail,
                 "model_version": run.model_version,
                 **(
                     {"per_network": MetadataValue.md(_lono_markdown(run.lono))}
-                    if name == "gate_lono_vs_baseline"
+                    if rule == "lono_vs_baseline"
                     else {}
                 ),
             },
         )
-        for name, g in zip(GATE_CHECKS, gate, strict=True)
+        for check, rule in GATE_CHECKS.items()
     ]
     lead = run.served["macro_f1"] - run.baseline["macro_f1"]
     checks.append(
@@ -254,45 +290,41 @@ def gnn_model(
             },
         )
     )
-    per_capture = _per_capture_markdown(run.per_capture)
-    context.log.info(
-        f"{registry.model_name} v{run.model_version}: macro F1 {run.served['macro_f1']:.4f} "
-        f"(baseline {run.baseline['macro_f1']:.4f}); gate {'passed' if passed else 'FAILED'}"
+    return checks
+
+
+def _model_metadata(registry, run, passed: bool, run_url: str, run_id: str) -> dict:
+    """What the UI shows of a trained version: where it is, its figures, its gate."""
+    lono = (
+        {
+            f"lono_{c}_{k}": round(float(v), 5)
+            for c, figures in run.lono["summary"].items()
+            for k, v in figures.items()
+        }
+        if run.lono
+        else {}
     )
-    return MaterializeResult(
-        metadata={
-            "model_version": run.model_version,
-            "model_uri": registry.uri(run.model_version),
-            "alias": CHALLENGER,
-            "gate": "passed" if passed else "failed",
-            "mlflow_run": MetadataValue.url(
-                model_registry.run_url(active.info.experiment_id, active.info.run_id)
-            ),
-            "mlflow_run_id": active.info.run_id,
-            **_metric_md("test_", run.served),
-            **_metric_md("gnn_test_", run.graph),
-            **_metric_md("baseline_test_", run.baseline),
-            **(_metric_md("champion_test_", run.champion) if run.champion else {}),
-            "best_epoch": run.result.best_epoch,
-            "epochs_run": run.result.epochs_run,
-            "seconds_per_epoch": round(run.result.seconds_per_epoch, 4),
-            "per_capture": MetadataValue.md(per_capture),
-            "served_threshold": float(run.report["threshold"]),
-            "served_candidate": run.report["serve"],
-            "served_chosen": run.report["served_chosen"],
-            **(
-                {
-                    f"lono_{c}_{k}": round(float(v), 5)
-                    for c, figures in run.lono["summary"].items()
-                    for k, v in figures.items()
-                }
-                if run.lono
-                else {}
-            ),
-            "lono_per_network": MetadataValue.md(_lono_markdown(run.lono)),
-        },
-        check_results=checks,
-    )
+    return {
+        "model_version": run.model_version,
+        "model_uri": registry.uri(run.model_version),
+        "alias": CHALLENGER,
+        "gate": "passed" if passed else "failed",
+        "mlflow_run": MetadataValue.url(run_url),
+        "mlflow_run_id": run_id,
+        **_metric_md("test_", run.served),
+        **_metric_md("gnn_test_", run.graph),
+        **_metric_md("baseline_test_", run.baseline),
+        **(_metric_md("champion_test_", run.champion) if run.champion else {}),
+        "best_epoch": run.result.best_epoch,
+        "epochs_run": run.result.epochs_run,
+        "seconds_per_epoch": round(run.result.seconds_per_epoch, 4),
+        "per_capture": MetadataValue.md(_per_capture_markdown(run.per_capture)),
+        "served_threshold": float(run.report["threshold"]),
+        "served_candidate": run.report["serve"],
+        "served_chosen": run.report["served_chosen"],
+        **lono,
+        "lono_per_network": MetadataValue.md(_lono_markdown(run.lono)),
+    }
 
 
 @asset(
@@ -303,16 +335,14 @@ def gnn_model(
 def champion_model(
     context: AssetExecutionContext, model_registry: ModelRegistryResource
 ) -> MaterializeResult:
-    """The serving model: alias `champion` of the registered model, moved to the current
-    `challenger` only when that version passed the promotion gate (in the same run the
-    blocking gate checks stop this step; run alone, it refuses a version without a passed
-    gate). The previous champion keeps its version and is tagged; `nids model rollback`
-    moves the alias back."""
+    """The serving model: alias `champion` of the registered model, moved to the version
+    `gnn_model` last trained, only when that version passed the promotion gate (in the same
+    run the blocking gate checks stop this step; run alone, it refuses a version without a
+    passed gate). The previous champion keeps its version and is tagged; `nids model
+    rollback` moves the alias back."""
     registry = model_registry.registry()
-    challenger = registry.version_by_alias(CHALLENGER)
-    if challenger is None:
-        raise LookupError(f"{registry.model_name} has no `{CHALLENGER}`: materialize gnn_model")
-    promotion = registry.promote(challenger.version)
+    version = _trained_version(context)
+    promotion = registry.promote(version)
     context.log.info(
         f"champion is now version {promotion.version} (was {promotion.previous or 'none'})"
     )
@@ -324,3 +354,12 @@ def champion_model(
             "rollback": "nids model rollback",
         }
     )
+
+
+def _trained_version(context: AssetExecutionContext) -> str:
+    """The model version of gnn_model's newest materialization (in a training run, the one
+    this run just made)."""
+    event = context.instance.get_latest_materialization_event(gnn_model.key)
+    if event is None or event.asset_materialization is None:
+        raise LookupError("gnn_model has never been materialized: run training_job")
+    return str(event.asset_materialization.metadata["model_version"].value)

@@ -3,6 +3,7 @@
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from dagster import (
     AssetCheckResult,
@@ -34,6 +35,9 @@ from nids_resources.mlflow import ModelRegistryResource
 from nids_resources.plausibility import PlausibleTimeResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import HotStoreResource
+
+if TYPE_CHECKING:  # torch loads in the scoring run only
+    from nids_core.serving.model_cache import ServedModel
 
 SERVING_GROUP = "serving"
 ATTACK_RATE_CHECK = "attack_rate_in_newest_window"
@@ -116,17 +120,22 @@ def flow_predictions(
     stops early after 30 s without new flows, or when the champion changes."""
     # torch and MLflow load in the scoring run only, not in every process that loads the
     # code location (sensors, ingest runs).
-    from nids_core.serving.model_cache import champion_scorer
+    from nids_core.serving.model_cache import served_champion
 
     registry = model_registry.registry()
     started = time.monotonic()
-    version, scorer = champion_scorer(registry, serving.model_cache_dir)
-    context.log.info(f"champion v{version} loaded in {time.monotonic() - started:.1f} s")
+    model = served_champion(registry, serving.model_cache_dir)
+    context.log.info(
+        f"champion v{model.version} (gate {model.gate}) loaded in "
+        f"{time.monotonic() - started:.1f} s"
+    )
     follow = (
         serving.score_follow_seconds if config.follow_seconds is None else config.follow_seconds
     )
-    run = _FollowingRun(context, hot_store, serving, plausible_time, version, scorer)
-    stopped = yield from run.follow(follow, lambda: registry.servable_champion().version != version)
+    run = _FollowingRun(context, hot_store, serving, plausible_time, model)
+    stopped = yield from run.follow(
+        follow, lambda: registry.servable_champion().version != model.version
+    )
     yield run.result(stopped)
 
 
@@ -135,9 +144,9 @@ class _FollowingRun:
     each pass with new predictions reported as observations of `flow_predictions` and
     `alerts`."""
 
-    def __init__(self, context, hot_store, serving, plausible_time, version: str, scorer):
+    def __init__(self, context, hot_store, serving, plausible_time, model: "ServedModel"):
         self.context, self.hot_store, self.serving = context, hot_store, serving
-        self.plausible_time, self.version, self.scorer = plausible_time, version, scorer
+        self.plausible_time, self.model = plausible_time, model
         self.totals = _Totals()
         self.counts = None
         self.total = 0
@@ -155,8 +164,7 @@ class _FollowingRun:
             t_open = time.monotonic()
             self.counts = score_unscored(
                 con,
-                self.scorer,
-                self.version,
+                self.model,
                 self.serving.max_flows_per_scoring_run,
                 self.plausible_time.window().latest(),
             )
@@ -229,12 +237,12 @@ class _FollowingRun:
                 f"{totals.unscorable} flows got no finite score: left unscored"
             )
         self.context.log.info(
-            f"champion v{self.version}: scored {totals.scored} flows ({totals.attacks} "
+            f"champion v{self.model.version}: scored {totals.scored} flows ({totals.attacks} "
             f"attacks) in {totals.passes} passes; stopped: {stopped}"
         )
         return MaterializeResult(
             metadata={
-                "model_version": self.version,
+                "model_version": self.model.version,
                 "scored": totals.scored,
                 "predicted_attacks": totals.attacks,
                 "graph_windows": totals.windows,

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,7 +247,10 @@ class ModelSettingsResource(ConfigurableResource):
             max_epochs=self.max_epochs,
             patience=self.patience,
             seed=self.seed,
-            window_minutes=self.graph_window_minutes,
+            # The setting is minutes; from here on the window is one type (graph_window).
+            window=timedelta(minutes=self.graph_window_minutes)
+            if self.graph_window_minutes > 0
+            else None,
             serve=self.serve,
             head_flow_features=self.head_flow_features,
             # A graph-only model has no flow path either.

@@ -34,9 +34,9 @@ def evaluate_gate(
     thresholds: GateThresholds,
     champion_problem: str | None = None,
     lono: dict | None = None,
-) -> list[GateResult]:
-    """One result per gate rule. `challenger` and `champion` are test-set metrics (see
-    nids_core.evaluation.metrics.evaluate) on the same test rows; `champion` is None before the first
+) -> dict[str, GateResult]:
+    """One result per gate rule, keyed by the rule's name. `challenger` and `champion` are test-set metrics (see
+    nids_core.model.metrics.evaluate) on the same test rows; `champion` is None before the first
     promotion, or when the champion could not be loaded (`champion_problem` says why), when
     only the absolute thresholds apply. `lono` is nids_core.evaluation.lono.LonoResult.as_dict(), None
     when the training set cannot measure it."""
@@ -90,7 +90,7 @@ def evaluate_gate(
             )
         )
     results.append(lono_rule(lono))
-    return results
+    return {r.name: r for r in results}
 
 
 # On networks it has never seen, the served model's worst network may be this much below

@@ -9,32 +9,24 @@ table are built the same way, and each flow sees only its recent neighbours.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import polars as pl
 import torch
 from torch_geometric.data import Data
 
-DEFAULT_WINDOW = timedelta(minutes=15)
+from nids_core.model.graph_window import DEFAULT_WINDOW, GraphWindow, window_number
 
 
 def endpoint_nodes(
-    flows: pl.DataFrame, window: timedelta | None = DEFAULT_WINDOW
+    flows: pl.DataFrame, window: GraphWindow = DEFAULT_WINDOW
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Node ids of each flow's originator and responder, the node count and window count."""
-    if window is not None and window.total_seconds() <= 0:
-        raise ValueError(f"graph window must be positive, got {window}")
+    bucket = window_number(window)
     group = (
         pl.col("capture").fill_null("")
         if "capture" in flows.columns
         else pl.lit("", dtype=pl.String)
     )
-    if window is None:
-        bucket = pl.lit(0, dtype=pl.Int64)
-    else:
-        micros = int(window.total_seconds() * 1_000_000)
-        bucket = pl.col("ts").dt.epoch("us") // micros
     keyed = flows.select(
         group.alias("g"), bucket.alias("w"), pl.col("orig_h"), pl.col("resp_h")
     ).with_columns(
@@ -55,7 +47,7 @@ def build_flow_graph(
     flows: pl.DataFrame,
     edge_features: np.ndarray,
     labels: np.ndarray | None = None,
-    window: timedelta | None = DEFAULT_WINDOW,
+    window: GraphWindow = DEFAULT_WINDOW,
 ) -> Data:
     """A PyG graph whose edge i is flow i (same row order as `flows`)."""
     if len(edge_features) != flows.height:

@@ -9,7 +9,6 @@ direction flag, so originators and responders both learn from their flows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 
 import numpy as np
 import polars as pl
@@ -18,8 +17,11 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
+from nids_core.model.candidates import NEEDS_CONTEXT_TREES, NEEDS_GNN, combine
 from nids_core.model.features import FeatureSpec, transform
 from nids_core.model.flow_graph import build_flow_graph
+from nids_core.model.graph_window import GraphWindow
+from nids_core.model.served import attack_probability, forest_scores
 
 
 class EdgeSAGELayer(MessagePassing):
@@ -148,7 +150,7 @@ class FlowScorer(nn.Module):
         self,
         network: EGraphSAGE,
         spec: FeatureSpec,
-        window: timedelta | None,
+        window: GraphWindow,
         threshold: float = 0.5,
     ):
         super().__init__()
@@ -197,7 +199,7 @@ class HybridScorer(FlowScorer):
         self,
         network: EGraphSAGE,
         spec: FeatureSpec,
-        window: timedelta | None,
+        window: GraphWindow,
         gnn_threshold: float,
         forest,
         threshold: float,
@@ -228,8 +230,6 @@ class HybridScorer(FlowScorer):
         features: np.ndarray | None = None,
         targets: np.ndarray | None = None,
     ) -> np.ndarray:
-        from nids_core.model.candidates import NEEDS_CONTEXT_TREES, NEEDS_GNN, combine
-        from nids_core.model.served import attack_probability, forest_scores
 
         if flows.height == 0 or (targets is not None and len(targets) == 0):
             return np.zeros(0, dtype=np.float64)

@@ -11,10 +11,10 @@ Windows (and networks, when flows carry a capture) are those of the flow graph.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import polars as pl
+
+from nids_core.model.graph_window import GraphWindow, window_number
 
 # Zeek states of a connection that was not established (or was refused or torn down early).
 FAILED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH")
@@ -32,17 +32,14 @@ CONTEXT_NAMES = (
 )
 
 
-def _window_key(flows: pl.DataFrame, window: timedelta | None) -> pl.Expr:
+def _window_key(flows: pl.DataFrame, window: GraphWindow) -> pl.Expr:
     group = pl.col("capture").fill_null("") if "capture" in flows.columns else pl.lit("")
-    if window is None:
-        bucket = pl.lit(0, dtype=pl.Int64)
-    else:
-        bucket = pl.col("ts").dt.epoch("us") // int(window.total_seconds() * 1_000_000)
+    bucket = window_number(window)
     return pl.concat_str([group, bucket.cast(pl.String)], separator="|")
 
 
 def context_features(
-    flows: pl.DataFrame, window: timedelta | None, rows: np.ndarray | None = None
+    flows: pl.DataFrame, window: GraphWindow, rows: np.ndarray | None = None
 ) -> np.ndarray:
     """(flows x CONTEXT_NAMES) float32 matrix, in the order of `flows`; with `rows`
     (increasing indices), for those flows only, their windows' shares still counted over

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 import numpy as np
 import polars as pl
@@ -21,6 +20,7 @@ from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.metrics import f1_score
 
 from nids_core.model.features import FeatureSpec, attack_labels, transform
+from nids_core.model.graph_window import GraphWindow
 from nids_core.model.host_context import context_features
 
 SERVED_TREES = 200
@@ -35,7 +35,7 @@ _CANDIDATE_THRESHOLDS = np.round(np.arange(0.02, 0.99, 0.02), 2)
 def served_matrix(
     flows: pl.DataFrame,
     spec: FeatureSpec,
-    window: timedelta | None,
+    window: GraphWindow,
     features: np.ndarray | None = None,
     rows: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -61,7 +61,7 @@ def network_weights(flows: pl.DataFrame) -> np.ndarray:
 def fit_forest(
     flows: pl.DataFrame,
     spec: FeatureSpec,
-    window: timedelta | None,
+    window: GraphWindow,
     seed: int,
     trees: int = SERVED_TREES,
 ) -> ExtraTreesClassifier:
@@ -110,7 +110,7 @@ def forest_scores(
     model: ExtraTreesClassifier,
     flows: pl.DataFrame,
     spec: FeatureSpec,
-    window: timedelta | None,
+    window: GraphWindow,
     features: np.ndarray | None = None,
     rows: np.ndarray | None = None,
 ) -> np.ndarray:

@@ -7,17 +7,24 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import numpy as np
 import polars as pl
 import torch
 from torch import nn
 
-from nids_core.evaluation.metrics import evaluate
+from nids_core.model.baseline import baseline_scores, train_baseline
+from nids_core.model.candidates import candidate_name, combine
 from nids_core.model.features import FeatureSpec, attack_labels, fit_feature_spec
-from nids_core.model.flow_graph import DEFAULT_WINDOW
-from nids_core.model.gnn import EGraphSAGE, FlowScorer
+from nids_core.model.gnn import EGraphSAGE, FlowScorer, HybridScorer
+from nids_core.model.graph_window import DEFAULT_WINDOW, GraphWindow
+from nids_core.model.metrics import evaluate
+from nids_core.model.served import (
+    VALIDATION_TREES,
+    fit_forest,
+    forest_scores,
+    validation_threshold,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ class TrainConfig:
     max_epochs: int = 300
     patience: int = 30
     seed: int = 0
-    window_minutes: float = DEFAULT_WINDOW.total_seconds() / 60
+    window: GraphWindow = DEFAULT_WINDOW
     threshold: float = 0.5
     flow_head: bool = True
     # What is served (nids_core.model.candidates): "auto" (the candidate that does best on
@@ -39,10 +46,6 @@ class TrainConfig:
     head_flow_features: bool = True
     # Seeds per held-out network in leave-one-network-out evaluation.
     lono_seeds: int = 3
-
-    @property
-    def window(self) -> timedelta | None:
-        return timedelta(minutes=self.window_minutes) if self.window_minutes > 0 else None
 
 
 @dataclass
@@ -160,7 +163,6 @@ def train_served(
     it the candidate is `config.serve` ("auto" then meaning max_fusion, what was served
     before selection) at the cut that is best on the validation rows. The result's scorer
     is what gets logged and served; a graph-model-only choice is a plain FlowScorer."""
-    from nids_core.model.candidates import candidate_name
 
     wanted = candidate_name(config.serve)
     if choice is None:
@@ -172,7 +174,6 @@ def train_served(
     if candidate == "gnn":
         gnn.threshold = gnn.threshold if cut is None else cut
         return result
-    from nids_core.model.gnn import HybridScorer
 
     started = time.perf_counter()
     forest, flow_forest, threshold = fit_served_trees(
@@ -205,14 +206,6 @@ def fit_served_trees(
     the cut that is best on the validation rows for `candidate`, its trees refitted on the
     training rows only (the served trees have seen the validation rows): used only when no
     cut was chosen over held-out networks."""
-    from nids_core.model.baseline import train_baseline
-    from nids_core.model.candidates import combine
-    from nids_core.model.served import (
-        VALIDATION_TREES,
-        fit_forest,
-        forest_scores,
-        validation_threshold,
-    )
 
     rows = pl.concat([train, validation], how="vertical_relaxed")
     forest = fit_forest(rows, gnn.spec, config.window, config.seed)
@@ -222,7 +215,6 @@ def fit_served_trees(
         return forest, flow_forest, None
     early = fit_forest(train, gnn.spec, config.window, config.seed, VALIDATION_TREES)
     early_flow = train_baseline(train, gnn.spec, config.seed)
-    from nids_core.model.baseline import baseline_scores
 
     scores = combine(
         candidate,

@@ -14,14 +14,15 @@ from dataclasses import asdict, dataclass
 import mlflow
 import polars as pl
 
-from nids_core.evaluation.lono import leave_one_network_out, networks_with_attacks
-from nids_core.evaluation.metrics import evaluate, evaluate_by_capture
+from nids_core.escaping import escape_markdown
+from nids_core.evaluation.lono import CANDIDATES, leave_one_network_out, networks_with_attacks
 from nids_core.evaluation.plots import confusion_matrix_png, pr_curve_png
 from nids_core.model.artifacts import log_scorer
 from nids_core.model.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
 from nids_core.model.candidates import candidate_name
 from nids_core.model.features import attack_labels
 from nids_core.model.gnn import FlowScorer, graph_model_parts
+from nids_core.model.metrics import evaluate, evaluate_by_capture
 from nids_core.model.progress import EpochProgress
 from nids_core.model.training import TrainConfig, TrainResult, train_served
 from nids_core.stores.cold import parquet_bytes
@@ -92,24 +93,81 @@ def train_evaluate_log(
     train, validation, test = (
         training_set.filter(pl.col("split") == s) for s in ("train", "validation", "test")
     )
-    measured = None
-    if lono:
-        say("choosing what to serve: leave one network out over the training set's networks")
-        measured = leave_one_network_out(
-            training_set.drop("split"),
-            config,
-            seeds=range(config.lono_seeds),
-            on_run=_lono_progress(say, training_set, config.lono_seeds),
-        )
+    measured = _measure_on_held_out_networks(training_set, config, say) if lono else None
     choice = (measured.selected, measured.selected_cut) if measured and measured.folds else None
-    chosen_by = (
-        "over held-out networks (leave one network out)"
-        if choice and candidate_name(config.serve) == "auto"
-        else f"by the setting serve={config.serve}, cut over held-out networks"
-        if choice
-        else "without held-out networks (fewer than two networks with attacks): "
+    result = _train(train, validation, test, config, choice, say)
+    _log_params(result.scorer, config, train, validation, test, _chosen_by(choice, config))
+    say(
+        f"trained; serving {_served_name(result.scorer)} at cut {result.scorer.threshold:.2f}; "
+        "scoring the test split with it, the graph model alone and the baseline"
+    )
+    tested = _test_split(result.scorer, train, validation, test, config, champion)
+    _log_test_metrics(tested, result)
+    report = _report(result, tested, config, (train, validation, test), choice, champion_version)
+    report["lono"] = measured.as_dict() if measured is not None and measured.runs else None
+    _log_artifacts(report, tested, train, validation)
+    info = log_scorer(result.scorer, registered_model_name)
+    # MLflow hands the new version back as an int or a str depending on the store.
+    version = str(info.registered_model_version) if info.registered_model_version else None
+    mlflow.set_tag(
+        "mlflow.note.content",
+        model_card(tested.served, tested.graph, tested.baseline, tested.champion, report),
+    )
+    return ModelRun(
+        result,
+        tested.served,
+        tested.graph,
+        tested.baseline,
+        tested.champion,
+        tested.per_capture,
+        version,
+        info.model_uri,
+        report,
+        report["lono"],
+    )
+
+
+@dataclass
+class _TestSplit:
+    """Scores and metrics on the test rows: served, graph model alone, baseline, champion."""
+
+    y: object
+    scores: dict  # name -> (scores, threshold)
+    served: dict
+    graph: dict
+    baseline: dict
+    champion: dict | None
+    per_capture: dict
+
+
+def _served_name(scorer: FlowScorer) -> str:
+    return getattr(scorer, "served_candidate", "gnn")
+
+
+def _measure_on_held_out_networks(training_set: pl.DataFrame, config: TrainConfig, say):
+    say("choosing what to serve: leave one network out over the training set's networks")
+    return leave_one_network_out(
+        training_set.drop("split"),
+        config,
+        seeds=range(config.lono_seeds),
+        on_run=_lono_progress(say, training_set, config.lono_seeds),
+    )
+
+
+def _chosen_by(choice, config: TrainConfig) -> str:
+    """How the served candidate and its cut were chosen, in words."""
+    if choice and candidate_name(config.serve) == "auto":
+        return "over held-out networks (leave one network out)"
+    if choice:
+        return f"by the setting serve={config.serve}, cut over held-out networks"
+    return (
+        "without held-out networks (fewer than two networks with attacks): "
         "the default candidate at the cut best on the validation rows"
     )
+
+
+def _train(train, validation, test, config: TrainConfig, choice, say) -> TrainResult:
+    """Train what is served, with per-epoch metrics logged and progress said."""
     progress = EpochProgress(say, config.max_epochs, config.patience)
 
     def log_epoch(row: dict) -> None:
@@ -122,109 +180,107 @@ def train_evaluate_log(
     )
     result = train_served(train, validation, config, on_epoch=log_epoch, choice=choice)
     progress.finish()
-    scorer = result.scorer
-    served_candidate = getattr(scorer, "served_candidate", "gnn")
+    return result
+
+
+def _log_params(scorer, config: TrainConfig, train, validation, test, chosen_by: str) -> None:
+    served = _served_name(scorer)
     mlflow.log_params(
         {
             **{f"train_{k}": v for k, v in asdict(config).items()},
             "train_rows": train.height,
             "validation_rows": validation.height,
             "test_rows": test.height,
-            "served_candidate": served_candidate,
+            "served_candidate": served,
             "served_chosen": chosen_by,
-            "model_class": CANDIDATE_CLASSES[served_candidate],
+            "model_class": CANDIDATE_CLASSES[served],
         }
     )
-    say(
-        f"trained; serving {served_candidate} at cut {scorer.threshold:.2f}; scoring the "
-        "test split with it, the graph model alone and the baseline"
-    )
-    y_test = attack_labels(test)
-    served_score = scorer.score(test)
-    graph_score_fn, graph_threshold = graph_model_parts(scorer)
-    graph_score = graph_score_fn(test)
-    baseline = train_baseline(pl.concat([train, validation]), scorer.spec, config.seed)
-    base_score = baseline_scores(baseline, test, scorer.spec)
-    served = evaluate(y_test, served_score, scorer.threshold)
-    graph = evaluate(y_test, graph_score, graph_threshold)
-    base = evaluate(y_test, base_score, BASELINE_THRESHOLD)
-    scores = {
-        "served": (served_score, scorer.threshold),
-        "gnn": (graph_score, graph_threshold),
-        "baseline": (base_score, BASELINE_THRESHOLD),
-    }
-    champ = None
-    if champion is not None:
-        champion_score = champion.score(test)
-        champ = evaluate(y_test, champion_score, champion.threshold)
-        scores["champion"] = (champion_score, champion.threshold)
-    per_capture = evaluate_by_capture(test, y_test, scores)
 
-    mlflow.log_metrics({f"test_{k}": v for k, v in _finite(served).items()})
-    mlflow.log_metrics({f"gnn_test_{k}": v for k, v in _finite(graph).items()})
-    mlflow.log_metrics({f"baseline_test_{k}": v for k, v in _finite(base).items()})
-    if champ is not None:
-        mlflow.log_metrics({f"champion_test_{k}": v for k, v in _finite(champ).items()})
+
+def _test_split(scorer, train, validation, test, config: TrainConfig, champion) -> _TestSplit:
+    """The served model, the graph model alone, the flow-only baseline (fitted on the same
+    train and validation rows) and the champion, on the same test rows."""
+    y = attack_labels(test)
+    graph_score_fn, graph_threshold = graph_model_parts(scorer)
+    baseline = train_baseline(pl.concat([train, validation]), scorer.spec, config.seed)
+    scores = {
+        "served": (scorer.score(test), scorer.threshold),
+        "gnn": (graph_score_fn(test), graph_threshold),
+        "baseline": (baseline_scores(baseline, test, scorer.spec), BASELINE_THRESHOLD),
+    }
+    if champion is not None:
+        scores["champion"] = (champion.score(test), champion.threshold)
+    metrics = {name: evaluate(y, score, cut) for name, (score, cut) in scores.items()}
+    return _TestSplit(
+        y,
+        scores,
+        metrics["served"],
+        metrics["gnn"],
+        metrics["baseline"],
+        metrics.get("champion"),
+        evaluate_by_capture(test, y, scores),
+    )
+
+
+def _log_test_metrics(tested: _TestSplit, result: TrainResult) -> None:
+    mlflow.log_metrics({f"test_{k}": v for k, v in _finite(tested.served).items()})
+    mlflow.log_metrics({f"gnn_test_{k}": v for k, v in _finite(tested.graph).items()})
+    mlflow.log_metrics({f"baseline_test_{k}": v for k, v in _finite(tested.baseline).items()})
+    if tested.champion is not None:
+        mlflow.log_metrics({f"champion_test_{k}": v for k, v in _finite(tested.champion).items()})
     mlflow.log_metrics(
         {
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "seconds_per_epoch": result.seconds_per_epoch,
             "training_seconds": result.seconds,
-            "served_threshold": scorer.threshold,
+            "served_threshold": result.scorer.threshold,
         }
     )
-    report = {
-        "test": served,
-        "gnn": graph,
-        "baseline": base,
-        "champion": {"version": champion_version, **champ} if champ else None,
-        "per_capture": per_capture,
+
+
+def _report(
+    result: TrainResult, tested: _TestSplit, config: TrainConfig, splits, choice, champion_version
+) -> dict:
+    train, validation, test = splits
+    champion = tested.champion
+    return {
+        "test": tested.served,
+        "gnn": tested.graph,
+        "baseline": tested.baseline,
+        "champion": {"version": champion_version, **champion} if champion else None,
+        "per_capture": tested.per_capture,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "rows": {"train": train.height, "validation": validation.height, "test": test.height},
-        "feature_names": scorer.spec.names,
-        "graph_window_minutes": config.window_minutes,
-        "threshold": scorer.threshold,
-        "serve": served_candidate,
-        "served_chosen": chosen_by,
+        "feature_names": result.scorer.spec.names,
+        "graph_window_minutes": config.window.total_seconds() / 60 if config.window else 0,
+        "threshold": result.scorer.threshold,
+        "serve": _served_name(result.scorer),
+        "served_chosen": _chosen_by(choice, config),
     }
-    lono_summary = None
-    if measured is not None and measured.runs:
-        lono_summary = measured.as_dict()
-        for candidate, figures in lono_summary["summary"].items():
+
+
+def _log_artifacts(report: dict, tested: _TestSplit, train, validation) -> None:
+    """The JSON report, the plots, and the rows the model learnt from."""
+    if report["lono"]:
+        for candidate, figures in report["lono"]["summary"].items():
             mlflow.log_metrics({f"lono_{candidate}_{k}": v for k, v in figures.items() if v == v})
-    report["lono"] = lono_summary
     mlflow.log_dict(report, "evaluation/report.json")
     _log_bytes(
-        confusion_matrix_png(served["confusion"], "served model, test split"),
+        confusion_matrix_png(tested.served["confusion"], "served model, test split"),
         "confusion_matrix.png",
     )
     _log_bytes(
-        confusion_matrix_png(base["confusion"], "baseline, test split"),
+        confusion_matrix_png(tested.baseline["confusion"], "baseline, test split"),
         "baseline_confusion_matrix.png",
     )
-    curves = {name: score for name, (score, _) in scores.items()}
-    _log_bytes(pr_curve_png(y_test, curves, "precision-recall, test split"), "pr_curve.png")
+    curves = {name: score for name, (score, _) in tested.scores.items()}
+    _log_bytes(pr_curve_png(tested.y, curves, "precision-recall, test split"), "pr_curve.png")
     # The rows the model learnt from travel with it, so `nids model evaluate --baseline` can
     # fit the flow-only baseline on exactly the same rows later.
     _log_bytes(parquet_bytes(pl.concat([train, validation])), TRAINING_ROWS_ARTIFACT)
-    info = log_scorer(scorer, registered_model_name)
-    # MLflow hands the new version back as an int or a str depending on the store.
-    version = str(info.registered_model_version) if info.registered_model_version else None
-    mlflow.set_tag("mlflow.note.content", model_card(served, graph, base, champ, report))
-    return ModelRun(
-        result,
-        served,
-        graph,
-        base,
-        champ,
-        per_capture,
-        version,
-        info.model_uri,
-        report,
-        lono_summary,
-    )
 
 
 def _log_bytes(data: bytes, name: str) -> None:
@@ -282,8 +338,6 @@ def lono_markdown(lono: dict | None) -> str:
     candidate, and mean / worst / seed spread / mean over kinds / highest benign FPR."""
     if not lono:
         return "Not measured: fewer than two networks with attacks in the training set."
-    from nids_core.evaluation.lono import CANDIDATES
-    from nids_core.serving.escaping import escape_markdown
 
     head = "| held-out network | kind | " + " | ".join(CANDIDATES) + " |"
     rule = "|---|---|" + "---|" * len(CANDIDATES)

@@ -12,19 +12,34 @@ reloads only when the champion moved.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+from nids_core.checksum import sha256_hex
 from nids_core.model.artifacts import artifact_digest, load_scorer
 from nids_core.model.gnn import FlowScorer
-from nids_core.registry.versions import ModelRegistry
+from nids_core.registry.versions import ModelRegistry, RegisteredVersion
 
 _MEMORY: dict[tuple[str, ...], FlowScorer] = {}
 _LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A registered version ready to score: its version (what `predictions.model_version`
+    carries), its scorer, and the gate verdict signed on it (passed, overridden, failed)."""
+
+    version: str
+    scorer: FlowScorer
+    gate: str
+
+    @property
+    def threshold(self) -> float:
+        return self.scorer.threshold
 
 
 class ArtifactMismatch(RuntimeError):
@@ -32,7 +47,7 @@ class ArtifactMismatch(RuntimeError):
 
 
 def _digest16(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_hex(text, 16)
 
 
 def private_dir(path: str | Path) -> Path:
@@ -53,16 +68,26 @@ def record_artifact_checksum(registry: ModelRegistry, version: str) -> str:
     return digest
 
 
-def champion_scorer(registry: ModelRegistry, cache_dir: str | Path) -> tuple[str, FlowScorer]:
-    """(version, scorer) of the current champion, if it may be served (see
-    ModelRegistry.servable_champion)."""
-    mv = registry.servable_champion()
-    return mv.version, load_version(registry, mv.version, cache_dir)
+def served_champion(registry: ModelRegistry, cache_dir: str | Path) -> ServedModel:
+    """The current champion, if it may be served (see ModelRegistry.servable_champion)."""
+    return _served(registry, registry.servable_champion(), cache_dir)
+
+
+def load_served(registry: ModelRegistry, version: str, cache_dir: str | Path) -> ServedModel:
+    """A version with its scorer (see load_version) and its verified gate verdict."""
+    return _served(registry, registry.get_version(version), cache_dir)
+
+
+def _served(registry: ModelRegistry, mv: RegisteredVersion, cache_dir: str | Path) -> ServedModel:
+    return ServedModel(mv.version, _load(registry, mv, cache_dir), registry.verified_status(mv))
 
 
 def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -> FlowScorer:
     """A version's scorer, verified against its signed checksum before unpickling."""
-    mv = registry.get_version(version)
+    return _load(registry, registry.get_version(version), cache_dir)
+
+
+def _load(registry: ModelRegistry, mv: RegisteredVersion, cache_dir: str | Path) -> FlowScorer:
     identity = _digest16(f"{mv.run_id}|{mv.source}")
     expected = registry.require_signed(mv)
     key = (registry.tracking_uri, registry.model_name, mv.version, identity, expected)
@@ -71,7 +96,10 @@ def load_version(registry: ModelRegistry, version: str, cache_dir: str | Path) -
             return _MEMORY[key]
         root = private_dir(cache_dir)
         local = (
-            root / _digest16(registry.tracking_uri) / registry.model_name / f"v{version}-{identity}"
+            root
+            / _digest16(registry.tracking_uri)
+            / registry.model_name
+            / f"v{mv.version}-{identity}"
         )
         if local.is_dir() and artifact_digest(local) == expected:
             scorer = load_scorer(local)

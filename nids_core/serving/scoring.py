@@ -7,7 +7,7 @@ prediction of the model version that scored it.
 
 A score that is not a number never becomes a verdict: such a flow gets no prediction (it
 is counted as unscorable), and rows a model cannot read (a non-finite duration or a `ts`
-beyond the plausible window, stored before ingest quarantined them) are neither scored
+beyond the plausible window, stored before the window was narrowed) are neither scored
 nor used as context.
 
 A run reads only what arrived since the last one, whatever the table holds: the flows
@@ -29,10 +29,11 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from nids_core.ingest.plausibility import PlausibleTime
-from nids_core.model.gnn import FlowScorer
+from nids_core.model.graph_window import GraphWindow, window_micros, window_number_sql
 from nids_core.schema import FLOW_COLUMNS
+from nids_core.serving.model_cache import ServedModel
 from nids_core.stores.hot import TsRanges
+from nids_core.zeek.plausibility import PlausibleTime
 
 # Flows ingested this long before the mark are read again (and found scored): a clock
 # stepped back by less than this loses no flow.
@@ -66,11 +67,6 @@ def predictions_frame(
     )
 
 
-def bucket_sql(window_us: int | None, column: str = "ts") -> str:
-    """SQL for a flow's graph window number (aligned as in nids_core.model.flow_graph)."""
-    return f"(epoch_us({column}) // {window_us})" if window_us else "0"
-
-
 def scorable_sql(alias: str = "f") -> str:
     """Rows a model can read: a finite (or unset) duration and a plausible ts ($latest)."""
     return f"({alias}.duration IS NULL OR isfinite({alias}.duration)) AND {alias}.ts <= $latest"
@@ -89,29 +85,62 @@ def _set_scoring_mark(con: duckdb.DuckDBPyConnection, mark: datetime) -> None:
 
 def score_unscored(
     con: duckdb.DuckDBPyConnection,
-    scorer: FlowScorer,
-    model_version: str,
+    model: ServedModel,
     max_flows: int | None = None,
     latest: datetime | None = None,
 ) -> ScoreCounts:
-    """Score flows that have no prediction (oldest first, at most `max_flows`); flows with
-    a `ts` after `latest` (default: a day from now) are not scored."""
+    """Score flows that have no prediction (oldest first, at most `max_flows`) with `model`,
+    each prediction carrying its version; flows with a `ts` after `latest` (default: a day
+    from now) are not scored."""
     t0 = time.perf_counter()
-    params = {"latest": latest or PlausibleTime().latest()}
-    window_us = int(scorer.window.total_seconds() * 1_000_000) if scorer.window else None
-    bucket = bucket_sql(window_us, "f.ts")
-    limit = f"LIMIT {int(max_flows)}" if max_flows else ""
+    latest = latest or PlausibleTime().latest()
+    window = window_number_sql(model.scorer.window, "f.ts")
     mark = scoring_mark(con)
+    newest = _stage_pending(con, window, mark, latest)
+    unscored, readable, unreadable = _pick_unscored(con, max_flows)
+    remaining = readable - unscored
+    if unscored == 0:
+        if newest is not None and remaining == 0:
+            _set_scoring_mark(con, newest)
+        con.execute("DROP TABLE IF EXISTS _unscored")
+        return ScoreCounts(0, 0, 0, 0, 0, time.perf_counter() - t0, unscorable=unreadable)
+    context = _window_context(con, model.scorer.window, window, latest)
+    windows = con.execute("SELECT count(DISTINCT bucket) FROM _unscored").fetchone()[0]
+    # The window's other flows are context: only the flows being scored go through the
+    # head and the trees.
+    target = context["_target"].to_numpy()
+    scores = model.scorer.score(context.drop("_target"), targets=np.flatnonzero(target))
+    out = predictions_frame(
+        context["uid"].filter(context["_target"]), scores, model.threshold, model.version
+    ).unique("uid", keep="first", maintain_order=True)
+    inserted = _insert_predictions(con, out, newest if remaining == 0 else None)
+    return ScoreCounts(
+        unscored,
+        context.height,
+        int(windows),
+        inserted,
+        int((out["predicted_label"] == "malicious").sum()),
+        time.perf_counter() - t0,
+        unscorable=unreadable + int(target.sum()) - out.height,
+        remaining=remaining,
+    )
+
+
+def _stage_pending(
+    con: duckdb.DuckDBPyConnection, window: str, mark: datetime | None, latest: datetime
+) -> datetime | None:
+    """Temp table `_pending`: the flows ingested since the mark, less those with a
+    prediction (looked for among the predictions of the same ts ranges, since a prediction
+    carries its flow's ts). Returns the newest `ingested_at` seen."""
+    params: dict = {"latest": latest}
     since = "true"
     if mark is not None:
         since = "f.ingested_at > $since"
         # A mark ahead of the clock (which then stepped back) must not hide new flows.
         params["since"] = min(mark, datetime.now(UTC)) - SCORING_LOOKBACK
-    # The flows ingested since the mark, less those with a prediction: a prediction carries
-    # its flow's ts, so it is looked for among the predictions of the same ts ranges.
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _new AS "
-        f"SELECT f.uid, f.ts, f.ingested_at, {bucket} AS bucket, {scorable_sql()} AS readable "
+        f"SELECT f.uid, f.ts, f.ingested_at, {window} AS bucket, {scorable_sql()} AS readable "
         f"FROM flows f WHERE {since}",
         params,
     )
@@ -127,6 +156,13 @@ def score_unscored(
     )
     newest = con.execute("SELECT max(ingested_at) FROM _new").fetchone()[0]
     con.execute("DROP TABLE _new")
+    return newest
+
+
+def _pick_unscored(con: duckdb.DuckDBPyConnection, max_flows: int | None) -> tuple[int, int, int]:
+    """Temp table `_unscored`: the readable pending flows, one row per uid, oldest first,
+    at most `max_flows`. Returns (picked, readable, unreadable) counts of `_pending`."""
+    limit = f"LIMIT {int(max_flows)}" if max_flows else ""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _unscored AS SELECT uid, ts, bucket FROM _pending "
         "WHERE readable QUALIFY row_number() OVER (PARTITION BY uid ORDER BY ts) = 1 "
@@ -138,38 +174,39 @@ def score_unscored(
         "FROM _pending"
     ).fetchone()
     con.execute("DROP TABLE _pending")
-    remaining = int(readable) - int(unscored)
-    if unscored == 0:
-        if newest is not None and remaining == 0:
-            _set_scoring_mark(con, newest)
-        con.execute("DROP TABLE IF EXISTS _unscored")
-        return ScoreCounts(0, 0, 0, 0, 0, time.perf_counter() - t0, unscorable=int(unreadable))
-    # Context: the rows of the windows being scored, found through their ts range (which
-    # prunes the scan) and then their window number (which is exact).
-    params = {"latest": params["latest"]}
+    return int(unscored), int(readable), int(unreadable)
+
+
+def _window_context(
+    con: duckdb.DuckDBPyConnection, graph_window: GraphWindow, window: str, latest: datetime
+) -> pl.DataFrame:
+    """Every readable row of the graph windows being scored, with `_target` marking the
+    flows to score: found through their ts range (which prunes the scan) and then their
+    window number (which is exact)."""
+    params: dict = {"latest": latest}
     in_windows = "true"
-    if window_us:
+    micros = window_micros(graph_window)
+    if micros:
         buckets = con.execute("SELECT DISTINCT bucket FROM _unscored").pl()["bucket"]
-        starts = pl.from_epoch(buckets * window_us, time_unit="us").dt.replace_time_zone("UTC")
-        ranges = TsRanges.of_windows(starts, timedelta(microseconds=window_us))
+        starts = pl.from_epoch(buckets * micros, time_unit="us").dt.replace_time_zone("UTC")
+        ranges = TsRanges.of_windows(starts, graph_window)
         in_windows, ts_params = ranges.sql("f.ts")
         params.update(ts_params)
     cols = ", ".join(f"f.{c}" for c in FLOW_COLUMNS)
-    context = con.execute(
+    return con.execute(
         f"SELECT {cols}, (u.uid IS NOT NULL) AS _target FROM flows f "
         f"LEFT JOIN _unscored u ON u.uid = f.uid "
-        f"WHERE {in_windows} AND {bucket} IN (SELECT DISTINCT bucket FROM _unscored) "
+        f"WHERE {in_windows} AND {window} IN (SELECT DISTINCT bucket FROM _unscored) "
         f"AND {scorable_sql()} ORDER BY f.ts, f.uid",
         params,
     ).pl()
-    windows = con.execute("SELECT count(DISTINCT bucket) FROM _unscored").fetchone()[0]
-    # The window's other flows are context: only the flows being scored go through the
-    # head and the trees.
-    target = context["_target"].to_numpy()
-    scores = scorer.score(context.drop("_target"), targets=np.flatnonzero(target))
-    out = predictions_frame(
-        context["uid"].filter(context["_target"]), scores, scorer.threshold, model_version
-    ).unique("uid", keep="first", maintain_order=True)
+
+
+def _insert_predictions(
+    con: duckdb.DuckDBPyConnection, out: pl.DataFrame, mark: datetime | None
+) -> int:
+    """Insert the predictions (with their flows' ts) and, when the run read all it found,
+    move the scoring mark to `mark`. Returns the rows inserted."""
     con.register("_scored", out.to_arrow())
     try:
         inserted = con.execute(
@@ -178,19 +215,9 @@ def score_unscored(
             "SELECT s.uid, s.score, s.predicted_label, s.model_version, now(), u.ts "
             "FROM _scored s JOIN _unscored u USING (uid) ORDER BY u.ts"
         ).fetchone()[0]
-        if remaining == 0:
-            _set_scoring_mark(con, newest)
+        if mark is not None:
+            _set_scoring_mark(con, mark)
     finally:
         con.unregister("_scored")
         con.execute("DROP TABLE IF EXISTS _unscored")
-    attacks = int((out["predicted_label"] == "malicious").sum())
-    return ScoreCounts(
-        unscored,
-        context.height,
-        int(windows),
-        int(inserted),
-        attacks,
-        time.perf_counter() - t0,
-        unscorable=int(unreadable) + int(target.sum()) - out.height,
-        remaining=remaining,
-    )
+    return int(inserted)
