@@ -13,9 +13,9 @@ import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
 from nids_core.ingest.landing import HotLoad
-from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.schema import hot_flow_columns, value_rules_sql
 from nids_core.stores.cold import BatchManifest, ColdStore
+from nids_core.zeek.plausibility import PlausibleTime
 
 FLOW_BATCH_ACCOUNTING = "flow_batch_accounting"
 HOT_FLOWS_ACCOUNTING = "hot_flows_accounting"
@@ -77,7 +77,7 @@ HOT_FLOWS_CHECKS = [
 def flow_batch_accounting(store: ColdStore, manifest: BatchManifest) -> AssetCheckResult:
     """Recount the landed batch from its files (provenance columns only)."""
     flows, rejects = store.read_batch(manifest, columns=["topic", "partition", "offset"])
-    span = manifest.end - manifest.start
+    span = manifest.offsets.size
     problems = []
     if manifest.records != manifest.flows + manifest.quarantined:
         problems.append("records read != flows + quarantined")
@@ -88,9 +88,13 @@ def flow_batch_accounting(store: ColdStore, manifest: BatchManifest) -> AssetChe
     offsets = pl.concat([flows["offset"], rejects["offset"]])
     if offsets.n_unique() != offsets.len():
         problems.append("an offset was landed twice")
-    outside = offsets.filter((offsets < manifest.start) | (offsets >= manifest.end)).len()
+    outside = offsets.filter(
+        (offsets < manifest.offsets.start) | (offsets >= manifest.offsets.end)
+    ).len()
     if outside:
-        problems.append(f"{outside} offsets outside [{manifest.start}, {manifest.end})")
+        problems.append(
+            f"{outside} offsets outside [{manifest.offsets.start}, {manifest.offsets.end})"
+        )
     return AssetCheckResult(
         check_name=FLOW_BATCH_ACCOUNTING,
         passed=not problems,
@@ -126,7 +130,7 @@ def hot_flows_accounting(
             "SELECT count(*) FROM _rejects r WHERE EXISTS (SELECT 1 FROM quarantine q "
             'WHERE q.topic = ? AND q."partition" = ? AND q."offset" = r."offset" '
             "AND q.raw IS NOT DISTINCT FROM r.raw)",
-            [manifest.topic, manifest.partition],
+            [manifest.offsets.topic, manifest.offsets.partition],
         ).fetchone()[0]
     finally:
         con.unregister("_uids")

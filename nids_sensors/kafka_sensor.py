@@ -15,7 +15,7 @@ from dagster import (
 )
 
 from nids_assets.ingestion import batch_run_config
-from nids_core.ingest.planning import plan_batches, run_key
+from nids_core.ingest.planning import plan_batches
 from nids_core.ingest.sensor_cursor import dump_cursor, fresh_generation, load_cursor
 from nids_core.kafka.log import KafkaUnavailable, TopicNotFound
 from nids_jobs.jobs import ingest_job
@@ -89,7 +89,7 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
     except TopicNotFound:
         return SkipReason(f"topic {topic!r} does not exist yet on {kafka.bootstrap_servers}")
 
-    loaded = load_cursor(context.cursor)
+    loaded = load_cursor(context.cursor, topic)
     for repair in loaded.repairs:
         context.log.warning(f"sensor cursor repaired: {repair}")
     cursor, generations = loaded.lanes, loaded.generations
@@ -100,7 +100,7 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
     reap_dead_runs(context.instance, job_names=[ingest_job.name])
     statuses = {
         key: run_status(context.instance, key)
-        for key in {run_key(topic, p, b) for p, lane in cursor.items() for b in lane}
+        for key in {b.run_key for lane in cursor.values() for b in lane}
     }
     plan = plan_batches(
         topic,
@@ -120,7 +120,7 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
         reasons = "; ".join(f"partition {p}: {why}" for p, why in sorted(plan.waiting.items()))
         return SensorResult(
             skip_reason=SkipReason(reasons or "no partitions"),
-            cursor=dump_cursor(plan.cursor, plan.generations),
+            cursor=dump_cursor(topic, plan.cursor, plan.generations),
         )
     requests = [
         RunRequest(
@@ -137,4 +137,6 @@ def _kafka_ingest_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
         )
         for b in plan.batches
     ]
-    return SensorResult(run_requests=requests, cursor=dump_cursor(plan.cursor, plan.generations))
+    return SensorResult(
+        run_requests=requests, cursor=dump_cursor(topic, plan.cursor, plan.generations)
+    )

@@ -27,7 +27,6 @@ PUT on S3). The manifest is written last and marks a batch as durably landed.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import tempfile
@@ -35,13 +34,14 @@ import uuid
 from array import array
 from collections.abc import Collection, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
 import duckdb
 import fsspec
 import polars as pl
 
+from nids_core.checksum import parts_sha256
 from nids_core.kafka.offsets import OffsetRange
 from nids_core.schema import FLOW_SCHEMA, PROVENANCE_SCHEMA
 
@@ -62,22 +62,23 @@ def records_digest(flows: pl.DataFrame, rejects: pl.DataFrame) -> str:
     """A digest of what a range held, by identity: the (offset, uid) of every flow (a flow
     is identified by Zeek's uid) and the (offset, bytes) of every reject. Cheap (no pass
     over the whole batch's bytes), and different whenever reused offsets carry other flows."""
-    h = hashlib.sha256()
-    h.update(array("q", flows["offset"].to_list()).tobytes())
-    h.update("\n".join(flows["uid"].to_list()).encode())
-    h.update(array("q", rejects["offset"].to_list()).tobytes())
     raws = rejects["raw"].to_list()
-    h.update(array("q", (-1 if r is None else len(r) for r in raws)).tobytes())
-    h.update(b"".join(r for r in raws if r))
-    return h.hexdigest()[:16]
+    parts = (
+        array("q", flows["offset"].to_list()).tobytes(),
+        "\n".join(flows["uid"].to_list()).encode(),
+        array("q", rejects["offset"].to_list()).tobytes(),
+        array("q", (-1 if r is None else len(r) for r in raws)).tobytes(),
+        b"".join(r for r in raws if r),
+    )
+    return parts_sha256(parts, 16)
 
 
 @dataclass(frozen=True)
 class BatchManifest:
-    topic: str
-    partition: int
-    start: int
-    end: int
+    """What one landed batch holds: its offset range, counts, rows per UTC day and the
+    digest of its records. Stored as flat JSON (the range's fields beside the counts)."""
+
+    offsets: OffsetRange
     records: int
     flows: int
     quarantined: int
@@ -85,12 +86,17 @@ class BatchManifest:
     digest: str
 
     @property
-    def offsets(self) -> OffsetRange:
-        return OffsetRange(self.topic, self.partition, self.start, self.end)
-
-    @property
     def name(self) -> str:
         return batch_name(self.offsets, self.digest)
+
+    def to_json(self) -> bytes:
+        fields = {k: v for k, v in self.__dict__.items() if k != "offsets"}
+        return json.dumps({**asdict(self.offsets), **fields}, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: dict) -> BatchManifest:
+        offsets = OffsetRange(*(data.pop(k) for k in ("topic", "partition", "start", "end")))
+        return cls(offsets, **data)
 
 
 def _stem(path: str) -> str:
@@ -185,17 +191,14 @@ class ColdStore:
             self.quarantine_file(name), parquet_bytes(rejects.select(list(QUARANTINE_SCHEMA)))
         )
         manifest = BatchManifest(
-            offsets.topic,
-            offsets.partition,
-            offsets.start,
-            offsets.end,
+            offsets,
             records,
             flows.height,
             rejects.height,
             dict(sorted(rows_by_date.items())),
             digest,
         )
-        body = json.dumps(manifest.__dict__, indent=1).encode()
+        body = manifest.to_json()
         self._put(self.manifest_file(name), body)
         self._put(self.range_file(offsets), body)
         return manifest
@@ -213,7 +216,7 @@ class ColdStore:
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
         try:
             with self.fs.open(path, "rb") as fh:
-                return BatchManifest(**json.load(fh))
+                return BatchManifest.from_json(json.load(fh))
         except FileNotFoundError:
             raise FileNotFoundError(f"{what} has not landed: no {path}") from None
 
