@@ -8,10 +8,11 @@ window alone, so new evidence in the window updates the alert instead of making 
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 import polars as pl
+
+from nids_core.checksum import sha256_hex
 
 ALERT_COLUMNS = (
     "alert_id",
@@ -42,7 +43,7 @@ def severity_id(severity: int) -> tuple[int, str]:
 
 
 def alert_id(host: str, window_start: datetime) -> str:
-    return hashlib.sha256(f"alert|{host}|{window_start.isoformat()}".encode()).hexdigest()[:20]
+    return sha256_hex(f"alert|{host}|{window_start.isoformat()}", 20)
 
 
 def alert_rows(evidence: pl.DataFrame, window_minutes: int, min_score: float) -> pl.DataFrame:
@@ -102,9 +103,7 @@ def alert_rows(evidence: pl.DataFrame, window_minutes: int, min_score: float) ->
                 "last_seen": g["last_seen"],
                 "title": f"{severity_id(severity)[1]}: {g['host']} "
                 f"({' + '.join(detectors)}): {g['lead']}",
-                "digest": hashlib.sha256(
-                    "|".join([str(severity), *g["parts"]]).encode()
-                ).hexdigest()[:24],
+                "digest": sha256_hex("|".join([str(severity), *g["parts"]]), 24),
             }
         )
     return pl.DataFrame(rows).select(ALERT_COLUMNS) if rows else pl.DataFrame()

@@ -6,7 +6,6 @@ may expire. Entries come from `nids allow add` (the triage store) and from a TOM
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import tomllib
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from nids_core.checksum import sha256_hex
 from nids_core.detection.evidence import DETECTORS
 
 
@@ -58,7 +58,7 @@ class AllowEntry:
             object.__setattr__(self, "expires", self.expires.replace(tzinfo=UTC))
         if not self.entry_id:
             key = f"{self.host}|{self.peer}|{self.port}|{self.detector}|{self.source}"
-            object.__setattr__(self, "entry_id", hashlib.sha256(key.encode()).hexdigest()[:12])
+            object.__setattr__(self, "entry_id", sha256_hex(key, 12))
 
     def active(self, now: datetime) -> bool:
         return self.expires is None or self.expires > now

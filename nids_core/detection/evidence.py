@@ -9,11 +9,12 @@ detection again writes the same row."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime
 
 import polars as pl
+
+from nids_core.checksum import sha256_hex
 
 DETECTORS: tuple[str, ...] = (
     "model",
@@ -48,7 +49,7 @@ def evidence_id(detector: str, host: str, window_start: datetime, key: str = "")
     """A stable id for the detection of `detector` about `host` in the window at
     `window_start` (and `key`, e.g. the beacon's peer and port)."""
     text = f"{detector}|{host}|{window_start.isoformat()}|{key}"
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return sha256_hex(text, 24)
 
 
 def why_json(why: dict) -> str:

@@ -8,13 +8,13 @@ against it before anything in it is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
 import mlflow
 
+from nids_core.checksum import folder_sha256
 from nids_core.model.gnn import FlowScorer
 
 SPEC_FILE = "feature_spec.json"
@@ -44,12 +44,7 @@ def log_scorer(scorer: FlowScorer, registered_model_name: str | None = None):
 
 def artifact_digest(model_dir: str | Path) -> str:
     """SHA-256 over every file of a model directory (relative path and content)."""
-    root = Path(model_dir)
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
+    return folder_sha256(model_dir)
 
 
 def load_scorer(model_dir: str | Path) -> FlowScorer:

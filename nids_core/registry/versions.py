@@ -15,7 +15,6 @@ checksum; a version without one is never loaded at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from nids_core.checksum import sha256_hex
 from nids_core.registry.names import CHALLENGER, CHAMPION, MODEL_NAME
 from nids_core.registry.signing import SIGNING_KEY_ENV, sign, signing_key, verify
 
@@ -102,7 +102,7 @@ def gate_status(mv: RegisteredVersion) -> str:
 
 
 def _override_verdict(record_json: str) -> str:
-    return "override:" + hashlib.sha256(record_json.encode()).hexdigest()
+    return "override:" + sha256_hex(record_json)
 
 
 class ModelRegistry:

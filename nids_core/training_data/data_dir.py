@@ -7,13 +7,14 @@ directory is `$NIDS_DATA_DIR`, else `./data`, else `../shared/data`.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from nids_core.checksum import sha256_hex
+from nids_core.training_data.networks import DATA_DIR_KINDS
 from nids_core.zeek.files import DEFAULT_MAX_FILE_BYTES, gunzip
 
 IOT23_SUBDIR = "iot23"
@@ -57,7 +58,6 @@ def iot23_files(data_dir: Path) -> list[Path]:
 def labelled_folders(data_dir: Path) -> list[Path]:
     """The data directory's folders of labelled captures (IoT-23, Botnet-4, UWF-ZeekData22)
     that are there."""
-    from nids_core.training_data.networks import DATA_DIR_KINDS
 
     return [data_dir / f for f in DATA_DIR_KINDS if (data_dir / f).is_dir()]
 
@@ -123,7 +123,7 @@ IOT23_FILES: list[RemoteFile] = [
 
 def content_sha256(data: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES, name: str = "file") -> str:
     """SHA-256 of the content, gunzipped (bounded: FileTooLarge past `max_bytes`)."""
-    return hashlib.sha256(gunzip(data, max_bytes, name)).hexdigest()
+    return sha256_hex(gunzip(data, max_bytes, name))
 
 
 def download(

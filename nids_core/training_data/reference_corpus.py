@@ -11,14 +11,13 @@ beside it groups it with others).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import fsspec
 import polars as pl
 
-from nids_core.ingest.normalize import ParseResult
+from nids_core.checksum import sha256_hex
 from nids_core.schema import LABEL_MALICIOUS
 from nids_core.stores.cold import ColdStore
 from nids_core.training_data.networks import (
@@ -35,6 +34,7 @@ from nids_core.zeek.files import (
     gunzip,
     parse_zeek_bytes,
 )
+from nids_core.zeek.normalize import ParseResult
 
 REFERENCE_DIR = "reference"
 # What a Zeek conn log is called in the wild; anything else in a location (READMEs,
@@ -168,7 +168,7 @@ def parse_reference(
     reasons = {r: int(n) for r, n in parsed.rejects.group_by("error").len().iter_rows()}
     summary = ReferenceSummary(
         capture=capture,
-        sha256=hashlib.sha256(content).hexdigest(),  # as content_sha256(data)
+        sha256=sha256_hex(content),  # the gunzipped content, as content_sha256(data)
         flows=flows.height,
         labelled=int(flows["label"].is_not_null().sum()),
         attacks=int((flows["label"] == LABEL_MALICIOUS).sum()),
@@ -182,7 +182,7 @@ def parse_reference(
 def corpus_digest(versions: dict[str, str]) -> str:
     """One name for a whole corpus version: {capture: sha256} hashed."""
     text = "\n".join(f"{c}={s}" for c, s in sorted(versions.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_hex(text, 16)
 
 
 def missing_versions(store: ColdStore, versions: dict[str, str]) -> list[str]:
