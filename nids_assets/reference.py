@@ -13,7 +13,7 @@ from dagster import (
     asset,
 )
 
-from nids_core.serving.escaping import escape_markdown
+from nids_core.escaping import escape_markdown
 from nids_core.training_data.analyst_labels import matches, newest_per_uid, read_labels
 from nids_core.training_data.reference_corpus import parse_reference, stored_path
 from nids_core.training_data.training_set import read_cold_window, window_days

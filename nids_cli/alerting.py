@@ -37,7 +37,6 @@ def query_alerts(
     alert_id: str | None = None,
 ) -> list[dict]:
     """Alerts with their evidence, newest first, read while writers go on."""
-    import duckdb
 
     lo, hi = _time(since, "--since"), _time(until, "--until")
     if lo and hi and lo > hi:
@@ -63,8 +62,6 @@ def query_alerts(
     con = _read_only(database)
     try:
         return read_alerts(con, " AND ".join(clauses), params)
-    except duckdb.CatalogException:  # a hot store from before alerts existed
-        return []
     finally:
         con.close()
 

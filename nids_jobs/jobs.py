@@ -1,4 +1,9 @@
-"""Jobs: the per-batch ingest job and the cold-partition rebuild job."""
+"""Jobs, each an asset selection run in one process: `ingest_job` (one Kafka offset range,
+landed, upserted, committed), `cold_flows_job` (cold days appended or compacted),
+`training_job` (labels, training set, GNN with its gate, promotion), `scoring_job`
+(predictions, then alerts), `alerts_job` (the alerts step alone, on an attack-rate onset)
+and `reference_job` (the reference corpus's captures read in). The lifecycle job lives in
+nids_jobs.lifecycle."""
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 

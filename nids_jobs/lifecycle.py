@@ -32,9 +32,10 @@ def expire_hot_flows(
     """Delete hot flows (and their predictions) older than NIDS_HOT_RETENTION_HOURS, per
     UTC day, only when the day's cold partition holds all of them (rebuilt from the landing
     zone first if it does not); predictions are merged into the cold store first. Flows
-    whose ts lies outside the plausible window (stored by earlier versions) are moved to
-    `quarantine` instead: they would never expire. A uid stored twice (a record sent again
-    with another ts) keeps its lowest-offset row and its first prediction."""
+    whose ts lies outside the plausible window as now set (NIDS_TS_EARLIEST or
+    NIDS_TS_MAX_AHEAD_HOURS narrowed since they were stored) are moved to `quarantine`
+    instead: they would never expire. A uid stored twice (a record sent again with another
+    ts) keeps its lowest-offset row and its first prediction."""
     cutoff = datetime.now(UTC) - timedelta(hours=serving.hot_retention_hours)
     store = cold_store.store()
     earliest, latest = plausible_time.window().bounds()

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 from dagster import ConfigurableResource
 from pydantic import field_validator
 
-from nids_core.ingest.plausibility import DEFAULT_EARLIEST, DEFAULT_MAX_AHEAD_HOURS, PlausibleTime
+from nids_core.zeek.plausibility import DEFAULT_EARLIEST, DEFAULT_MAX_AHEAD_HOURS, PlausibleTime
 from nids_resources.settings import setting
 
 

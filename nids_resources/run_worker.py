@@ -1,7 +1,11 @@
 """Resources tag the run they start in with its worker process, so a run whose process dies
 can be recognised as dead (see nids_sensors.dead_runs)."""
 
-from dagster import InitResourceContext
+from dagster import DagsterInstance, InitResourceContext
+
+from nids_core.worker_process import worker_tag_value
+
+WORKER_TAG = "nids/worker"
 
 _TAGGED: set[str] = set()
 
@@ -12,8 +16,13 @@ class TagsRunWorker:
     def setup_for_execution(self, context: InitResourceContext) -> None:
         run = context.run
         if run is not None and context.instance is not None and run.run_id not in _TAGGED:
-            from nids_sensors.dead_runs import tag_run_worker
-
             tag_run_worker(context.instance, run.run_id)
             _TAGGED.add(run.run_id)
         super().setup_for_execution(context)  # type: ignore[misc]
+
+
+def tag_run_worker(instance: DagsterInstance, run_id: str) -> None:
+    """Record on the run where its worker process runs (once per run)."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.tags.get(WORKER_TAG) is None:
+        instance.add_run_tags(run_id, {WORKER_TAG: worker_tag_value()})

@@ -16,7 +16,9 @@ from nids_resources.settings import setting
 
 
 class HotStoreResource(TagsRunWorker, DuckDBResource):
-    """The hot DuckDB file (`flows`, `predictions`, `quarantine`).
+    """The hot DuckDB file: every table of nids_core.stores.hot_schema (`flows`,
+    `predictions`, `scoring_progress`, `quarantine`, `alerts`, `alerts_progress`, `evidence`,
+    `analyst_alerts`, `detection_progress`), created on connect when missing.
 
     DuckDB allows one writing process per file: every asset that writes here runs in the
     `duckdb` concurrency pool (size 1), and connecting waits with backoff on a held lock.

@@ -15,7 +15,7 @@ from dagster import (
     sensor,
 )
 
-from nids_core.serving.escaping import escape_chat
+from nids_core.escaping import escape_chat
 from nids_resources.alert_delivery import deliver_alerts
 from nids_resources.kafka import KafkaResource
 from nids_resources.serving import ServingSettingsResource

@@ -13,9 +13,6 @@ their run launcher's own monitoring (e.g. the Kubernetes launcher's health check
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from dagster import (
     DagsterInstance,
     DagsterRunStatus,
@@ -27,64 +24,10 @@ from dagster import (
     sensor,
 )
 
-WORKER_TAG = "nids/worker"
+from nids_core.worker_process import worker_gone
+from nids_resources.run_worker import WORKER_TAG
+
 _ACTIVE = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        import socket
-
-        return socket.gethostname()
-
-
-def _pid_namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return "pid:[?]"
-
-
-def _start_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return round(process.create_time(), 2)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-
-
-def _place() -> str:
-    return f"{_boot_id()}/{_pid_namespace()}"
-
-
-def worker_tag_value(pid: int | None = None) -> str:
-    """`<boot id>/<pid namespace>/<pid>/<start time>` of a process (default: this one)."""
-    pid = pid or os.getpid()
-    return f"{_place()}/{pid}/{_start_time(pid)}"
-
-
-def tag_run_worker(instance: DagsterInstance, run_id: str) -> None:
-    """Record on the run where its worker process runs (once per run)."""
-    run = instance.get_run_by_id(run_id)
-    if run is not None and run.tags.get(WORKER_TAG) is None:
-        instance.add_run_tags(run_id, {WORKER_TAG: worker_tag_value()})
-
-
-def worker_gone(tag: str) -> bool | None:
-    """True when the tagged process is known dead, False when it runs, None when it lives
-    where this process cannot see (another host or PID namespace)."""
-    place, _, rest = tag.rpartition("/")
-    place, _, pid = place.rpartition("/")
-    if place != _place() or not pid.isdigit():
-        return None
-    started = _start_time(int(pid))
-    return started is None or f"{started}" != rest
 
 
 def reap_dead_runs(instance: DagsterInstance, job_names: list[str] | None = None) -> list[str]:

@@ -26,6 +26,7 @@ from nids_assets.pipeline_health import (
     failing_sensors,
     scoring_progress,
 )
+from nids_core.escaping import escape_chat
 from nids_core.kafka.lag import (
     PartitionLag,
     Progress,
@@ -35,7 +36,6 @@ from nids_core.kafka.lag import (
     track_progress,
 )
 from nids_core.kafka.log import KafkaUnavailable, TopicNotFound
-from nids_core.serving.escaping import escape_chat
 from nids_resources.kafka import KafkaResource
 from nids_resources.serving import ServingSettingsResource
 from nids_sensors.alert_sensors import raise_alert

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from nids_core.evaluation.metrics import alarms_per_host_day, benign_hosts_and_days, evaluate
 from nids_core.model.features import attack_labels
+from nids_core.model.metrics import alarms_per_host_day, benign_hosts_and_days, evaluate
 from nids_core.zeek.files import (
     DEFAULT_MAX_FILE_BYTES,
     FileTooLarge,

@@ -29,10 +29,10 @@ import numpy as np
 import polars as pl
 
 from nids_core.evaluation.cuts import CANDIDATE_CUTS, best_cut_index, macro_f1_at
-from nids_core.evaluation.metrics import alarms_per_host_day, benign_hosts_and_days, evaluate
 from nids_core.model.baseline import BASELINE_THRESHOLD, baseline_scores, train_baseline
 from nids_core.model.candidates import SERVABLE, SIMPLER_WITHIN, candidate_name, fold_candidates
 from nids_core.model.features import attack_labels
+from nids_core.model.metrics import alarms_per_host_day, benign_hosts_and_days, evaluate
 from nids_core.model.served import fit_forest, forest_scores
 from nids_core.model.splits import time_split
 from nids_core.model.training import TrainConfig, train_gnn

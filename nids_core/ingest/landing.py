@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.kafka.log import FlowLogClient
 from nids_core.kafka.offsets import OffsetRange
 from nids_core.stores.cold import BatchManifest, ColdStore, records_digest
@@ -25,6 +24,7 @@ from nids_core.stores.hot import (
 )
 from nids_core.stores.hot_schema import ensure_schema
 from nids_core.zeek.json_log import DEFAULT_MAX_MESSAGE_BYTES, parse_json_records
+from nids_core.zeek.plausibility import PlausibleTime
 
 
 @dataclass(frozen=True)

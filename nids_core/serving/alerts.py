@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.stores.hot import TsRanges, transaction
+from nids_core.zeek.plausibility import PlausibleTime
 
 # Predictions made this long before the mark are read again: a clock stepped back by less
 # than this loses no window.

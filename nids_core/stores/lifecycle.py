@@ -81,8 +81,8 @@ IMPLAUSIBLE_REASON = "ts outside the plausible window (found in the hot table)"
 def quarantine_implausible(
     con: duckdb.DuckDBPyConnection, earliest: datetime, latest: datetime
 ) -> int:
-    """Move hot flows whose `ts` lies outside [earliest, latest] (stored before ingest
-    quarantined such records) to `quarantine`, with their predictions removed, in one
+    """Move hot flows whose `ts` lies outside [earliest, latest] (the plausible window was
+    narrowed after they were stored) to `quarantine`, with their predictions removed, in one
     transaction. Such a row never ages past the retention cutoff and has no cold partition;
     left in place, it would stay in the hot table for good. The row itself is kept, as JSON,
     in the quarantine's `raw` column."""

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import polars as pl
 
-from nids_core.ingest.normalize import ParseResult, normalize
-from nids_core.ingest.plausibility import OFFLINE_FILES
 from nids_core.schema import CANONICAL_TO_ZEEK, REQUIRED_COLUMNS
 from nids_core.zeek.field_names import to_zeek_names
 from nids_core.zeek.json_log import parse_json_records
+from nids_core.zeek.normalize import ParseResult, normalize
+from nids_core.zeek.plausibility import OFFLINE_FILES
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _IOT23_QUIRK = b"   "

@@ -19,9 +19,9 @@ from datetime import datetime
 
 import polars as pl
 
-from nids_core.ingest.normalize import ParseResult, normalize
-from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.schema import REJECT_SCHEMA, ZEEK_TO_CANONICAL
+from nids_core.zeek.normalize import ParseResult, normalize
+from nids_core.zeek.plausibility import PlausibleTime
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 _WRAPPER_KEY = "conn"

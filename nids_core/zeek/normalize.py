@@ -14,7 +14,6 @@ from datetime import datetime
 
 import polars as pl
 
-from nids_core.ingest.plausibility import PlausibleTime
 from nids_core.schema import (
     BOOLEAN_COLUMNS,
     CANONICAL_TO_ZEEK,
@@ -30,6 +29,7 @@ from nids_core.schema import (
     REQUIRED_COLUMNS,
     ZEEK_TO_CANONICAL,
 )
+from nids_core.zeek.plausibility import PlausibleTime
 
 _TRUE = ("T", "t", "true", "True", "TRUE", "1")
 _FALSE = ("F", "f", "false", "False", "FALSE", "0")
@@ -174,135 +174,161 @@ def normalize(
     published captures have) is read as that many seconds after 1970-01-01.
     """
     plausible = plausible or PlausibleTime()
-    low, high = plausible.bounds(now)
+    frame = _typed(_source_strings(strings))
+    reasons = [
+        *_missing_or_mistyped(),
+        *_implausible(plausible, *plausible.bounds(now)),
+        *_malformed_text(),
+        *_out_of_range(),
+    ]
+    frame = frame.with_columns(
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("error")
+    ).with_columns(
+        pl.when(pl.col("error") == "").then(None).otherwise(pl.col("error")).alias("error")
+    )
+    flows = frame.filter(pl.col("error").is_null()).select([*FLOW_COLUMNS, "position"])
+    rejects = frame.filter(pl.col("error").is_not_null()).select(
+        pl.col("position").cast(pl.Int64), pl.col("raw").cast(pl.Binary), pl.col("error")
+    )
+    return ParseResult(flows=flows, rejects=rejects.cast(REJECT_SCHEMA))  # type: ignore[arg-type]
+
+
+def _s(c: str) -> pl.Expr:
+    """A canonical column's value as the record gave it (a string, or null)."""
+    return pl.col(f"_s_{c}")
+
+
+def _source_strings(strings: pl.DataFrame) -> pl.DataFrame:
+    """`position`, `raw` and every canonical column's given string as `_s_<column>`."""
     present = {
         ZEEK_TO_CANONICAL[name]: pl.col(name).cast(pl.String)
         for name in strings.columns
         if name in ZEEK_TO_CANONICAL
     }
-    src = strings.select(
+    return strings.select(
         pl.col("position"),
         pl.col("raw"),
         *[(present.get(c, pl.lit(None, dtype=pl.String))).alias(f"_s_{c}") for c in FLOW_COLUMNS],
     )
 
-    def s(c: str) -> pl.Expr:
-        return pl.col(f"_s_{c}")
 
+def _typed(src: pl.DataFrame) -> pl.DataFrame:
+    """Every canonical column cast from its string (null where it does not parse), the
+    addresses canonicalised (`_given_*` keeps what was given, `_why_*` why it is refused)."""
     # Zeek writes epoch seconds; the ISO formats are tried only when some ts is not one.
-    src = src.with_columns(_parse_epoch(s("ts")).alias("_epoch_ts"))
+    src = src.with_columns(_parse_epoch(_s("ts")).alias("_epoch_ts"))
     epoch_ts = pl.col("_epoch_ts")
-    all_epoch = src.select((epoch_ts.is_null() & s("ts").is_not_null()).any()).item() is False
+    all_epoch = src.select((epoch_ts.is_null() & _s("ts").is_not_null()).any()).item() is False
     typed: list[pl.Expr] = []
     for c in FLOW_COLUMNS:
         if c == "ts":
-            expr = epoch_ts if all_epoch else pl.coalesce(epoch_ts, _parse_iso_ts(s(c)))
+            expr = epoch_ts if all_epoch else pl.coalesce(epoch_ts, _parse_iso_ts(_s(c)))
         elif c in INTEGER_COLUMNS:
-            expr = s(c).str.strip_chars().cast(FLOW_SCHEMA[c], strict=False)
+            expr = _s(c).str.strip_chars().cast(FLOW_SCHEMA[c], strict=False)
         elif c == "duration":
-            expr = s(c).str.strip_chars().cast(pl.Float64, strict=False)
+            expr = _s(c).str.strip_chars().cast(pl.Float64, strict=False)
         elif c in BOOLEAN_COLUMNS:
-            expr = _parse_bool(s(c).str.strip_chars())
+            expr = _parse_bool(_s(c).str.strip_chars())
         elif c == "tunnel_parents":
-            expr = _parse_set(s(c))
+            expr = _parse_set(_s(c))
         elif c == "label":
-            expr = _normalize_label(s(c))
+            expr = _normalize_label(_s(c))
         elif c in ("uid", "orig_h", "resp_h"):
-            expr = s(c).str.strip_chars()
+            expr = _s(c).str.strip_chars()
         else:
-            expr = _text_or_null(s(c))
+            expr = _text_or_null(_s(c))
         typed.append(expr.cast(FLOW_SCHEMA[c]).alias(c))
     frame = src.with_columns(typed)
     for c in ("orig_h", "resp_h"):
         frame = frame.with_columns(pl.col(c).alias(f"_given_{c}"))
         frame = _canonical_addresses(frame, c)
+    return frame
 
-    errors: list[pl.Expr] = []
+
+def _missing_or_mistyped() -> list[pl.Expr]:
+    """A required field missing; a value given that does not parse as its type."""
+    reasons = []
     for c in REQUIRED_COLUMNS:
         zeek = CANONICAL_TO_ZEEK[c]
-        missing = s(c).is_null() | (s(c).str.strip_chars().is_in(["", "-"]))
-        errors.append(pl.when(missing).then(pl.lit(f"missing {zeek}")))
+        missing = _s(c).is_null() | (_s(c).str.strip_chars().is_in(["", "-"]))
+        reasons.append(pl.when(missing).then(pl.lit(f"missing {zeek}")))
     for c in FLOW_COLUMNS:
         if c in ("tunnel_parents", "label", "detailed_label", "capture", "orig_h", "resp_h"):
             continue  # addresses: their own reason below
         zeek = CANONICAL_TO_ZEEK[c]
-        given = s(c).is_not_null() & ~s(c).str.strip_chars().is_in(["", "-"])
-        errors.append(
+        given = _s(c).is_not_null() & ~_s(c).str.strip_chars().is_in(["", "-"])
+        reasons.append(
             pl.when(given & pl.col(c).is_null()).then(
-                pl.format("wrong type for {}: {}", pl.lit(zeek), s(c).str.slice(0, 40))
+                pl.format("wrong type for {}: {}", pl.lit(zeek), _s(c).str.slice(0, 40))
             )
         )
-    errors.append(
-        pl.when(pl.col("duration").is_not_null() & ~pl.col("duration").is_finite()).then(
-            pl.format("non-finite duration: {}", s("duration").str.slice(0, 40))
-        )
-    )
+    return reasons
+
+
+def _implausible(plausible: PlausibleTime, low: datetime, high: datetime) -> list[pl.Expr]:
+    """A duration that is not finite; a ts outside the plausible window (when enforced)."""
     outside = (pl.col("ts") < low) | (pl.col("ts") > high) if plausible.enforced else pl.lit(False)
-    errors.append(
+    return [
+        pl.when(pl.col("duration").is_not_null() & ~pl.col("duration").is_finite()).then(
+            pl.format("non-finite duration: {}", _s("duration").str.slice(0, 40))
+        ),
         pl.when(outside).then(
             pl.format(
                 "ts outside the plausible window: {} not in [{}, {}]",
-                s("ts").str.slice(0, 40),
+                _s("ts").str.slice(0, 40),
                 pl.lit(f"{low:%Y-%m-%d}"),
                 pl.lit(f"{high:%Y-%m-%dT%H:%M:%SZ}"),
             )
-        )
-    )
-    for c in _TEXT_COLUMNS:
+        ),
+    ]
+
+
+def _malformed_text() -> list[pl.Expr]:
+    """JSON where Zeek writes a string, unreadable addresses, uids and texts too long or
+    carrying control characters."""
+    reasons = [
         # A JSON array or object where Zeek writes a string (read back as its JSON text).
-        errors.append(
-            pl.when(pl.col(c).str.starts_with("[") | pl.col(c).str.starts_with("{")).then(
-                pl.format(
-                    "wrong type for {}: {}", pl.lit(CANONICAL_TO_ZEEK[c]), s(c).str.slice(0, 40)
-                )
+        pl.when(pl.col(c).str.starts_with("[") | pl.col(c).str.starts_with("{")).then(
+            pl.format("wrong type for {}: {}", pl.lit(CANONICAL_TO_ZEEK[c]), _s(c).str.slice(0, 40))
+        )
+        for c in _TEXT_COLUMNS
+    ]
+    reasons += [
+        pl.when(pl.col(f"_why_{c}").is_not_null()).then(
+            pl.format(
+                "wrong type for {}: {} ({})",
+                pl.lit(CANONICAL_TO_ZEEK[c]),
+                pl.col(f"_given_{c}").str.slice(0, 48),
+                pl.col(f"_why_{c}"),
             )
         )
-    for c in ("orig_h", "resp_h"):
-        errors.append(
-            pl.when(pl.col(f"_why_{c}").is_not_null()).then(
-                pl.format(
-                    "wrong type for {}: {} ({})",
-                    pl.lit(CANONICAL_TO_ZEEK[c]),
-                    pl.col(f"_given_{c}").str.slice(0, 48),
-                    pl.col(f"_why_{c}"),
-                )
-            )
-        )
-    errors.append(
+        for c in ("orig_h", "resp_h")
+    ]
+    reasons += [
         pl.when(pl.col("uid").str.len_chars() > MAX_UID_CHARS).then(
             pl.format("uid longer than {} characters", pl.lit(MAX_UID_CHARS))
-        )
-    )
-    errors.append(
+        ),
         pl.when(pl.col("uid").str.contains(_UNPRINTABLE)).then(
             pl.lit("uid has control or bidirectional-format characters")
+        ),
+    ]
+    reasons += [
+        pl.when(pl.col(c).str.len_chars() > MAX_TEXT_CHARS).then(
+            pl.lit(f"{CANONICAL_TO_ZEEK[c]} longer than {MAX_TEXT_CHARS} characters")
         )
-    )
-    for c in _TEXT_COLUMNS:
-        if c == "uid":
-            continue
-        errors.append(
-            pl.when(pl.col(c).str.len_chars() > MAX_TEXT_CHARS).then(
-                pl.lit(f"{CANONICAL_TO_ZEEK[c]} longer than {MAX_TEXT_CHARS} characters")
-            )
-        )
-    for c in NON_NEGATIVE_COLUMNS:
-        errors.append(pl.when(pl.col(c) < 0).then(pl.lit(f"negative {c}")))
-    for c in PORT_COLUMNS:
-        zeek = CANONICAL_TO_ZEEK[c]
-        errors.append(
-            pl.when((pl.col(c) < 0) | (pl.col(c) > MAX_PORT)).then(pl.lit(f"{zeek} out of range"))
-        )
-    frame = frame.with_columns(
-        pl.concat_str(errors, separator="; ", ignore_nulls=True).alias("error")
-    ).with_columns(
-        pl.when(pl.col("error") == "").then(None).otherwise(pl.col("error")).alias("error")
-    )
+        for c in _TEXT_COLUMNS
+        if c != "uid"
+    ]
+    return reasons
 
-    bad = frame.filter(pl.col("error").is_not_null())
-    good = frame.filter(pl.col("error").is_null())
-    flows = good.select([*FLOW_COLUMNS, "position"])
-    rejects = bad.select(
-        pl.col("position").cast(pl.Int64), pl.col("raw").cast(pl.Binary), pl.col("error")
-    )
-    return ParseResult(flows=flows, rejects=rejects.cast(REJECT_SCHEMA))  # type: ignore[arg-type]
+
+def _out_of_range() -> list[pl.Expr]:
+    """Negative counts and sizes; ports outside 0..65535."""
+    reasons = [pl.when(pl.col(c) < 0).then(pl.lit(f"negative {c}")) for c in NON_NEGATIVE_COLUMNS]
+    reasons += [
+        pl.when((pl.col(c) < 0) | (pl.col(c) > MAX_PORT)).then(
+            pl.lit(f"{CANONICAL_TO_ZEEK[c]} out of range")
+        )
+        for c in PORT_COLUMNS
+    ]
+    return reasons
