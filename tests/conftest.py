@@ -1,4 +1,5 @@
-"""Real services for the tests, started on loopback: the Kafka-protocol broker, moto's S3."""
+"""Real services for every level of the tests, started on loopback: the Kafka-protocol
+broker, moto's S3, an MLflow server, a Dagster instance with the ingest lanes' limits."""
 
 import os
 import uuid
@@ -8,8 +9,6 @@ from dagster import DagsterInstance
 
 from nids_devkit.broker import create_topic, free_port, start_broker
 from nids_devkit.mlflow_server import start_mlflow
-from nids_jobs.definitions import build_definitions
-from tests.resources import make_resources
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 # The platform's model-signing key for the suite's processes (a deployment's comes from its
@@ -90,21 +89,8 @@ def instance(tmp_path):
         yield inst
 
 
-@pytest.fixture(params=["kafka-python", "confluent"])
-def client_name(request):
-    return request.param
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     with start_mlflow(root, log_path=root / "server.log") as server:
         yield server
-
-
-@pytest.fixture
-def make_defs(broker, topic, tmp_path):
-    def _make(**kw):
-        return build_definitions(make_resources(broker, topic, tmp_path, **kw))
-
-    return _make

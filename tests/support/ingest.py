@@ -1,11 +1,14 @@
-"""Helpers for the ingestion tests: produce records, read the stores back."""
+"""Helpers for the ingestion tests: a good Zeek JSON record and its variants, produce
+records, read the stores and the committed offset back."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import duckdb
+from dagster import AssetKey
 
-from nids_core.kafka.log import KafkaSettings, open_producer
+from nids_core.kafka.log import KafkaSettings, open_client, open_producer
 from nids_devkit.replay import replay_files
 
 
@@ -45,3 +48,42 @@ def file_digests(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*.parquet"))
     }
+
+
+GOOD = {
+    "ts": 1575413096.052279,
+    "uid": "CH53301MTU21BMj2Bj",
+    "id.orig_h": "10.18.20.97",
+    "id.orig_p": 49187,
+    "id.resp_h": "10.18.20.8",
+    "id.resp_p": 88,
+    "proto": "tcp",
+    "service": "krb_tcp",
+    "duration": 0.0012,
+    "orig_bytes": 242,
+    "resp_bytes": 283,
+    "conn_state": "RSTR",
+    "missed_bytes": 0,
+    "history": "ShADdFar",
+    "orig_pkts": 4,
+    "orig_ip_bytes": 414,
+    "resp_pkts": 4,
+    "resp_ip_bytes": 455,
+}
+
+
+def rec(**changes) -> bytes:
+    d = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in d.items() if v is not ...}).encode()
+
+
+def committed(broker, topic, partition=0):
+    with open_client(
+        "kafka-python", KafkaSettings(broker.bootstrap_servers, f"nids-etl-{topic}")
+    ) as c:
+        return c.committed(topic, [partition])[partition]
+
+
+def latest_metadata(instance, key):
+    event = instance.get_latest_materialization_event(AssetKey(key))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}

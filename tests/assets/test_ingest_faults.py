@@ -13,10 +13,8 @@ from nids_core.stores.lifecycle import remove_uids_stored_twice
 from nids_devkit.broker import create_topic, free_port, start_broker
 from nids_jobs.definitions import build_definitions
 from nids_resources.stores import ColdStoreResource
-from tests.ingest_helpers import hot_counts, produce
-from tests.resources import FIXTURES, make_resources
-from tests.test_ingest import committed, latest_metadata
-from tests.test_zeek_json import GOOD, rec
+from tests.support.deployment import FIXTURES, make_resources
+from tests.support.ingest import GOOD, committed, hot_counts, latest_metadata, produce, rec
 
 # Each of these made the parser raise, so the run failed and the partition stopped for good,
 # or was accepted although it is not a plausible Zeek record.
@@ -175,7 +173,7 @@ def test_a_flow_delivered_again_with_a_ts_on_another_day_is_stored_once_in_cold(
     assert pl.concat([store.read_cold_day(d) for d in days]).equals(cold)
     assert not any(store.appended_batches(d) for d in days)
     # Rebuilding the same range again gives the same files.
-    from tests.ingest_helpers import file_digests
+    from tests.support.ingest import file_digests
 
     before = file_digests(tmp_path / "cold" / "flows")
     assert store.rewrite_cold_days(days) == {days[0]: 6, days[1]: 0}

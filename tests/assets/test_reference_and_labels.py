@@ -25,14 +25,14 @@ from nids_core.training_data.training_set import TRAINING_SET_PATH
 from nids_core.zeek.files import read_zeek_file
 from nids_devkit.replay import to_zeek_json
 from nids_jobs.definitions import build_definitions
-from tests.ingest_helpers import file_digests, replay, table_digest
-from tests.model_helpers import (
+from tests.support.deployment import data_dir, iot23, make_resources
+from tests.support.ingest import file_digests, replay, table_digest
+from tests.support.model import (
     capture_flows,
     read_reference_corpus,
     register_trained,
     sqlite_store,
 )
-from tests.resources import data_dir, iot23, make_resources
 
 REFERENCE = (
     "CTU-Malware-Capture-8-1-labeled.csv.gz",  # 10,403 flows, 8,222 attacks
@@ -40,7 +40,7 @@ REFERENCE = (
     "CTU-Honeypot-Capture-7-1-labeled.csv.gz",  # 130 benign
 )
 LIVE = "CTU-Malware-Capture-20-1-labeled.csv.gz"  # 3,209 flows (16 attacks), labels withheld
-FAST = {"max_epochs": 60, "patience": 10, "hidden": 32, "lono_seeds": 1}
+FAST = {"max_epochs": 40, "patience": 8, "hidden": 32, "lono_seeds": 1}
 
 
 def _reference_dir(tmp_path, names):

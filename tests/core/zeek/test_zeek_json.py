@@ -5,32 +5,7 @@ import json
 import pytest
 
 from nids_core.zeek.json_log import parse_json_records
-
-GOOD = {
-    "ts": 1575413096.052279,
-    "uid": "CH53301MTU21BMj2Bj",
-    "id.orig_h": "10.18.20.97",
-    "id.orig_p": 49187,
-    "id.resp_h": "10.18.20.8",
-    "id.resp_p": 88,
-    "proto": "tcp",
-    "service": "krb_tcp",
-    "duration": 0.0012,
-    "orig_bytes": 242,
-    "resp_bytes": 283,
-    "conn_state": "RSTR",
-    "missed_bytes": 0,
-    "history": "ShADdFar",
-    "orig_pkts": 4,
-    "orig_ip_bytes": 414,
-    "resp_pkts": 4,
-    "resp_ip_bytes": 455,
-}
-
-
-def rec(**changes) -> bytes:
-    d = {**GOOD, **changes}
-    return json.dumps({k: v for k, v in d.items() if v is not ...}).encode()
+from tests.support.ingest import GOOD, rec
 
 
 @pytest.mark.parametrize(
@@ -195,7 +170,7 @@ def test_duplicate_keys_are_found_among_records_that_all_carry_unknown_fields():
 def test_the_plausible_window_is_configurable():
     from datetime import UTC, date, datetime, timedelta
 
-    from nids_core.ingest.plausibility import PlausibleTime
+    from nids_core.zeek.plausibility import PlausibleTime
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     window = PlausibleTime(earliest=date(2019, 1, 1), max_ahead=timedelta(hours=1))

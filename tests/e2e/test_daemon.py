@@ -34,9 +34,9 @@ from nids_core.stores.hot import read_only_query
 from nids_core.zeek.files import read_zeek_file
 from nids_devkit.broker import create_topic, free_port, start_broker
 from nids_devkit.replay import stream_live, to_zeek_json
-from nids_sensors.dead_runs import WORKER_TAG
-from tests.model_helpers import capture_flows, register_trained, sqlite_store
-from tests.resources import iot23
+from nids_resources.run_worker import WORKER_TAG
+from tests.support.deployment import ROOT, iot23
+from tests.support.model import capture_flows, register_trained, sqlite_store
 
 pytestmark = pytest.mark.slow
 
@@ -313,7 +313,7 @@ def _dagster_dev(env: dict, port: int, log_path) -> subprocess.Popen:
     """`dagster dev` (webserver and daemon) on the home in `env`, as the README runs it."""
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", *_at(port)],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
         env=env,
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ import polars as pl
 from nids_core.stores.hot import MAX_TS_RANGES, TS_RANGE_GAP, TsRanges, upsert_flows
 from nids_core.stores.hot_schema import ensure_schema
 from nids_core.zeek.files import read_zeek_file
-from tests.resources import FIXTURES
+from tests.support.deployment import FIXTURES
 
 
 def batch(partition: int, first_offset: int, rows: int = 20) -> pl.DataFrame:

@@ -14,7 +14,7 @@ from nids_core.model.candidates import SERVABLE
 from nids_core.training_data.data_dir import labelled_folders
 from nids_core.training_data.networks import NetworkManifestError, parse_manifest
 from nids_core.training_data.reference_corpus import list_reference_files, read_corpus
-from tests.resources import data_dir, iot23
+from tests.support.deployment import data_dir, iot23
 
 
 def test_the_data_directory_is_ten_networks_of_three_kinds_and_uwf_is_one():

@@ -16,11 +16,11 @@ from nids_core.registry.versions import ModelRegistry
 from nids_devkit.mlflow_server import start_mlflow
 from nids_jobs.definitions import build_definitions
 from nids_resources.from_env import all_settings
-from tests.ingest_helpers import replay
-from tests.model_helpers import read_reference_corpus
-from tests.resources import iot23, make_resources
+from tests.support.deployment import ROOT, iot23, make_resources
+from tests.support.ingest import replay
+from tests.support.model import read_reference_corpus
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = ROOT / "deploy"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 

@@ -9,7 +9,7 @@ from dagster import DagsterInstance, RunRequest
 from nids_cli.driver import execute_request
 from nids_devkit.broker import LocalBroker
 from nids_jobs.definitions import build_definitions
-from tests.resources import make_resources
+from tests.support.deployment import make_resources
 
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])

@@ -20,15 +20,15 @@ from nids_core.serving.model_cache import load_version, record_artifact_checksum
 from nids_core.training_data.training_set import TRAINING_SET_PATH
 from nids_core.zeek.files import read_zeek_file
 from nids_jobs.definitions import build_definitions
-from tests.model_helpers import capture_flows, read_reference_corpus
-from tests.resources import iot23, make_resources
+from tests.support.deployment import iot23, make_resources
+from tests.support.model import capture_flows, read_reference_corpus
 
 CAPTURES = (
     "CTU-Malware-Capture-8-1-labeled.csv.gz",  # 10,403 flows, 8,222 attacks
     "CTU-Honeypot-Capture-5-1-labeled.csv.gz",  # 1,374 benign
     "CTU-Honeypot-Capture-7-1-labeled.csv.gz",  # 130 benign
 )
-FAST = TrainConfig(max_epochs=60, patience=10, hidden=32)
+FAST = TrainConfig(max_epochs=40, patience=8, hidden=32)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,7 @@ def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, insta
             tmp_path,
             tracking_uri=mlflow_server.url,
             model_name=name,
-            model_settings={"max_epochs": 60, "patience": 10, "hidden": 32},
+            model_settings={"max_epochs": 40, "patience": 8, "hidden": 32},
             reference=[reference],
         )
     )
@@ -264,8 +264,8 @@ def test_training_job_gate_promotion_and_rollback(broker, topic, tmp_path, insta
     store = defs.resources["cold_store"].store()
     frame = store.read_frame(TRAINING_SET_PATH)
     test = frame.filter(pl.col("split") == "test")
-    from nids_core.evaluation.metrics import evaluate
     from nids_core.model.features import attack_labels
+    from nids_core.model.metrics import evaluate
 
     champion = load_version(registry, "1", tmp_path / "cache")
     recomputed = evaluate(attack_labels(test), champion.score(test), champion.threshold)
@@ -339,7 +339,7 @@ def test_leave_one_network_out_holds_out_each_network_with_attacks_for_every_see
 def test_registry_on_a_local_sqlite_store(split, tmp_path):
     """The embedded default (no server) returns versions as int: promotion, loading by
     alias, the champion cache and rollback must all work there too."""
-    from nids_core.serving.model_cache import champion_scorer
+    from nids_core.serving.model_cache import served_champion
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -360,8 +360,9 @@ def test_registry_on_a_local_sqlite_store(split, tmp_path):
         versions.append(run.model_version)
         registry.promote(run.model_version)
     assert versions == ["1", "2"]
-    version, scorer = champion_scorer(registry, tmp_path / "cache")
-    assert version == "2"
+    served = served_champion(registry, tmp_path / "cache")
+    assert (served.version, served.gate) == ("2", "passed")
+    scorer = served.scorer
     fresh = load_version(registry, "2", tmp_path / "other-cache")
     assert np.array_equal(scorer.score(split["test"]), fresh.score(split["test"]))
     assert registry.rollback().version == "1"
@@ -384,7 +385,7 @@ def test_the_lono_gate_blocks_a_graph_only_model_and_passes_the_served_one(tmp_p
         "CTU-Malware-Capture-21-1-labeled.csv.gz",
         "CTU-Honeypot-Capture-5-1-labeled.csv.gz",
     )
-    fast = {"max_epochs": 60, "patience": 10, "hidden": 32, "lono_seeds": 1}
+    fast = {"max_epochs": 40, "patience": 8, "hidden": 32, "lono_seeds": 1}
     for settings, passes in (
         ({**fast, "serve": "gnn", "head_flow_features": False}, False),
         (fast, True),

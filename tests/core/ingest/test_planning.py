@@ -1,11 +1,11 @@
-"""Bad configuration fails at start naming the setting; the sensor's batch planning."""
+"""The Kafka sensor's batch planning and its cursor: ranges, retries, queues, resets."""
 
 import pytest
 
 from nids_core.ingest.planning import (
     BatchStatus,
     GapBeforeRange,
-    InFlightBatch,
+    RequestedBatch,
     ensure_contiguous,
     plan_batches,
     retry_delay_s,
@@ -13,98 +13,6 @@ from nids_core.ingest.planning import (
 from nids_core.ingest.sensor_cursor import dump_cursor, fresh_generation, load_cursor
 from nids_core.kafka.log import Watermarks
 from nids_core.kafka.offsets import OffsetRange
-from nids_resources.from_env import (
-    cold_store_from_env,
-    kafka_from_env,
-    model_registry_from_env,
-    model_settings_from_env,
-)
-from nids_resources.settings import SettingError
-
-
-@pytest.mark.parametrize(
-    ("var", "value", "message"),
-    [
-        (
-            "NIDS_KAFKA_CLIENT",
-            "rdkafka",
-            "NIDS_KAFKA_CLIENT='rdkafka' is not one of: kafka-python, confluent",
-        ),
-        (
-            "NIDS_KAFKA_BOOTSTRAP",
-            "localhost",
-            "NIDS_KAFKA_BOOTSTRAP='localhost': 'localhost' is not host:port",
-        ),
-        (
-            "NIDS_KAFKA_MAX_BATCH_RECORDS",
-            "lots",
-            "NIDS_KAFKA_MAX_BATCH_RECORDS='lots' is not an integer",
-        ),
-        ("NIDS_KAFKA_MAX_BATCH_RECORDS", "0", "NIDS_KAFKA_MAX_BATCH_RECORDS=0 must be at least 1"),
-        ("NIDS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "needs NIDS_KAFKA_SASL_MECHANISM"),
-    ],
-)
-def test_bad_kafka_setting_names_the_variable(monkeypatch, var, value, message):
-    monkeypatch.setenv(var, value)
-    with pytest.raises(SettingError) as err:
-        kafka_from_env()
-    assert message in str(err.value)
-
-
-def test_bad_cold_url_names_the_variable(monkeypatch):
-    monkeypatch.setenv("NIDS_COLD_URL", "gs://bucket/x")
-    with pytest.raises(SettingError, match="NIDS_COLD_URL='gs://bucket/x'"):
-        cold_store_from_env()
-
-
-def test_bad_compaction_memory_names_the_variable(monkeypatch):
-    monkeypatch.setenv("NIDS_COLD_COMPACTION_MEMORY", "2 gigs")
-    with pytest.raises(SettingError, match="NIDS_COLD_COMPACTION_MEMORY='2 gigs' is not an amount"):
-        cold_store_from_env()
-    monkeypatch.setenv("NIDS_COLD_COMPACTION_MEMORY", "512MB")
-    assert cold_store_from_env().store().compaction_memory == "512MB"
-
-
-def test_secrets_come_from_the_environment_only(monkeypatch):
-    monkeypatch.setenv("NIDS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-    monkeypatch.setenv("NIDS_KAFKA_SASL_MECHANISM", "PLAIN")
-    monkeypatch.setenv("NIDS_KAFKA_SASL_PASSWORD", "s3cret")
-    kafka = kafka_from_env()
-    assert kafka.sasl_password == "NIDS_KAFKA_SASL_PASSWORD"  # an EnvVar: the name, not the value
-    resolved = kafka.process_config_and_initialize()
-    assert resolved.settings().sasl_password == "s3cret"
-    assert "s3cret" not in repr(resolved.settings())
-
-
-@pytest.mark.parametrize(
-    ("var", "value", "message"),
-    [
-        ("NIDS_GATE_MIN_MACRO_F1", "high", "NIDS_GATE_MIN_MACRO_F1='high' is not a number"),
-        ("NIDS_GATE_MAX_BENIGN_FPR", "1.5", "NIDS_GATE_MAX_BENIGN_FPR=1.5 must be in [0.0, 1.0]"),
-        ("NIDS_TRAIN_PATIENCE", "0", "NIDS_TRAIN_PATIENCE=0 must be at least 1"),
-        ("NIDS_TRAINING_DAYS", "three", "NIDS_TRAINING_DAYS='three' is not an integer"),
-    ],
-)
-def test_bad_model_setting_names_the_variable(monkeypatch, var, value, message):
-    monkeypatch.setenv(var, value)
-    with pytest.raises(SettingError) as err:
-        model_settings_from_env()
-    assert message in str(err.value)
-
-
-def test_model_settings_come_from_the_environment(monkeypatch):
-    monkeypatch.setenv("NIDS_GATE_MIN_MACRO_F1", "0.97")
-    monkeypatch.setenv("NIDS_TRAIN_PATIENCE", "7")
-    settings = model_settings_from_env()
-    assert settings.thresholds().min_macro_f1 == 0.97
-    assert settings.train_config().patience == 7
-
-
-def test_bad_tracking_uri_names_the_variable(monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "mlruns")
-    with pytest.raises(SettingError, match="MLFLOW_TRACKING_URI='mlruns'"):
-        model_registry_from_env()
-
 
 MARKS = {0: Watermarks(0, 250), 1: Watermarks(0, 0)}
 
@@ -118,7 +26,7 @@ def test_plan_caps_ranges_and_explains_idle_partitions():
 
 
 def test_failed_batch_is_retried_same_range_after_backoff_never_skipped():
-    cursor = {0: [InFlightBatch(0, 100, 1, requested_at=1000.0)]}
+    cursor = {0: [RequestedBatch(OffsetRange("t", 0, 0, 100), 1, requested_at=1000.0)]}
     failed = {"t:0:0-100": (BatchStatus.FAILED, 1005.0)}
     early = plan_batches(
         "t", {0: None}, MARKS, cursor, failed, 100, now=1005.0 + retry_delay_s(1) - 1
@@ -131,7 +39,7 @@ def test_failed_batch_is_retried_same_range_after_backoff_never_skipped():
 
 
 def test_succeeded_batch_moves_on_from_the_committed_offset():
-    cursor = {0: [InFlightBatch(0, 100, 1, requested_at=1000.0)]}
+    cursor = {0: [RequestedBatch(OffsetRange("t", 0, 0, 100), 1, requested_at=1000.0)]}
     done = {"t:0:0-100": (BatchStatus.SUCCEEDED, 1001.0)}
     plan = plan_batches("t", {0: 100}, MARKS, cursor, done, 100, 1002.0)
     assert [b.run_key for b in plan.batches] == ["t:0:100-200"]
@@ -142,11 +50,11 @@ def test_next_range_is_queued_behind_the_run_in_flight_and_follows_its_retries()
     first ends). When the first fails, it is retried first, the queued range keeps its
     bounds, and is retried in its turn once the first succeeded: no offset skipped, none
     read under two ranges."""
-    head = InFlightBatch(0, 100, 1, requested_at=1000.0)
+    head = RequestedBatch(OffsetRange("t", 0, 0, 100), 1, requested_at=1000.0)
     running = {"t:0:0-100": (BatchStatus.IN_FLIGHT, None)}
     plan = plan_batches("t", {0: None}, MARKS, {0: [head]}, running, 100, now=1001.0)
     assert [b.run_key for b in plan.batches] == ["t:0:100-200"]
-    assert [(b.start, b.end) for b in plan.cursor[0]] == [(0, 100), (100, 200)]
+    assert [(b.offsets.start, b.offsets.end) for b in plan.cursor[0]] == [(0, 100), (100, 200)]
     assert "queued behind it" in plan.waiting[0]
     # One queued range at most.
     queued = {**running, "t:0:100-200": (BatchStatus.IN_FLIGHT, None)}
@@ -158,30 +66,38 @@ def test_next_range_is_queued_behind_the_run_in_flight_and_follows_its_retries()
     }
     retry = plan_batches("t", {0: None}, MARKS, plan.cursor, failed, 100, now=1100.0)
     assert [b.run_key for b in retry.batches] == ["t:0:0-100#2"]
-    assert [(b.start, b.end, b.attempt) for b in retry.cursor[0]] == [(0, 100, 2), (100, 200, 1)]
+    assert [(b.offsets.start, b.offsets.end, b.attempt) for b in retry.cursor[0]] == [
+        (0, 100, 2),
+        (100, 200, 1),
+    ]
     # The retry succeeds and commits 100: the queued range is retried, same bounds.
     done = {**failed, "t:0:0-100#2": (BatchStatus.SUCCEEDED, 1101.0)}
     follow = plan_batches("t", {0: 100}, MARKS, retry.cursor, done, 100, now=1102.0)
     assert [b.run_key for b in follow.batches] == ["t:0:100-200#2"]
-    assert [(b.start, b.end) for b in follow.cursor[0]] == [(100, 200)]
+    assert [(b.offsets.start, b.offsets.end) for b in follow.cursor[0]] == [(100, 200)]
 
 
 def test_no_range_is_queued_unless_the_run_queue_serialises_the_partition():
-    head = InFlightBatch(0, 100, 1, requested_at=1000.0)
+    head = RequestedBatch(OffsetRange("t", 0, 0, 100), 1, requested_at=1000.0)
     running = {"t:0:0-100": (BatchStatus.IN_FLIGHT, None)}
     plan = plan_batches("t", {0: None}, MARKS, {0: [head]}, running, 100, 1001.0, False)
     assert not plan.batches and plan.waiting[0] == "batch [0, 100) in flight"
 
 
 def test_a_batch_committed_past_makes_way_for_the_one_queued_behind_it():
-    cursor = {0: [InFlightBatch(0, 100, 1, 1000.0), InFlightBatch(100, 200, 1, 1001.0)]}
+    cursor = {
+        0: [
+            RequestedBatch(OffsetRange("t", 0, 0, 100), 1, 1000.0),
+            RequestedBatch(OffsetRange("t", 0, 100, 200), 1, 1001.0),
+        ]
+    }
     statuses = {
         "t:0:0-100": (BatchStatus.IN_FLIGHT, None),  # committed, its run not ended yet
         "t:0:100-200": (BatchStatus.IN_FLIGHT, None),
     }
     plan = plan_batches("t", {0: 100}, MARKS, cursor, statuses, 100, now=1002.0)
     assert [b.run_key for b in plan.batches] == ["t:0:200-250"]
-    assert [(b.start, b.end) for b in plan.cursor[0]] == [(100, 200), (200, 250)]
+    assert [(b.offsets.start, b.offsets.end) for b in plan.cursor[0]] == [(100, 200), (200, 250)]
 
 
 def test_a_range_after_uncommitted_offsets_is_refused():
@@ -197,8 +113,8 @@ def test_a_range_after_uncommitted_offsets_is_refused():
 
 
 def test_a_cursor_loads_back_as_it_was_dumped():
-    lanes = {0: [InFlightBatch(0, 100, 1, 1.0, 2)], 1: []}
-    loaded = load_cursor(dump_cursor(lanes, {0: 2, 1: 4}))
+    lanes = {0: [RequestedBatch(OffsetRange("t", 0, 0, 100), 1, 1.0, 2)], 1: []}
+    loaded = load_cursor(dump_cursor("t", lanes, {0: 2, 1: 4}), "t")
     assert loaded.lanes == lanes and loaded.generations == {0: 2, 1: 4} and not loaded.repairs
 
 
@@ -209,11 +125,12 @@ def test_unreadable_cursor_is_replanned_and_says_why():
         "[1, 2]",
         '{"x": []}',
         '{"0": [{"start": 0, "end": 100}]}',  # not this version's form
-        f'{{"version": 2, "partitions": {{"0": {lane}, "1": 7}}}}',
+        f'{{"version": 2, "topic": "t", "partitions": {{"0": {lane}, "1": 7}}}}',
+        '{"version": 2, "topic": "other", "partitions": {}}',  # another topic's cursor
     ):
-        loaded = load_cursor(raw)
+        loaded = load_cursor(raw, "t")
         assert loaded.repairs, raw
-        assert all(b.start < b.end for lane in loaded.lanes.values() for b in lane)
+        assert all(b.offsets.size > 0 for lane in loaded.lanes.values() for b in lane)
     assert fresh_generation(None) == 0 and fresh_generation(4) == 5
 
 
@@ -221,12 +138,12 @@ def test_a_reset_to_an_empty_log_stores_no_empty_range_and_reads_what_arrives():
     """The bundled broker restarted (its log and the group's offsets lost) while the producer
     paused: the partition is idle under a new generation with an empty lane, and the first
     records that arrive are read from offset 0 under new run keys."""
-    cursor = {0: [InFlightBatch(0, 1000, 1, requested_at=1000.0)]}
+    cursor = {0: [RequestedBatch(OffsetRange("t", 0, 0, 1000), 1, requested_at=1000.0)]}
     done = {"t:0:0-1000": (BatchStatus.SUCCEEDED, 1001.0)}
     empty = plan_batches("t", {0: None}, {0: Watermarks(0, 0)}, cursor, done, 1000, 1002.0)
     assert not empty.batches and empty.cursor == {0: []} and empty.generations == {0: 1}
     assert "offsets reset" in empty.waiting[0]
-    stored = load_cursor(dump_cursor(empty.cursor, empty.generations))
+    stored = load_cursor(dump_cursor("t", empty.cursor, empty.generations), "t")
     idle = plan_batches(
         "t",
         {0: None},
@@ -257,7 +174,7 @@ def test_offsets_reused_after_a_success_are_planned_afresh_under_new_run_keys():
     """A restarted broker (or a reset group) hands out offsets already ingested: the batch
     that succeeded is behind the group again. The partition is read again from the low
     watermark under a new generation, so the daemon never dedupes the run away."""
-    cursor = {0: [InFlightBatch(100, 200, 1, requested_at=1000.0)]}
+    cursor = {0: [RequestedBatch(OffsetRange("t", 0, 100, 200), 1, requested_at=1000.0)]}
     done = {"t:0:100-200": (BatchStatus.SUCCEEDED, 1001.0)}
     plan = plan_batches("t", {0: None}, {0: Watermarks(0, 30)}, cursor, done, 100, 1002.0)
     assert [(b.offsets.start, b.offsets.end, b.run_key) for b in plan.batches] == [
@@ -279,69 +196,7 @@ def test_committed_offset_beyond_the_log_end_is_reset_to_the_low_watermark():
 
 
 def test_a_requested_run_never_seen_is_retried_after_a_grace_period():
-    cursor = {0: [InFlightBatch(0, 100, 1, requested_at=1000.0)]}
+    cursor = {0: [RequestedBatch(OffsetRange("t", 0, 0, 100), 1, requested_at=1000.0)]}
     assert not plan_batches("t", {0: None}, MARKS, cursor, {}, 100, now=1030.0).batches
     later = plan_batches("t", {0: None}, MARKS, cursor, {}, 100, now=1061.0)
     assert [b.run_key for b in later.batches] == ["t:0:0-100#2"]
-
-
-def test_readme_configuration_table_is_the_generated_one():
-    from pathlib import Path
-
-    from nids_resources.from_env import all_settings
-    from nids_resources.settings import settings_table
-
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
-    block = readme.split("keeps it in sync -->\n", 1)[1].split("\n<!-- end of settings table -->")[
-        0
-    ]
-    assert block == settings_table(all_settings()), "run `nids settings` and paste its table"
-
-
-def test_settings_outside_resources_are_read_when_the_location_loads(monkeypatch, tmp_path):
-    from nids_jobs.definitions import build_definitions
-    from nids_resources.stores import ColdStoreResource
-
-    resources = {"cold_store": ColdStoreResource(url=str(tmp_path / "cold"))}
-    monkeypatch.setenv("NIDS_KAFKA_SENSOR_INTERVAL_S", "0")
-    with pytest.raises(SettingError, match="NIDS_KAFKA_SENSOR_INTERVAL_S=0 must be at least 1"):
-        build_definitions(resources)
-    monkeypatch.setenv("NIDS_KAFKA_SENSOR_INTERVAL_S", "7")
-    monkeypatch.setenv("NIDS_TRAINING_CRON", "daily")
-    with pytest.raises(SettingError, match="NIDS_TRAINING_CRON='daily' is not a cron expression"):
-        build_definitions(resources)
-    monkeypatch.setenv("NIDS_TRAINING_CRON", "0 4 * * *")
-    defs = build_definitions(resources | _other_resources(tmp_path))
-    assert defs.resolve_sensor_def("kafka_ingest_sensor").minimum_interval_seconds == 7
-    assert defs.resolve_schedule_def("daily_training_schedule").cron_schedule == "0 4 * * *"
-
-
-def test_daily_partitions_start_at_the_first_landed_day_unless_set(monkeypatch, tmp_path):
-    from datetime import date
-
-    from nids_jobs.definitions import first_partition_day
-    from nids_resources.settings import load_deployment_settings
-    from nids_resources.stores import ColdStoreResource
-
-    cold = ColdStoreResource(url=str(tmp_path / "cold"))
-    resources = {"cold_store": cold}
-    assert first_partition_day(load_deployment_settings(), resources) == date(2013, 1, 1)
-    for day in ("2019-03-02", "2018-12-31"):
-        (tmp_path / "cold" / "landing" / f"date={day}").mkdir(parents=True)
-        (tmp_path / "cold" / "landing" / f"date={day}" / "b.parquet").write_bytes(b"")
-    assert first_partition_day(load_deployment_settings(), resources) == date(2018, 12, 31)
-    monkeypatch.setenv("NIDS_COLD_START_DATE", "2018-06-01")
-    assert first_partition_day(load_deployment_settings(), resources) == date(2018, 6, 1)
-    monkeypatch.setenv("NIDS_COLD_START_DATE", "June")
-    with pytest.raises(SettingError, match="NIDS_COLD_START_DATE='June' is not a date"):
-        load_deployment_settings()
-
-
-def _other_resources(tmp_path) -> dict:
-    from tests.resources import make_resources
-
-    class _Broker:
-        bootstrap_servers = "127.0.0.1:9"
-
-    everything = make_resources(_Broker(), "t", tmp_path)
-    return {k: v for k, v in everything.items() if k != "cold_store"}

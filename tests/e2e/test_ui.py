@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from nids_devkit.broker import free_port
+from tests.support.deployment import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NIDS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
 GROUPS = ["ingestion", "cold_storage", "model", "serving"]
 # Nearest-neighbour lineage of two assets covers every asset of the graph.

@@ -15,9 +15,9 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from nids_cli.local_daemon import embedded_env
 from nids_core.kafka.log import KafkaSettings, open_client
 from nids_core.stores.hot import read_only_query
-from nids_sensors.dead_runs import WORKER_TAG
-from tests.ingest_helpers import replay
-from tests.resources import iot23
+from nids_resources.run_worker import WORKER_TAG
+from tests.support.deployment import iot23
+from tests.support.ingest import replay
 
 NIDS = str(Path(sys.executable).parent / "nids")
 

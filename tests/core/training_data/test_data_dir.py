@@ -15,7 +15,7 @@ from nids_core.training_data.data_dir import (
     download,
     find_data_dir,
 )
-from tests.resources import iot23
+from tests.support.deployment import iot23
 
 
 def test_data_dir_order(tmp_path, monkeypatch):

@@ -27,9 +27,9 @@ from nids_core.stores.lifecycle import expire_hot_data
 from nids_core.zeek.files import read_zeek_file
 from nids_devkit.broker import free_port
 from nids_jobs.definitions import build_definitions
-from tests.ingest_helpers import produce, replay
-from tests.model_helpers import capture_flows, register_trained
-from tests.resources import iot23, make_resources
+from tests.support.deployment import iot23, make_resources
+from tests.support.ingest import produce, replay
+from tests.support.model import capture_flows, register_trained
 
 TRAIN_ON = ("CTU-Malware-Capture-8-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
 STREAM = ("CTU-Malware-Capture-20-1-labeled.csv.gz",)  # 3,209 flows, 16 attacks
@@ -343,7 +343,7 @@ def test_cold_predictions_rescore_a_day_with_a_chosen_version(
 def test_a_far_future_flow_stored_earlier_neither_pins_the_newest_window_nor_stays_hot(
     broker, topic, tmp_path, instance
 ):
-    """Rows stored before ingest quarantined implausible timestamps: one flow in 2286 must
+    """Rows stored before the plausible window was narrowed: one flow in 2286 must
     not stand for "the newest window" of the attack-rate check, and the lifecycle moves it to
     quarantine (it would never expire and has no cold partition)."""
     from nids_core.serving.alerts import latest_attack_rate
@@ -374,7 +374,7 @@ def test_scoring_some_flows_of_a_window_gives_them_their_scores_among_all(champi
     graph model's head and the trees) get, bit for bit, the scores they get when every
     flow of those windows is scored."""
     from nids_core.serving.model_cache import load_version
-    from tests.resources import iot23
+    from tests.support.deployment import iot23
 
     registry, v1, _ = champion
     scorer = load_version(registry, v1, tmp_path / "cache")
@@ -398,11 +398,11 @@ def test_a_score_that_is_not_a_number_is_never_a_verdict(champion, tmp_path):
     is neither scored nor used as context; a NaN from the model is never a verdict."""
     import numpy as np
 
-    from nids_core.serving.model_cache import load_version
+    from nids_core.serving.model_cache import load_served
     from nids_core.serving.scoring import predictions_frame, score_unscored
 
     registry, v1, _ = champion
-    scorer = load_version(registry, v1, tmp_path / "cache")
+    model = load_served(registry, v1, tmp_path / "cache")
     frame = predictions_frame(pl.Series(["a", "b", "c"]), np.array([0.95, np.nan, 0.1]), 0.5, v1)
     assert frame["uid"].to_list() == ["a", "c"]
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
@@ -411,7 +411,7 @@ def test_a_score_that_is_not_a_number_is_never_a_verdict(champion, tmp_path):
         pl.lit(datetime.now(UTC)).alias("ts"),
         pl.Series("duration", [1.0, float("nan"), 2.0, None, 0.5]),
     )
-    counts = score_unscored(con, scorer, v1)
+    counts = score_unscored(con, model)
     predicted = {u for (u,) in con.execute("SELECT uid FROM predictions").fetchall()}
     con.close()
     assert counts.inserted == 4 and counts.unscorable == 1
@@ -424,7 +424,7 @@ def _stored_flows(con, ts: pl.Expr | pl.Series, *columns) -> pl.DataFrame:
     stored them."""
     from nids_core.stores.hot import upsert_flows
     from nids_core.stores.hot_schema import ensure_schema
-    from tests.resources import FIXTURES
+    from tests.support.deployment import FIXTURES
 
     rows = ts.len() if isinstance(ts, pl.Series) else 5
     flows = (
@@ -465,32 +465,32 @@ def test_scoring_and_alerts_read_only_what_arrived_and_agree_with_a_full_rebuild
     predictions, and the alerts it leaves equal a rebuild of every window from scratch."""
     from nids_core.serving import alerts
     from nids_core.serving.alerts import latest_attack_rate, refresh_alerts
-    from nids_core.serving.model_cache import load_version
+    from nids_core.serving.model_cache import load_served
     from nids_core.serving.scoring import score_unscored
     from nids_core.stores.hot import upsert_flows
     from nids_core.stores.hot_schema import ensure_schema
-    from tests.resources import iot23
+    from tests.support.deployment import iot23
 
     # Here everything happens within a second: the minute of predictions each refresh
     # reads again (against clock steps) would be all of them.
     monkeypatch.setattr(alerts, "ALERTS_LOOKBACK", timedelta(0))
     registry, v1, _ = champion
-    scorer = load_version(registry, v1, tmp_path / "cache")
+    model = load_served(registry, v1, tmp_path / "cache")
     flows = read_zeek_file(iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")).flows.sort("ts")
     first, second = flows.head(200), flows.slice(200, 200)
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
     ensure_schema(con)
     upsert_flows(con, _batch(first, 0))
-    cut = score_unscored(con, scorer, v1, max_flows=150)
+    cut = score_unscored(con, model, max_flows=150)
     assert (cut.inserted, cut.remaining) == (150, 50)
-    rest = score_unscored(con, scorer, v1, max_flows=150)
+    rest = score_unscored(con, model, max_flows=150)
     assert (rest.inserted, rest.remaining) == (50, 0)
-    assert score_unscored(con, scorer, v1).inserted == 0
+    assert score_unscored(con, model).inserted == 0
     full_first = refresh_alerts(con, 0.0, 15)
     assert full_first.refreshed_windows == full_first.windows > 0
 
     upsert_flows(con, _batch(second, 200))
-    assert score_unscored(con, scorer, v1).inserted == second.height
+    assert score_unscored(con, model).inserted == second.height
     assert con.execute("SELECT count(*), count(DISTINCT uid) FROM predictions").fetchone() == (
         400,
         400,
@@ -524,22 +524,22 @@ def test_a_scoring_mark_ahead_of_the_clock_does_not_hide_new_flows(champion, tmp
     """The clock stepped back after a scoring run (an NTP correction of a fast clock): its
     mark lies in the future, and flows ingested after the step must still be scored."""
     from nids_core.serving import scoring
-    from nids_core.serving.model_cache import load_version
+    from nids_core.serving.model_cache import load_served
     from nids_core.serving.scoring import score_unscored
     from nids_core.stores.hot import upsert_flows
     from nids_core.stores.hot_schema import ensure_schema
-    from tests.resources import iot23
+    from tests.support.deployment import iot23
 
     registry, v1, _ = champion
-    scorer = load_version(registry, v1, tmp_path / "cache")
+    model = load_served(registry, v1, tmp_path / "cache")
     flows = read_zeek_file(iot23("CTU-Honeypot-Capture-4-1-labeled.csv.gz")).flows.sort("ts")
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
     ensure_schema(con)
     upsert_flows(con, _batch(flows.head(100), 0))
-    assert score_unscored(con, scorer, v1).inserted == 100
+    assert score_unscored(con, model).inserted == 100
     scoring._set_scoring_mark(con, datetime.now(UTC) + timedelta(hours=6))
     upsert_flows(con, _batch(flows.slice(100, 100), 100))
-    assert score_unscored(con, scorer, v1).inserted == 100
+    assert score_unscored(con, model).inserted == 100
     assert con.execute("SELECT count(DISTINCT uid) FROM predictions").fetchone() == (200,)
     con.close()
 
@@ -581,7 +581,7 @@ def test_a_scoring_run_follows_the_stream_and_scores_what_lands_while_it_runs(
     from nids_assets.scoring import FOLLOW_IDLE_EXIT_S
     from nids_core.stores.hot import upsert_flows
     from nids_core.stores.hot_schema import ensure_schema
-    from tests.resources import iot23
+    from tests.support.deployment import iot23
 
     registry, _, _ = champion
     defs = _defs(broker, topic, tmp_path, registry)
@@ -690,7 +690,7 @@ def test_text_from_kafka_and_analysts_is_shown_as_text_in_markdown_and_chat():
     from markdown_it import MarkdownIt
 
     from nids_assets.reference import _newest_md
-    from nids_core.serving.escaping import escape_chat, escape_markdown
+    from nids_core.escaping import escape_chat, escape_markdown
 
     now = datetime.now(UTC)
     entries = pl.DataFrame(

@@ -16,11 +16,18 @@ from dagster import (
 
 from nids_assets.ingestion import batch_run_config
 from nids_cli.driver import drain, execute_request
-from nids_core.kafka.log import KafkaSettings, open_client
 from nids_core.kafka.offsets import OffsetRange
 from nids_core.stores.hot_schema import ensure_schema
-from tests.ingest_helpers import file_digests, hot_counts, produce, replay, table_digest
-from tests.resources import FIXTURES, make_resources
+from tests.support.deployment import FIXTURES, ROOT, make_resources
+from tests.support.ingest import (
+    committed,
+    file_digests,
+    hot_counts,
+    latest_metadata,
+    produce,
+    replay,
+    table_digest,
+)
 
 SAMPLES = [FIXTURES / "conn.log", FIXTURES / "conn.json.log"]
 CHECKS = [
@@ -32,18 +39,6 @@ CHECKS = [
         ("hot_flows", "hot_flows_value_ranges"),
     )
 ]
-
-
-def committed(broker, topic, partition=0):
-    with open_client(
-        "kafka-python", KafkaSettings(broker.bootstrap_servers, f"nids-etl-{topic}")
-    ) as c:
-        return c.committed(topic, [partition])[partition]
-
-
-def latest_metadata(instance, key):
-    event = instance.get_latest_materialization_event(AssetKey(key))
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
 def tick(defs, instance, name="kafka_ingest_sensor", cursor=None):
@@ -459,7 +454,7 @@ def test_two_ingest_runs_at_once_share_duckdb_without_lock_errors(broker, tmp_pa
             [
                 sys.executable,
                 "-m",
-                "tests.run_ingest_request",
+                "tests.support.run_ingest_request",
                 json.dumps(
                     {
                         "port": broker.port,
@@ -471,7 +466,7 @@ def test_two_ingest_runs_at_once_share_duckdb_without_lock_errors(broker, tmp_pa
                     }
                 ),
             ],
-            cwd=str(FIXTURES.parents[1]),
+            cwd=str(ROOT),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -493,7 +488,7 @@ def test_days_landed_before_the_first_partition_are_kept_and_the_sensor_says_wha
     from nids_cli.driver import tick_sensor
     from nids_core.stores.cold import ColdStore
     from nids_jobs.definitions import build_definitions
-    from tests.resources import iot23
+    from tests.support.deployment import iot23
 
     stats = replay(broker, topic, [iot23("CTU-Honeypot-Capture-7-1-labeled.csv.gz")])
     # A code location loaded before these (2019) flows landed, starting today.

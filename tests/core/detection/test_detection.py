@@ -27,7 +27,7 @@ from nids_core.kafka.log import KafkaSettings, open_client, open_producer
 from nids_core.model.training import TrainConfig
 from nids_core.registry.versions import ModelRegistry
 from nids_core.schema import FLOW_COLUMNS
-from nids_core.serving.model_cache import load_version
+from nids_core.serving.model_cache import load_served
 from nids_core.serving.outbox import AlertOutbox
 from nids_core.serving.scoring import score_unscored
 from nids_core.stores.cold import ColdStore
@@ -37,8 +37,8 @@ from nids_core.training_data.analyst_labels import read_labels, resolve_labels
 from nids_core.training_data.training_set import combine_sources
 from nids_core.zeek.files import read_zeek_file
 from nids_resources.serving import ServingSettingsResource
-from tests.model_helpers import capture_flows, register_trained
-from tests.resources import data_file, iot23
+from tests.support.deployment import data_file, iot23
+from tests.support.model import capture_flows, register_trained
 
 MEDIUM = Thresholds.for_sensitivity("medium")
 UWF_DISCOVERY = "uwf-zeekdata22/uwf-zeekdata22-discovery.csv.gz"
@@ -154,12 +154,12 @@ def _batch(flows: pl.DataFrame, first_offset: int) -> pl.DataFrame:
 
 def _scored_store(tmp_path, scorer, flows: pl.DataFrame):
     registry, version = scorer
-    model = load_version(registry, version, tmp_path / "cache")
+    model = load_served(registry, version, tmp_path / "cache")
     con = duckdb.connect(str(tmp_path / "hot.duckdb"))
     ensure_schema(con)
     upsert_flows(con, _batch(flows, 0))
-    score_unscored(con, model, version)
-    return con, model, version
+    score_unscored(con, model)
+    return con, model
 
 
 def _tables(con) -> tuple[list, list]:
@@ -233,7 +233,7 @@ def test_new_evidence_updates_an_alert_under_its_id_and_it_is_delivered_again(
         & (pl.col("orig_h") == scanner["host"])
     )
     half = in_window.height // 2
-    con, model, version = _scored_store(tmp_path, scorer, in_window.head(half))
+    con, model = _scored_store(tmp_path, scorer, in_window.head(half))
     refresh_detections(con, [window], 15, MEDIUM, [])
     (first,) = read_alerts(con, "a.host = $h", {"h": scanner["host"]})
     triage = TriageStore(tmp_path / "outbox.sqlite")
@@ -241,7 +241,7 @@ def test_new_evidence_updates_an_alert_under_its_id_and_it_is_delivered_again(
     assert queue_deliveries(con, triage, ["file", "kafka"]) == 0  # queued once
 
     upsert_flows(con, _batch(in_window.slice(half), half))
-    score_unscored(con, model, version)
+    score_unscored(con, model)
     refresh_detections(con, [window], 15, MEDIUM, [])
     (second,) = read_alerts(con, "a.host = $h", {"h": scanner["host"]})
     assert second["alert_id"] == first["alert_id"] and second["digest"] != first["digest"]
@@ -509,7 +509,7 @@ def test_a_new_high_severity_alert_fails_the_alerts_check_until_an_analyst_acks_
     from dagster import materialize
 
     from nids_assets.scoring import HIGH_SEVERITY_CHECK, alerts
-    from tests.resources import make_resources
+    from tests.support.deployment import make_resources
 
     flows = _flows(data_file(UWF_DISCOVERY))
     con, *_ = _scored_store(tmp_path, scorer, flows)

@@ -17,7 +17,7 @@ from nids_core.zeek.files import (
     read_bytes,
     read_zeek_file,
 )
-from tests.resources import FIXTURES, data_file, iot23
+from tests.support.deployment import FIXTURES, data_file, iot23
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from nids_core.registry.runs import train_evaluate_log
 from nids_core.registry.versions import ModelRegistry
 from nids_core.serving.model_cache import record_artifact_checksum
 from nids_core.zeek.files import read_zeek_file
-from tests.resources import iot23
+from tests.support.deployment import iot23
 
 
 def capture_flows(*names: str) -> pl.DataFrame:

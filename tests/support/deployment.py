@@ -17,14 +17,15 @@ from nids_resources.reference import ReferenceCorpusResource
 from nids_resources.serving import ServingSettingsResource
 from nids_resources.stores import ColdStoreResource, HotStoreResource
 
-FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+FIXTURES = ROOT / "tests" / "fixtures"
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def data_dir() -> Path:
     if os.environ.get("NIDS_DATA_DIR"):
         return Path(os.environ["NIDS_DATA_DIR"])
-    local = Path(__file__).resolve().parents[1] / "data"
+    local = ROOT / "data"
     return local if local.is_dir() else SHARED_DATA
 
 

@@ -30,13 +30,13 @@ from nids_core.registry.versions import GATE_OVERRIDE_TAG, GateNotPassed, ModelR
 from nids_core.serving import model_cache
 from nids_core.serving.model_cache import (
     ArtifactMismatch,
-    champion_scorer,
     load_version,
+    served_champion,
 )
 from nids_core.training_data.training_set import TRAINING_SET_PATH
 from nids_jobs.definitions import build_definitions
-from tests.model_helpers import capture_flows, register_trained, sqlite_store
-from tests.resources import make_resources
+from tests.support.deployment import make_resources
+from tests.support.model import capture_flows, register_trained, sqlite_store
 
 TINY = TrainConfig(max_epochs=15, patience=5, hidden=16)
 CAPTURES = ("CTU-Malware-Capture-20-1-labeled.csv.gz", "CTU-Honeypot-Capture-7-1-labeled.csv.gz")
@@ -110,7 +110,7 @@ def test_rollback_to_a_gate_failed_version_is_refused_unless_explicitly_overridd
         assert (
             "champion: nids-gnn version 2" in status.output and "gate overridden" in status.output
         )
-        version, _ = champion_scorer(a, tmp_path / "cache")  # served, under the override
+        version = served_champion(a, tmp_path / "cache").version  # served, under the override
     finally:
         a.client.set_registered_model_alias(a.model_name, "champion", "1")
         a.client.delete_model_version_tag(a.model_name, "2", GATE_OVERRIDE_TAG)
@@ -124,7 +124,7 @@ def test_a_champion_moved_by_hand_to_a_failed_version_is_not_served(
     a.client.set_registered_model_alias(a.model_name, "champion", "2")  # e.g. in the MLflow UI
     try:
         with pytest.raises(GateNotPassed, match="points at version 2, whose promotion gate is"):
-            champion_scorer(a, tmp_path / "cache")
+            served_champion(a, tmp_path / "cache")
         defs = build_definitions(
             make_resources(
                 broker, topic, tmp_path, tracking_uri=a.tracking_uri, model_name=a.model_name
@@ -221,7 +221,7 @@ def test_mlflow_write_access_alone_cannot_get_a_pickle_loaded(registries, tmp_pa
     model_cache._MEMORY.clear()
     try:
         with pytest.raises(GateNotPassed, match="promotion gate is 'unsigned'"):
-            champion_scorer(a, tmp_path / "cache")
+            served_champion(a, tmp_path / "cache")
         with pytest.raises(UnsignedModel, match="no gate verdict signed with this platform"):
             load_version(a, forged, tmp_path / "cache")
         # A registry holding another key (an attacker's) signs; this platform's refuses it.
@@ -232,7 +232,7 @@ def test_mlflow_write_access_alone_cannot_get_a_pickle_loaded(registries, tmp_pa
         assert not marker.exists()
         assert not list((tmp_path / "cache").rglob("model.pth"))  # never downloaded
         a.client.set_registered_model_alias(a.model_name, "champion", "1")
-        version, _ = champion_scorer(a, tmp_path / "cache")  # the genuine one still serves
+        version = served_champion(a, tmp_path / "cache").version  # the genuine one still serves
         assert version == "1"
         # Nor does promoting need only MLflow: without the key nothing is signed.
         monkeypatch.delenv("NIDS_MODEL_SIGNING_KEY")
