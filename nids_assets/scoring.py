@@ -337,55 +337,18 @@ def alerts(
     files and the webhook (OCSF Detection Finding and ECS). Rebuilt for the windows that got
     predictions since the last refresh (every window still in the hot table, the first
     time); the outbox is then delivered."""
-    triage = serving.triage()
     with hot_store.connect() as con:
         state = _alerts_state(con, serving, plausible_time, refresh=True)
-        top = top_alert_hosts(con)
-        newest = read_alerts(con, limit=NEWEST_ALERTS_SHOWN)
-        high = con.execute(
-            "SELECT alert_id FROM analyst_alerts WHERE severity >= ?",
-            [serving.alert_high_severity],
-        ).fetchall()
-        per_detector = dict(
-            con.execute(
-                "SELECT detector, count(*) FROM evidence WHERE suppressed_by IS NULL GROUP BY 1"
-            ).fetchall()
-        )
-        suppressed = con.execute(
-            "SELECT count(*) FROM evidence WHERE suppressed_by IS NOT NULL"
-        ).fetchone()[0]
-        total_alerts = con.execute("SELECT count(*) FROM analyst_alerts").fetchone()[0]
-    statuses = triage.statuses([a for (a,) in high] + [a["alert_id"] for a in newest])
-    new_high = [a for (a,) in high if statuses.get(a) is None or statuses[a].status == "new"]
+        shown = _AlertsShown.read(con, serving.alert_high_severity)
+    statuses = serving.triage().statuses([*shown.high, *(a["alert_id"] for a in shown.newest)])
+    new_high = [a for a in shown.high if statuses.get(a) is None or statuses[a].status == "new"]
     delivery = deliver_alerts(serving, kafka)
     for error in delivery.errors:
         context.log.warning(f"alert delivery failed, retried later: {error}")
     refreshed = state.refreshed
-    check = AssetCheckResult(
-        check_name=ATTACK_RATE_CHECK,
-        passed=state.rate < serving.max_attack_rate,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "span_start": state.window or "none",
-            "scored_flows": state.scored,
-            "attack_flows": state.attacks,
-            "attack_rate": round(state.rate, 4),
-            "threshold": serving.max_attack_rate,
-        },
-    )
-    high_check = AssetCheckResult(
-        check_name=HIGH_SEVERITY_CHECK,
-        passed=not new_high,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "new_high_severity_alerts": len(new_high),
-            "alert_ids": ", ".join(new_high[:10]) or "none",
-            "threshold": serving.alert_high_severity,
-        },
-    )
     context.log.info(
         f"{refreshed.alerts} model alert rows from {refreshed.hosts} hosts; "
-        f"{total_alerts} analyst alerts; delivery: {delivery.summary()}"
+        f"{shown.total} analyst alerts; delivery: {delivery.summary()}"
     )
     return MaterializeResult(
         metadata={
@@ -393,15 +356,81 @@ def alerts(
             "alerting_hosts": refreshed.hosts,
             "windows": refreshed.windows,
             "windows_refreshed": refreshed.refreshed_windows,
-            "top_hosts": ", ".join(f"{h} ({a})" for h, a, *_ in top) or "none",
-            "analyst_alerts": int(total_alerts),
-            "evidence_per_detector": ", ".join(f"{d}: {n}" for d, n in sorted(per_detector.items()))
+            "top_hosts": ", ".join(f"{h} ({a})" for h, a, *_ in shown.top) or "none",
+            "analyst_alerts": shown.total,
+            "evidence_per_detector": ", ".join(
+                f"{d}: {n}" for d, n in sorted(shown.per_detector.items())
+            )
             or "none",
-            "suppressed_evidence": int(suppressed),
-            "newest_alerts": MetadataValue.md(newest_alerts_table(newest, statuses)),
+            "suppressed_evidence": shown.suppressed,
+            "newest_alerts": MetadataValue.md(newest_alerts_table(shown.newest, statuses)),
             "delivery": delivery.summary(),
         },
-        check_results=[check, high_check],
+        check_results=[
+            _attack_rate_check(state, serving.max_attack_rate),
+            _high_severity_check(new_high, serving.alert_high_severity),
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class _AlertsShown:
+    """What the alerts asset shows of the hot store after a refresh."""
+
+    top: list
+    newest: list[dict]
+    high: list[str]  # ids of alerts at or above the high severity
+    per_detector: dict[str, int]
+    suppressed: int
+    total: int
+
+    @classmethod
+    def read(cls, con, high_severity: int) -> "_AlertsShown":
+        high = con.execute(
+            "SELECT alert_id FROM analyst_alerts WHERE severity >= ?", [high_severity]
+        ).fetchall()
+        per_detector = con.execute(
+            "SELECT detector, count(*) FROM evidence WHERE suppressed_by IS NULL GROUP BY 1"
+        ).fetchall()
+        suppressed = con.execute(
+            "SELECT count(*) FROM evidence WHERE suppressed_by IS NOT NULL"
+        ).fetchone()[0]
+        total = con.execute("SELECT count(*) FROM analyst_alerts").fetchone()[0]
+        return cls(
+            top_alert_hosts(con),
+            read_alerts(con, limit=NEWEST_ALERTS_SHOWN),
+            [a for (a,) in high],
+            dict(per_detector),
+            int(suppressed),
+            int(total),
+        )
+
+
+def _attack_rate_check(state: "_AlertsState", max_attack_rate: float) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=ATTACK_RATE_CHECK,
+        passed=state.rate < max_attack_rate,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "span_start": state.window or "none",
+            "scored_flows": state.scored,
+            "attack_flows": state.attacks,
+            "attack_rate": round(state.rate, 4),
+            "threshold": max_attack_rate,
+        },
+    )
+
+
+def _high_severity_check(new_high: list[str], high_severity: int) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=HIGH_SEVERITY_CHECK,
+        passed=not new_high,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "new_high_severity_alerts": len(new_high),
+            "alert_ids": ", ".join(new_high[:10]) or "none",
+            "threshold": high_severity,
+        },
     )
 
 
