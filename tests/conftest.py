@@ -22,10 +22,25 @@ os.environ.setdefault("NIDS_MODEL_SIGNING_KEY", f"test-suite-{uuid.uuid4().hex}"
 SHARED_GROUPS = {"test_daemon": "daemon-and-training", "test_model": "daemon-and-training"}
 
 
+def _group(item) -> str:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    return SHARED_GROUPS.get(module, module)
+
+
+def _longest_first(item) -> int:
+    """Workers take groups in collection order, whole: the long ones (the daemon and the
+    trainings, then the end-to-end files, then the assets) go first, so no worker is left
+    with a long file at the end while the other idles."""
+    if _group(item) == "daemon-and-training":
+        return 0
+    path = item.path.as_posix()
+    return 1 if "/tests/e2e/" in path else 2 if "/tests/assets/" in path else 3
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_longest_first)  # stable: a file's tests keep their order
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
 @pytest.fixture(scope="session")
