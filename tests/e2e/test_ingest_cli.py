@@ -2,8 +2,10 @@
 and exits 0 once caught up, and a run left "started" by an ingest process that was killed
 mid-batch is failed and its batch taken up by the next one."""
 
+import contextlib
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -44,12 +46,12 @@ def test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one(broker, 
     while victim is None and time.time() < deadline and first.poll() is None:
         time.sleep(0.05)
         if instance is None:
-            if not (Path(env["DAGSTER_HOME"]) / "dagster.yaml").exists():
+            # Open the instance only once the first process has created its storages and
+            # recorded a run: two processes creating a fresh SQLite storage at once can
+            # both stamp its schema version (alembic then sees two heads).
+            if not _has_a_run(Path(env["DAGSTER_HOME"]) / "history" / "runs.db"):
                 continue
-            try:
-                instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
-            except Exception:  # not created yet
-                continue
+            instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
         for record in instance.get_run_records(
             RunsFilter(job_name="ingest_job", statuses=[DagsterRunStatus.STARTED])
         ):
@@ -85,6 +87,17 @@ def test_until_idle_gives_up_at_its_timeout_and_says_why_when_kafka_is_down(tmp_
     assert result.returncode == 1
     assert f"Kafka unreachable at {down.bootstrap_servers}" in result.stdout
     assert "timed out after 3 s" in result.stdout
+
+
+def _has_a_run(runs_db: Path) -> bool:
+    """Whether the SQLite run storage exists and holds a run (read-only, never creating)."""
+    if not runs_db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{runs_db}?mode=ro", uri=True)) as con:
+            return con.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+    except sqlite3.Error:  # being created
+        return False
 
 
 def _nids(env: dict, *args: str) -> subprocess.CompletedProcess:
