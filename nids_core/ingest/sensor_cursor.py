@@ -3,9 +3,8 @@ and its lane of requested ranges, as JSON.
 
 What cannot be used (a cursor that is not this version's JSON or is another topic's, an
 entry that is not a batch, an empty or impossible range) is dropped with a reason, never
-fatal. A partition
-whose generation is lost that way is given a fresh one by the sensor (see
-`fresh_generation`), so no run key of the past is reused.
+fatal. A partition whose generation is lost that way is given a fresh one by the sensor
+(see `fresh_generation`), so no run key of the past is reused.
 """
 
 from __future__ import annotations
