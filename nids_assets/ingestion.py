@@ -184,7 +184,7 @@ def hot_flows(
     batch = config.offsets()
     manifest = store.read_manifest(batch)
     with hot_store.connect() as con:
-        load = load_batch_into_hot(con, store, manifest)
+        load = load_batch_into_hot(con, store, manifest, hot_store.backend())
         c = load.counts
         duplicates = c.duplicates_in_batch + c.already_present
         checks = [

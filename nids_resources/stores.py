@@ -1,4 +1,5 @@
-"""Storage resources: the hot DuckDB file and the landing/cold Parquet store."""
+"""Storage resources: the hot store (a DuckDB file or a DuckLake) and the landing/cold
+Parquet store."""
 
 import re
 from collections.abc import Iterator
@@ -7,30 +8,125 @@ from contextlib import contextmanager
 import duckdb
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from nids_core.stores.cold import ColdStore
+from nids_core.stores.hot_backend import DuckDBFile, DuckLakeStore, HotBackend
 from nids_core.stores.hot_schema import ensure_schema
+from nids_core.stores.lake import LakeLocation, S3Access
 from nids_resources.run_worker import TagsRunWorker
 from nids_resources.settings import setting
 
+HOT_STORE_KINDS = ("duckdb", "ducklake")
+
 
 class HotStoreResource(TagsRunWorker, DuckDBResource):
-    """The hot DuckDB file: every table of nids_core.stores.hot_schema (`flows`,
-    `predictions`, `scoring_progress`, `quarantine`, `alerts`, `alerts_progress`, `evidence`,
-    `analyst_alerts`, `detection_progress`), created on connect when missing.
+    """The hot tables of nids_core.stores.hot_schema (`flows`, `predictions`,
+    `scoring_progress`, `quarantine`, `alerts`, `alerts_progress`, `evidence`,
+    `analyst_alerts`, `detection_progress`), created on first connect, in one of two
+    backends (NIDS_HOT_STORE):
 
-    DuckDB allows one writing process per file: every asset that writes here runs in the
-    `duckdb` concurrency pool (size 1), and connecting waits with backoff on a held lock.
+    - `duckdb` (the embedded default): one DuckDB file. DuckDB allows one writing process
+      per file: every asset that writes here runs in the `duckdb` concurrency pool (size 1),
+      and connecting waits with backoff on a held lock.
+    - `ducklake` (the production profile): a DuckLake with its catalog in PostgreSQL and
+      its data on S3 (the cold store's credentials). Ingest runs of many partitions write
+      at once on any node, and readers never wait on a writer.
     """
 
-    database: str = setting(
-        "var/nids.duckdb", env="NIDS_DUCKDB_PATH", description="Hot DuckDB file"
+    store_kind: str = setting(
+        "duckdb",
+        env="NIDS_HOT_STORE",
+        description="Hot-store backend: duckdb (one file, one writer) or ducklake "
+        "(catalog in PostgreSQL, data on S3; many writers)",
     )
+    database: str = setting(
+        "var/nids.duckdb", env="NIDS_DUCKDB_PATH", description="Hot DuckDB file (duckdb backend)"
+    )
+    ducklake_catalog: str | None = setting(
+        None,
+        env="NIDS_DUCKLAKE_CATALOG",
+        description="PostgreSQL connection string of the DuckLake catalog, e.g. "
+        "'host=pg dbname=nids_hot user=nids' (the password from PGPASSWORD; ducklake backend)",
+    )
+    ducklake_data_path: str | None = setting(
+        None,
+        env="NIDS_DUCKLAKE_DATA_PATH",
+        description="Where the DuckLake's Parquet files live: s3://bucket/prefix or a folder "
+        "(ducklake backend)",
+    )
+    ducklake_inline_rows: int = setting(
+        1000,
+        env="NIDS_DUCKLAKE_INLINE_ROWS",
+        description="Writes of fewer rows are kept in the DuckLake catalog until the lifecycle "
+        "job flushes them into files (0: never)",
+        ge=0,
+    )
+    s3_endpoint_url: str | None = setting(
+        None,
+        env="NIDS_S3_ENDPOINT_URL",
+        description="S3 endpoint for MinIO or another S3-compatible store",
+    )
+    aws_access_key_id: str | None = setting(
+        None, env="AWS_ACCESS_KEY_ID", description="S3 access key", secret=True
+    )
+    aws_secret_access_key: str | None = setting(
+        None, env="AWS_SECRET_ACCESS_KEY", description="S3 secret key", secret=True
+    )
+    aws_region: str | None = setting(None, env="AWS_REGION", description="S3 region")
+
+    @field_validator("store_kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in HOT_STORE_KINDS:
+            raise ValueError(f"is not one of: {', '.join(HOT_STORE_KINDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _lake_is_located(self) -> "HotStoreResource":
+        if self.store_kind == "ducklake":
+            missing = [
+                var
+                for var, value in (
+                    ("NIDS_DUCKLAKE_CATALOG", self.ducklake_catalog),
+                    ("NIDS_DUCKLAKE_DATA_PATH", self.ducklake_data_path),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"NIDS_HOT_STORE=ducklake needs {' and '.join(missing)}")
+            if "password=" in (self.ducklake_catalog or "").replace(" ", "").lower():
+                raise ValueError(
+                    "NIDS_DUCKLAKE_CATALOG holds a password: set PGPASSWORD instead, so the "
+                    "secret stays out of the configuration"
+                )
+        return self
+
+    def backend(self) -> HotBackend:
+        """Where the hot tables live, for code that needs no Dagster."""
+        if self.store_kind == "ducklake":
+            return DuckLakeStore(
+                LakeLocation(
+                    catalog=str(self.ducklake_catalog),
+                    data_path=str(self.ducklake_data_path),
+                    s3=S3Access(
+                        endpoint_url=self.s3_endpoint_url,
+                        key_id=self.aws_access_key_id,
+                        secret=self.aws_secret_access_key,
+                        region=self.aws_region,
+                    ),
+                    inline_rows=self.ducklake_inline_rows,
+                )
+            )
+        return DuckDBFile(self.database)
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection with the hot tables created; always closed, also on error."""
+        if self.store_kind == "ducklake":
+            with self.backend().connect() as con:
+                yield con
+            return
         from pathlib import Path
 
         if self.database != ":memory:":

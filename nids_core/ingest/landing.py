@@ -1,7 +1,8 @@
 """One micro-batch through the ingest path, as plain functions the Dagster assets call.
 
 land_batch: read [start, end) of one partition, parse, write it to the landing zone.
-load_batch_into_hot: upsert a landed batch into DuckDB (flows + quarantine), one transaction.
+load_batch_into_hot: upsert a landed batch into the hot store (flows + quarantine), one
+transaction.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from nids_core.stores.hot import (
     transaction,
     upsert_flows,
 )
-from nids_core.stores.hot_schema import ensure_schema
+from nids_core.stores.hot_backend import HotBackend
 from nids_core.zeek.json_log import DEFAULT_MAX_MESSAGE_BYTES, parse_json_records
 from nids_core.zeek.plausibility import PlausibleTime
 
@@ -86,16 +87,42 @@ class HotLoad:
     ts_ranges: TsRanges  # where the batch's rows lie in `flows`
 
 
+def upsert_batch(
+    con: duckdb.DuckDBPyConnection,
+    backend: HotBackend,
+    flows: pl.DataFrame,
+    rejects: pl.DataFrame,
+) -> tuple[UpsertCounts, int]:
+    """Upsert flows and quarantine rejects in one transaction; on a backend with concurrent
+    writers the batch's uids and reject offsets are held while it commits, and a commit
+    that loses to a concurrent delete is retried whole."""
+    keys = pl.concat(
+        [
+            flows["uid"].cast(pl.String),
+            rejects.select(pl.format("q:{}:{}:{}", "topic", "partition", "offset").alias("uid"))[
+                "uid"
+            ],
+        ]
+    )
+
+    def upsert() -> tuple[UpsertCounts, int]:
+        with transaction(con):
+            return upsert_flows(con, flows), insert_quarantine(con, rejects)
+
+    with backend.hold(con, keys):
+        return backend.retrying(upsert)
+
+
 def load_batch_into_hot(
-    con: duckdb.DuckDBPyConnection, store: ColdStore, manifest: BatchManifest
+    con: duckdb.DuckDBPyConnection,
+    store: ColdStore,
+    manifest: BatchManifest,
+    backend: HotBackend,
 ) -> HotLoad:
-    """Upsert a landed batch into `flows` and `quarantine` in one transaction."""
+    """Upsert a landed batch into `flows` and `quarantine` (`upsert_batch`)."""
     t0 = time.perf_counter()
     flows, rejects = store.read_batch(manifest)
-    ensure_schema(con)
-    with transaction(con):
-        counts = upsert_flows(con, flows)
-        quarantined_new = insert_quarantine(con, rejects)
+    counts, quarantined_new = upsert_batch(con, backend, flows, rejects)
     return HotLoad(
         counts,
         quarantined_new,

@@ -1,4 +1,4 @@
-"""The hot store: one DuckDB file (its tables: `hot_schema`).
+"""The hot store's writes and lookups (its tables: `hot_schema`; where they live: `hot_backend`).
 
 Writes are keyed so that replaying a message, a batch or a backfill changes nothing:
 `flows` is keyed on Zeek's `uid` (the lowest Kafka provenance wins, whatever the order of
@@ -11,8 +11,10 @@ and `ts` both, so a lookup bounded to the batch's `ts` ranges finds every one of
 DuckDB skips every row group whose `ts` zone map lies outside those ranges: rows are
 appended in arrival order, so the lookup touches the last minutes of the table, not the
 24 hours it holds. An ART index would cost about twice as much per inserted row, hold
-every uid of the last 24 h in memory, and add nothing: every writer of `flows` holds the
-`duckdb` pool (size 1) and DuckDB's file lock, so no two upserts overlap.
+every uid of the last 24 h in memory, and add nothing: on a DuckDB file every writer of `flows`
+holds the `duckdb` pool (size 1) and DuckDB's file lock, so no two upserts overlap; on a
+DuckLake, writers that share a uid hold it in PostgreSQL one after the other
+(`key_locks`), so the second one's anti-join sees the first one's rows.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import duckdb
 import polars as pl
 
 from nids_core.schema import FLOW_COLUMNS
+from nids_core.stores.hot_backend import HotBackend, as_backend
 
 PREDICTION_COLUMNS = ("uid", "score", "predicted_label", "model_version", "predicted_at")
 
@@ -41,36 +44,24 @@ def _q(col: str) -> str:
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """BEGIN … COMMIT, or ROLLBACK on any error (and re-raise)."""
+    """BEGIN … COMMIT, or ROLLBACK on any error (and re-raise). A COMMIT that fails (on a
+    DuckLake, one that lost to a concurrent delete) has already ended the transaction."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
-        con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    con.execute("COMMIT")
 
 
 def read_only_query(
-    path: str | Path, sql: str, wait_s: float = 60.0, params: list | None = None
+    store: HotBackend | str | Path, sql: str, wait_s: float = 60.0, params: list | None = None
 ) -> list[tuple]:
-    """Rows of a query on the hot store opened read-only, waiting while a writer (a run in
-    another process) holds DuckDB's file lock."""
-    import time
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=True)
-        except duckdb.IOException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-            continue
-        try:
-            return con.execute(sql, params).fetchall()
-        finally:
-            con.close()
+    """Rows of a query on the hot store opened read-only (a DuckDB file's path, or a
+    backend); on a DuckDB file it waits while a writer in another process holds the lock."""
+    with as_backend(store).connect(read_only=True, wait_s=wait_s) as con:
+        return con.execute(sql, params).fetchall()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ this version's DDL (it holds the last 24 h and can be rebuilt from the landing z
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 from nids_core.schema import flows_ddl
@@ -143,3 +145,28 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the hot tables that do not exist."""
     for ddl in HOT_TABLES_DDL:
         con.execute(ddl)
+
+
+HOT_TABLE_NAMES = tuple(
+    re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl).group(1) for ddl in HOT_TABLES_DDL
+)
+
+
+def lake_ddl(ddl: str) -> str:
+    """The DDL for DuckLake, which keeps no key constraints: the writers keep the keys
+    (every alert table is rebuilt per window by one scoring run, `flows` and `quarantine`
+    through the anti-joins and key locks)."""
+    ddl = re.sub(r",\s*PRIMARY KEY \([^)]*\)", "", ddl)
+    return ddl.replace(" PRIMARY KEY", " NOT NULL")
+
+
+def ensure_lake_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the hot tables that do not exist, on a DuckLake, in one snapshot."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for ddl in HOT_TABLES_DDL:
+            con.execute(lake_ddl(ddl))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
