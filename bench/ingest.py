@@ -14,6 +14,13 @@ With --daemon the same records are also ingested under `dagster-daemon` (each ru
 process), timed from the first run's start until the group has caught up.
 The last line is the contract: `ingest[<client>]: <N> flows/s, <R>x raw consume` (with
 --daemon, under the daemon; with --hot-rows, for the pre-filled store).
+
+With --hot-store ducklake --writers N the records go to N partitions and are ingested on
+the production profile (Dagster on PostgreSQL, landing on S3 (moto), the hot store a
+DuckLake with its catalog in PostgreSQL and its data on S3) by N ingest processes at once,
+one partition each, beside one process doing all N partitions and one process writing a
+DuckDB file instead; the last line is then
+`ingest[ducklake x<N>]: <flows/s> flows/s, <R>x one writer, exact=<yes|no>`.
 """
 
 import argparse
@@ -291,6 +298,164 @@ def hot_batch_costs(flows: pl.DataFrame, work: Path, rows: int, live_start: date
     )
 
 
+def writer_passes(args, broker, topic: str, work: Path) -> None:
+    """(d) N ingest processes at once on a DuckLake, against one on a DuckLake and one on a
+    DuckDB file; each pass its own consumer group, Dagster database and hot store."""
+    import json
+    import subprocess
+    import uuid
+
+    import boto3
+    import psycopg2
+    from moto.server import ThreadedMotoServer
+
+    from nids_devkit.broker import free_port
+    from nids_resources.from_env import hot_store_from_env
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    ).create_bucket(Bucket="nids-bench")
+    admin = psycopg2.connect(args.pg + " dbname=postgres")
+    admin.autocommit = True
+    made: list[str] = []
+
+    def database() -> str:
+        name = f"nids_bench_{uuid.uuid4().hex[:8]}"
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return name
+
+    pg = dict(kv.split("=", 1) for kv in args.pg.split())
+    passes = [("duckdb", 1), ("ducklake", 1), ("ducklake", args.writers)]
+    results = {}
+    try:
+        for kind, writers in passes:
+            label = f"{kind}-x{writers}"
+            home = work / f"dagster-{label}"
+            home.mkdir()
+            shutil.copy(Path(__file__).parents[1] / "deploy" / "dagster.yaml", home)
+            env = {
+                **os.environ,
+                **s3,
+                "DAGSTER_HOME": str(home),
+                "DAGSTER_PG_HOST": pg.get("host", "127.0.0.1"),
+                "DAGSTER_PG_PORT": pg.get("port", "5432"),
+                "DAGSTER_PG_DB": database(),
+                "DAGSTER_PG_USER": pg.get("user", "postgres"),
+                "DAGSTER_PG_PASSWORD": os.environ.get("PGPASSWORD", ""),
+                "NIDS_KAFKA_BOOTSTRAP": broker.bootstrap_servers,
+                "NIDS_KAFKA_TOPIC": topic,
+                "NIDS_KAFKA_GROUP": f"bench-{label}",
+                "NIDS_KAFKA_CLIENT": args.client,
+                "NIDS_KAFKA_MAX_BATCH_RECORDS": str(args.max_batch_records),
+                "NIDS_COLD_URL": f"s3://nids-bench/cold-{label}",
+                "NIDS_S3_ENDPOINT_URL": endpoint,
+                "NIDS_HOT_STORE": kind,
+                "NIDS_DUCKDB_PATH": str(work / f"hot-{label}.duckdb"),
+                "NIDS_DUCKLAKE_CATALOG": f"{args.pg} dbname={database()}",
+                "NIDS_DUCKLAKE_DATA_PATH": f"s3://nids-bench/hot-{label}",
+                "NIDS_REFERENCE_DATA_DIR": "false",
+                "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+                "NIDS_MODEL_SIGNING_KEY": "bench-" + uuid.uuid4().hex,
+                "PYTHONPATH": str(Path(__file__).parents[1]),
+            }
+            # Dagster's tables and the hot store's catalog made once, before the writers.
+            saved = dict(os.environ)
+            os.environ.update(env)
+            try:
+                DagsterInstance.get().dispose()
+                hot = hot_store_from_env()
+                with hot.backend().connect():
+                    pass
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            start_at = time.time() + 20
+            procs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(Path(__file__).with_name("ingest_writer.py")),
+                        json.dumps(
+                            {
+                                "topic": topic,
+                                "partitions": [p for p in range(args.writers) if p % writers == k],
+                                "max_batch_records": args.max_batch_records,
+                                "start_at": start_at,
+                            }
+                        ),
+                    ],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for k in range(writers)
+            ]
+            outs = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=1800)
+                if proc.returncode != 0:
+                    sys.exit(f"a {label} writer failed: {err[-3000:]}")
+                outs.append(json.loads(out.strip().splitlines()[-1]))
+            late = max(o["started"] for o in outs) - start_at
+            seconds = max(o["ended"] for o in outs) - start_at
+            failed = sum(o["failed"] for o in outs)
+            with hot.backend().connect(read_only=True) as con:
+                stored, uids = con.execute(
+                    "SELECT count(*), count(DISTINCT uid) FROM flows"
+                ).fetchone()
+                quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+            settings = KafkaSettings(broker.bootstrap_servers, f"bench-{label}")
+            with open_client("kafka-python", settings) as client:
+                parts = list(range(args.writers))
+                high = client.watermarks(topic, parts)
+                committed = client.committed(topic, parts)
+            exact = (
+                failed == 0
+                and stored == uids
+                and stored + quarantined == args.sent
+                and all(committed[p] == high[p].high for p in parts)
+            )
+            rate = args.sent / seconds
+            runs = sum(o["runs"] for o in outs)
+            results[(kind, writers)] = (rate, exact)
+            print(
+                f"(d) {kind} hot store, {writers} writer process(es) over {args.writers} "
+                f"partitions: {args.sent} records in {seconds:.1f} s = {rate:,.0f} flows/s "
+                f"({runs} runs, {failed} failed; last writer started {late:.1f} s late); "
+                f"stored {stored} ({uids} uids), quarantined {quarantined}, "
+                f"exact={'yes' if exact else 'no'}"
+            )
+            if kind == "ducklake":
+                per_writer = rate / writers
+                print(f"    per writer process: {per_writer:,.0f} flows/s")
+    finally:
+        with admin.cursor() as cur:
+            for name in made:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+        moto.stop()
+    file_rate, _ = results[("duckdb", 1)]
+    one, _ = results[("ducklake", 1)]
+    many, exact = results[("ducklake", args.writers)]
+    print(f"    DuckLake, one writer / DuckDB file, one writer: {one / file_rate:.2f}x")
+    print(
+        f"ingest[ducklake x{args.writers}]: {many:,.0f} flows/s, {many / one:.2f}x one writer, "
+        f"exact={'yes' if exact else 'no'}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--client", choices=["kafka-python", "confluent"], default="kafka-python")
@@ -314,7 +479,23 @@ def main() -> None:
         help="also measure on a hot store pre-filled with this many flows (86000000: a day "
         "at 1,000 flows/s)",
     )
+    ap.add_argument(
+        "--hot-store",
+        choices=["duckdb", "ducklake"],
+        default="duckdb",
+        help="ducklake: measure N ingest processes at once on the production profile (see "
+        "--writers); the last line is then the DuckLake contract",
+    )
+    ap.add_argument("--writers", type=int, default=2, help="ingest processes at once (ducklake)")
+    ap.add_argument(
+        "--pg",
+        default="host=127.0.0.1 port=5432 user=postgres",
+        help="PostgreSQL (libpq, without dbname; the password from PGPASSWORD) for the "
+        "ducklake passes' Dagster storage and catalogs",
+    )
     args = ap.parse_args()
+    if args.hot_store == "ducklake":
+        args.partitions = args.writers
 
     files = iot23_files(find_data_dir())
     if not files:
@@ -328,6 +509,9 @@ def main() -> None:
             topic = DEFAULT_TOPIC
             create_topic(broker.bootstrap_servers, topic, args.partitions)
             args.sent = produce(args, broker, topic, files, live_start)
+            if args.hot_store == "ducklake":
+                writer_passes(args, broker, topic, work)
+                return
             raw_rate = bare_consume(args, broker, topic, args.sent)
             rate, empty_cold = ingest_pass(
                 args, broker, topic, work, work / "hot.duckdb", "nids-etl", "empty hot store"

@@ -162,11 +162,15 @@ class _FollowingRun:
         state = None
         with self.hot_store.connect() as con:
             t_open = time.monotonic()
-            self.counts = score_unscored(
-                con,
-                self.model,
-                self.serving.max_flows_per_scoring_run,
-                self.plausible_time.window().latest(),
+            # On a DuckLake a pass whose commit lost to the lifecycle job's deletes of
+            # `predictions` is scored again from the start (one transaction, nothing kept).
+            self.counts = self.hot_store.backend().retrying(
+                lambda: score_unscored(
+                    con,
+                    self.model,
+                    self.serving.max_flows_per_scoring_run,
+                    self.plausible_time.window().latest(),
+                )
             )
             t_scored = time.monotonic()
             if self.counts.inserted or first:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 import click
 
@@ -14,6 +13,7 @@ from nids_core.detection.delivery import read_alerts
 from nids_core.detection.formats import to_ecs, to_ocsf
 from nids_core.detection.triage import TriageError, TriageStore
 from nids_core.stores.hot import read_only_query
+from nids_core.stores.hot_backend import HotBackend, as_backend
 from nids_core.training_data.analyst_labels import LabelEntry, LabelError, parse_time
 
 VERDICT_LABEL = {"true-positive": "malicious", "false-positive": "benign"}
@@ -29,7 +29,7 @@ def _time(text: str | None, what: str) -> datetime | None:
 
 
 def query_alerts(
-    database: str,
+    database: HotBackend | str,
     since: str | None = None,
     until: str | None = None,
     host: str | None = None,
@@ -41,7 +41,8 @@ def query_alerts(
     lo, hi = _time(since, "--since"), _time(until, "--until")
     if lo and hi and lo > hi:
         raise click.BadParameter(f"--since {since} is after --until {until}", param_hint="--since")
-    if not Path(database).exists():
+    hot = as_backend(database)
+    if not hot.exists():
         return []
     clauses, params = ["true"], {}
     if lo:
@@ -59,26 +60,8 @@ def query_alerts(
     if alert_id:
         clauses.append("a.alert_id = $id")
         params["id"] = alert_id
-    con = _read_only(database)
-    try:
+    with hot.connect(read_only=True) as con:
         return read_alerts(con, " AND ".join(clauses), params)
-    finally:
-        con.close()
-
-
-def _read_only(database: str):
-    import time
-
-    import duckdb
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return duckdb.connect(database, read_only=True)
-        except duckdb.IOException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def with_status(alerts: list[dict], triage: TriageStore) -> list[dict]:
@@ -92,14 +75,14 @@ def with_status(alerts: list[dict], triage: TriageStore) -> list[dict]:
     return alerts
 
 
-def one_alert(database: str, triage: TriageStore, alert_id: str) -> dict:
+def one_alert(database: HotBackend | str, triage: TriageStore, alert_id: str) -> dict:
     found = query_alerts(database, alert_id=alert_id)
     if not found:
         raise click.ClickException(f"no alert {alert_id!r} (nids alerts list shows them)")
     return with_status(found, triage)[0]
 
 
-def show_text(alert: dict, database: str) -> str:
+def show_text(alert: dict, database: HotBackend | str) -> str:
     lines = [
         f"alert {alert['alert_id']}  severity {alert['severity']}  status {alert['status']}"
         + (f" ({alert['verdict']})" if alert.get("verdict") else ""),
@@ -117,7 +100,7 @@ def show_text(alert: dict, database: str) -> str:
         ]
     uids = sorted({u for e in alert["evidence"] for u in e["uids"]})
     shown = uids[:20]
-    if shown and Path(database).exists():
+    if shown and as_backend(database).exists():
         rows = read_only_query(
             database,
             "SELECT uid, ts, orig_h, orig_p, resp_h, resp_p, proto, conn_state, duration "

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import polars as pl
 
 from nids_core.stores.cold import ColdStore
 from nids_core.stores.hot import read_only_query
+from nids_core.stores.hot_backend import HotBackend, as_backend
 from nids_core.training_data.analyst_labels import LabelEntry, LabelError, check_names, write_labels
 
 _COLUMNS = ["uid", "ts", "orig_h", "resp_h"]
@@ -21,10 +21,10 @@ _SCHEMA = {
 }
 
 
-def _hot_candidates(database: str, entries: Sequence[LabelEntry]) -> pl.DataFrame:
+def _hot_candidates(database: HotBackend | str, entries: Sequence[LabelEntry]) -> pl.DataFrame:
     import duckdb
 
-    if database == ":memory:" or not Path(database).exists():
+    if not as_backend(database).exists():
         return pl.DataFrame(schema=_SCHEMA)
     uids = [e.uid for e in entries if e.uid is not None]
     clauses, params = ["list_contains(?::VARCHAR[], uid)"], [uids]
@@ -58,7 +58,7 @@ def _cold_candidates(store: ColdStore, entries: Sequence[LabelEntry]) -> pl.Data
 
 
 def record_labels(
-    entries: Sequence[LabelEntry], store: ColdStore, hot_database: str
+    entries: Sequence[LabelEntry], store: ColdStore, hot_database: HotBackend | str
 ) -> tuple[str, int]:
     """Write the entries as one new label file if every entry names at least one stored
     flow (hot table or cold store); else raise LabelError naming those that do not and

@@ -208,7 +208,7 @@ def label(verdict, uids, host, start, end, by, why, csv_file) -> None:
                     )
                 ]
         path, named = record_labels(
-            entries, cold_store_from_env().store(), hot_store_from_env().database
+            entries, cold_store_from_env().store(), hot_store_from_env().backend()
         )
     except LabelError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -284,6 +284,31 @@ def settings() -> None:
 
 
 @main.group()
+def hot() -> None:
+    """The hot store (NIDS_HOT_STORE: a DuckDB file, or a DuckLake)."""
+
+
+@hot.command("init")
+def hot_init() -> None:
+    """Create the hot store's tables (on a DuckLake: its catalog too) once, before the
+    first run; every writer would otherwise create them on first connect (under a lock)."""
+    from nids_core.stores.hot_schema import HOT_TABLE_NAMES
+    from nids_resources.from_env import hot_store_from_env
+
+    store = hot_store_from_env()
+    with store.backend().connect() as con:
+        rows = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in HOT_TABLE_NAMES}
+    where = (
+        f"DuckLake (catalog {store.ducklake_catalog}, data {store.ducklake_data_path})"
+        if store.store_kind == "ducklake"
+        else f"DuckDB file {store.database}"
+    )
+    click.echo(f"hot store ready: {where}")
+    for table, n in rows.items():
+        click.echo(f"  {table}: {n} rows")
+
+
+@main.group()
 def alerts() -> None:
     """Alerts: per host and window, the evidence of the model and the label-free detectors
     (list, show, ack, close with a verdict, export as OCSF or ECS)."""
@@ -292,7 +317,7 @@ def alerts() -> None:
 def _alert_stores():
     from nids_resources.from_env import hot_store_from_env, serving_from_env
 
-    return hot_store_from_env().database, serving_from_env().triage()
+    return hot_store_from_env().backend(), serving_from_env().triage()
 
 
 @alerts.command("list")

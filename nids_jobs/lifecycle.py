@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetMaterialization,
+    AssetObservation,
     DefaultScheduleStatus,
     OpExecutionContext,
     ScheduleDefinition,
@@ -35,14 +36,32 @@ def expire_hot_flows(
     whose ts lies outside the plausible window as now set (NIDS_TS_EARLIEST or
     NIDS_TS_MAX_AHEAD_HOURS narrowed since they were stored) are moved to `quarantine`
     instead: they would never expire. A uid stored twice (a record sent again with another
-    ts) keeps its lowest-offset row and its first prediction."""
+    ts) keeps its lowest-offset row and its first prediction. On a DuckLake, then the lake's
+    own maintenance: small writes flushed from the catalog into files, adjacent files
+    merged, old snapshots expired and the files only they held deleted."""
     cutoff = datetime.now(UTC) - timedelta(hours=serving.hot_retention_hours)
     store = cold_store.store()
     earliest, latest = plausible_time.window().bounds()
+    backend = hot_store.backend()
     with hot_store.connect() as con:
-        moved = quarantine_implausible(con, earliest, latest)
-        twice_flows, twice_predictions = remove_uids_stored_twice(con)
-        results = expire_hot_data(con, store, cutoff)
+        # On a DuckLake, a delete whose commit lost to a concurrent ingest run's insert is
+        # done again from the start (each step is idempotent).
+        moved = backend.retrying(lambda: quarantine_implausible(con, earliest, latest))
+        twice_flows, twice_predictions = backend.retrying(lambda: remove_uids_stored_twice(con))
+        results = backend.retrying(lambda: expire_hot_data(con, store, cutoff))
+        maintenance = backend.maintain(con, datetime.now(UTC))
+    if maintenance:
+        context.log.info(
+            "DuckLake maintenance: "
+            + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in maintenance.items())
+        )
+        context.log_event(
+            AssetObservation(
+                asset_key="hot_flows",
+                description="DuckLake maintenance by the lifecycle job",
+                metadata={f"maintenance_{k}_seconds": v for k, v in maintenance.items()},
+            )
+        )
     if twice_flows or twice_predictions:
         context.log.warning(
             f"removed {twice_flows} flows and {twice_predictions} predictions of uids stored "

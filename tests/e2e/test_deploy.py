@@ -33,6 +33,7 @@ def test_compose_file_describes_the_whole_stack():
         "minio-init",
         "postgres",
         "mlflow",
+        "hot-init",
         "code",
         "webserver",
         "daemon",
@@ -53,10 +54,16 @@ def test_compose_file_describes_the_whole_stack():
         "DAGSTER_PG_DB",
         "DAGSTER_PG_USER",
         "DAGSTER_PG_PASSWORD",
+        "PGPASSWORD",  # libpq's own: the DuckLake catalog's password
     }
     assert set(env) <= known, set(env) - known
     # Secrets are interpolated from the environment / .env, never written in the file.
-    for name in ("AWS_SECRET_ACCESS_KEY", "DAGSTER_PG_PASSWORD", "NIDS_MODEL_SIGNING_KEY"):
+    for name in (
+        "AWS_SECRET_ACCESS_KEY",
+        "DAGSTER_PG_PASSWORD",
+        "PGPASSWORD",
+        "NIDS_MODEL_SIGNING_KEY",
+    ):
         assert env[name].startswith("${"), name
     # Issue 25: UI, MLflow, Kafka and MinIO have no authentication here: nothing is
     # published beyond loopback (deploy/README.md says how to put authentication in front).
@@ -73,7 +80,12 @@ def test_helm_values_and_instance_yaml_are_consistent():
     values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
     deployment = values["dagster-user-deployments"]["deployments"][0]
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "nids_jobs.definitions"]
-    assert values["concurrency"]["pools"]["defaultLimit"] == 1
+    # The hot store is a DuckLake: its writers are not serialised in the duckdb pool, and
+    # no run pod mounts a volume (a pod of any node can run any run).
+    assert values["concurrency"]["pools"]["defaultLimit"] == 8
+    env = {e["name"]: e.get("value") for e in deployment["env"]}
+    assert env["NIDS_HOT_STORE"] == "ducklake" and "NIDS_DUCKDB_PATH" not in env
+    assert "volumes" not in deployment and "volumes" not in str(values["runLauncher"])
     queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     assert instance["run_queue"]["dequeue_interval_seconds"] == 1
@@ -81,13 +93,42 @@ def test_helm_values_and_instance_yaml_are_consistent():
     assert queued["tagConcurrencyLimits"] == limits
     lane = {"key": "nids/ingest_lane", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     assert lane in limits  # a partition's queued range starts after the run ahead of it
-    assert instance["concurrency"]["pools"]["default_limit"] == 1
+    assert instance["concurrency"]["pools"]["default_limit"] == 8
     assert set(instance["storage"]["postgres"]["postgres_db"]["password"]) == {"env"}
+
+
+def _lake_env(database: str, bucket: str, endpoint: str) -> dict[str, str]:
+    """The production profile's hot store: a DuckLake, catalog in PostgreSQL, data on S3."""
+    return {
+        "NIDS_HOT_STORE": "ducklake",
+        "NIDS_DUCKLAKE_CATALOG": f"host={PG['host']} port={PG['port']} user={PG['user']} "
+        f"dbname={database}",
+        "NIDS_DUCKLAKE_DATA_PATH": f"s3://{bucket}/hot",
+        "NIDS_S3_ENDPOINT_URL": endpoint,
+        "AWS_REGION": "us-east-1",
+    }
+
+
+def _lake_store(env: dict[str, str]):
+    from nids_resources.from_env import hot_store_from_env
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return hot_store_from_env()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture
 def pg_databases():
-    names = {kind: f"nids_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("dagster", "mlflow")}
+    names = {
+        kind: f"nids_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("dagster", "mlflow", "hot")
+    }
     con = psycopg2.connect(dbname="postgres", **PG)
     con.autocommit = True
     with con.cursor() as cur:
@@ -115,9 +156,13 @@ def _production_instance(home: Path, database: str, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_ingest_and_training_jobs_on_postgres(broker, topic, tmp_path, pg_databases, monkeypatch):
-    """Dagster's run, event and schedule storage from deploy/dagster.yaml on PostgreSQL, and
-    an MLflow server whose backend store is PostgreSQL."""
+def test_ingest_and_training_jobs_on_postgres(
+    broker, topic, tmp_path, pg_databases, monkeypatch, s3_endpoint, s3_bucket
+):
+    """Dagster's run, event and schedule storage from deploy/dagster.yaml on PostgreSQL, an
+    MLflow server whose backend store is PostgreSQL, and the hot store on DuckLake (catalog
+    in PostgreSQL, data on S3): ingest, training, scoring and alerts."""
+    hot_store = _lake_store(_lake_env(pg_databases["hot"], s3_bucket, s3_endpoint))
     home = tmp_path / "dagster_home"
     _production_instance(home, pg_databases["dagster"], monkeypatch)
     backend = (
@@ -148,6 +193,7 @@ def test_ingest_and_training_jobs_on_postgres(broker, topic, tmp_path, pg_databa
                 tracking_uri=server.url,
                 model_settings={"max_epochs": 40, "patience": 8, "hidden": 32},
                 reference=[reference],
+                hot_store=hot_store,
             )
         )
         stats = drain(defs, instance, {})
@@ -173,13 +219,21 @@ def test_ingest_and_training_jobs_on_postgres(broker, topic, tmp_path, pg_databa
     con.close()
     assert os.environ["DAGSTER_PG_DB"] == pg_databases["dagster"]
     assert pl.read_parquet(tmp_path / "cold" / "flows" / "*" / "*.parquet").height == 10403
+    # The hot tables are on the lake, and no DuckDB file was made.
+    with hot_store.backend().connect(read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT uid) FROM flows").fetchone() == (
+            10403,
+            10403,
+        )
+    assert not list(tmp_path.glob("*.duckdb"))
 
 
 @pytest.mark.slow
 def test_run_retries_beside_the_sensors_re_requests_double_and_lose_nothing_on_postgres(
-    broker, topic, tmp_path, pg_databases, monkeypatch
+    broker, topic, tmp_path, pg_databases, monkeypatch, s3_endpoint, s3_bucket
 ):
-    """The production profile (deploy/dagster.yaml on PostgreSQL) under the real daemon: a
+    """The production profile (deploy/dagster.yaml on PostgreSQL, the hot store on DuckLake)
+    under the real daemon: a
     batch fails (its landing zone unwritable), Dagster's run retries (max 2) re-run it while
     kafka_ingest_sensor re-requests the same range after its backoff; once the fault is
     gone every record is stored once and the offset committed exactly at the end."""
@@ -203,6 +257,7 @@ def test_run_retries_beside_the_sensors_re_requests_double_and_lose_nothing_on_p
         NIDS_KAFKA_TOPIC=topic,
         NIDS_KAFKA_GROUP=f"nids-etl-{topic}",
         NIDS_REFERENCE_DATA_DIR="false",
+        **_lake_env(pg_databases["hot"], s3_bucket, s3_endpoint),
     )
     daemon = start_daemon(env, tmp_path / "daemon.log")
     instance = DagsterInstance.from_config(str(dagster_home))
@@ -240,10 +295,10 @@ def test_run_retries_beside_the_sensors_re_requests_double_and_lose_nothing_on_p
     assert sum(r.status == DagsterRunStatus.FAILURE for r in runs) >= 2
     assert any(r.status == DagsterRunStatus.SUCCESS for r in runs)
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-    rows = read_only_query(
-        tmp_path / "nids.duckdb", "SELECT count(*), count(DISTINCT uid) FROM flows"
-    )
+    hot = _lake_store(_lake_env(pg_databases["hot"], s3_bucket, s3_endpoint)).backend()
+    rows = read_only_query(hot, "SELECT count(*), count(DISTINCT uid) FROM flows")
     assert rows == [(stats.sent, stats.sent)]
+    assert not (tmp_path / "nids.duckdb").exists()
     landed = pl.read_parquet(tmp_path / "cold" / "landing" / "date=*" / "*.parquet")
     assert landed.height == landed["offset"].n_unique() == stats.sent
     with open_client("kafka-python", settings) as client:

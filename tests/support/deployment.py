@@ -66,6 +66,7 @@ def make_resources(
     serving=None,
     reference=None,
     max_file_mb=512,
+    hot_store=None,
     **kafka_kw,
 ):
     cold_store = ColdStoreResource(url=cold_url or str(tmp_path / "cold"))
@@ -97,7 +98,7 @@ def make_resources(
             read_timeout_s=20,
             **kafka_kw,
         ),
-        "hot_store": HotStoreResource(database=str(tmp_path / "hot.duckdb")),
+        "hot_store": hot_store or HotStoreResource(database=str(tmp_path / "hot.duckdb")),
         "cold_store": cold_store,
         "plausible_time": PlausibleTimeResource(),
     }
