@@ -302,6 +302,7 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
     """(d) N ingest processes at once on a DuckLake, against one on a DuckLake and one on a
     DuckDB file; each pass its own consumer group, Dagster database and hot store."""
     import json
+    import logging
     import subprocess
     import uuid
 
@@ -312,6 +313,7 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
     from nids_devkit.broker import free_port
     from nids_resources.from_env import hot_store_from_env
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
@@ -429,6 +431,17 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
             )
             rate = args.sent / seconds
             runs = sum(o["runs"] for o in outs)
+            os.environ.update(env)
+            try:
+                with DagsterInstance.get() as instance:
+                    breakdown = step_breakdown(instance)
+                    for r in instance.get_run_records():
+                        if r.dagster_run.status.value == "FAILURE":
+                            why = failure_reason(instance, r.dagster_run.run_id)
+                            print(f"    failed run {r.dagster_run.run_id[:8]}: {why[:600]}")
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
             results[(kind, writers)] = (rate, exact)
             print(
                 f"(d) {kind} hot store, {writers} writer process(es) over {args.writers} "
@@ -437,9 +450,12 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
                 f"stored {stored} ({uids} uids), quarantined {quarantined}, "
                 f"exact={'yes' if exact else 'no'}"
             )
+            print(
+                "    inside the runs (all writers summed): "
+                + ", ".join(f"{k} {v:.2f} s" for k, v in breakdown.items())
+            )
             if kind == "ducklake":
-                per_writer = rate / writers
-                print(f"    per writer process: {per_writer:,.0f} flows/s")
+                print(f"    per writer process: {rate / writers:,.0f} flows/s")
     finally:
         with admin.cursor() as cur:
             for name in made:
@@ -495,13 +511,17 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.hot_store == "ducklake":
+        # As a live sensor sends them (ts 1,000 flows/s apart from now), so that a batch's
+        # stored neighbours are the minutes around it, as in a deployment.
         args.partitions = args.writers
+        live_start = datetime.now(UTC).replace(microsecond=0)
 
     files = iot23_files(find_data_dir())
     if not files:
         sys.exit("no IoT-23 captures in the data directory (see `nids data download`)")
     work = Path(tempfile.mkdtemp(prefix="nids-bench-"))
-    live_start = None
+    if args.hot_store != "ducklake":
+        live_start = None
     if args.hot_rows is not None:
         live_start = datetime.now(UTC).replace(microsecond=0)
     try:

@@ -24,11 +24,13 @@ def ranges(args: dict) -> list[OffsetRange]:
     with open_client("kafka-python", settings) as client:
         marks = client.watermarks(args["topic"], args["partitions"])
     step = args["max_batch_records"]
-    return [
+    # In offset order across the partitions, as a sensor requests them while they arrive.
+    work = [
         OffsetRange(args["topic"], p, start, min(start + step, marks[p].high))
         for p in args["partitions"]
         for start in range(marks[p].low, marks[p].high, step)
     ]
+    return sorted(work, key=lambda r: (r.start, r.partition))
 
 
 if __name__ == "__main__":

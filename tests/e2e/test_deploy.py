@@ -126,9 +126,7 @@ def _lake_store(env: dict[str, str]):
 
 @pytest.fixture
 def pg_databases():
-    names = {
-        kind: f"nids_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("dagster", "mlflow", "hot")
-    }
+    names = {kind: f"nids_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("dagster", "mlflow", "hot")}
     con = psycopg2.connect(dbname="postgres", **PG)
     con.autocommit = True
     with con.cursor() as cur:

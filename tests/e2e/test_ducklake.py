@@ -177,3 +177,80 @@ def test_a_writer_killed_mid_commit_leaves_whole_batches_and_a_rerun_completes(l
         cur.execute("SELECT count(*) FROM nids_key_locks")
         assert cur.fetchone()[0] == 0
     con.close()
+
+
+def test_ingest_runs_of_two_partitions_at_once_on_the_lake_lose_and_double_nothing(
+    broker, lake, tmp_path
+):
+    """The ingest job in two processes at once, one per partition, on the DuckLake: 300
+    records sent to both partitions and 2 malformed ones; produced = stored + quarantined
+    + duplicates, one row per uid, every offset committed."""
+    from dagster import AssetKey, DagsterInstance, RunRequest
+    from kafka import KafkaProducer
+
+    from nids_assets.ingestion import batch_run_config
+    from nids_core.kafka.offsets import OffsetRange
+    from nids_core.zeek.files import read_zeek_file
+    from nids_devkit.broker import create_topic
+    from nids_devkit.replay import to_zeek_json
+    from nids_resources.stores import HotStoreResource
+
+    topic = f"zeek.conn.lake.{uuid.uuid4().hex[:6]}"
+    create_topic(broker.bootstrap_servers, topic, 2)
+    lines = to_zeek_json(read_zeek_file(iot23(CAPTURE)).flows)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    sent = {0: 0, 1: 0}
+    for i, line in enumerate(lines):
+        for part in {i % 2, *((1 - i % 2,) if i < 300 else ())}:
+            producer.send(topic, value=line, partition=part)
+            sent[part] += 1
+    for bad in (b"{not json", b'{"uid": "x"}'):
+        producer.send(topic, value=bad, partition=1)
+        sent[1] += 1
+    producer.flush()
+    producer.close()
+    hot = {
+        "store_kind": "ducklake",
+        "ducklake_catalog": lake.catalog,
+        "ducklake_data_path": lake.data_path,
+        "s3_endpoint_url": lake.s3.endpoint_url,
+        "aws_region": "us-east-1",
+    }
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    DagsterInstance.from_config(str(home)).dispose()  # its tables, before two processes
+    procs = []
+    for part in (0, 1):
+        offsets = OffsetRange(topic, part, 0, sent[part])
+        request = RunRequest(run_key=offsets.run_key(), run_config=batch_run_config(offsets))
+        args = {
+            "port": broker.port,
+            "topic": topic,
+            "tmp": str(tmp_path),
+            "dagster_home": str(home),
+            "run_key": request.run_key,
+            "run_config": request.run_config,
+            "hot_store": hot,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.support.run_ingest_request", json.dumps(args)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for p in procs:
+        out = p.communicate(timeout=240)[0]
+        assert p.returncode == 0, out[-3000:]
+    with HotStoreResource(**hot).backend().connect(read_only=True) as con:
+        stored, uids = con.execute("SELECT count(*), count(DISTINCT uid) FROM flows").fetchone()
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    with DagsterInstance.from_config(str(home)) as instance:
+        records = instance.fetch_materializations(AssetKey("hot_flows"), limit=10).records
+        duplicates = sum(r.asset_materialization.metadata["duplicates"].value for r in records)
+    assert (stored, uids, quarantined) == (10403, 10403, 2)
+    assert len(records) == 2 and duplicates == 300
+    assert sum(sent.values()) == stored + quarantined + duplicates
