@@ -15,16 +15,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
+from nids_core.ingest.landing import upsert_batch
 from nids_core.model.splits import time_split
 from nids_core.model.training import TrainConfig, train_served
 from nids_core.serving.alerts import refresh_alerts
 from nids_core.serving.model_cache import ServedModel
 from nids_core.serving.scoring import score_unscored
-from nids_core.stores.hot import transaction, upsert_flows
-from nids_core.stores.hot_schema import ensure_schema
+from nids_core.stores.hot_backend import HotBackend, as_backend
+
+QUARANTINE_SCHEMA = {
+    "topic": pl.String,
+    "partition": pl.Int32,
+    "offset": pl.Int64,
+    "raw": pl.Binary,
+    "error": pl.String,
+}
 
 ALERT_MIN_SCORE = 0.5
 LIVE_RATE = 1_000  # flows/s of the sensor the batches come from
@@ -76,24 +83,21 @@ def live_batches(
     return out
 
 
-def measure(path: Path, batches: list[pl.DataFrame], scorer) -> BatchCosts:
-    """Upsert, score and refresh alerts batch after batch, each on a fresh connection (as
-    each run opens its own)."""
+def measure(hot: HotBackend | Path, batches: list[pl.DataFrame], scorer) -> BatchCosts:
+    """Upsert (as an ingest run does, key locks and retries included), score and refresh
+    alerts batch after batch, each on a fresh connection (as each run opens its own)."""
+    hot = as_backend(hot)
     costs = BatchCosts([], [], [])
+    rejects = pl.DataFrame(schema=QUARANTINE_SCHEMA)
     for b in batches:
-        con = duckdb.connect(str(path))
-        try:
-            ensure_schema(con)
+        with hot.connect() as con:
             t0 = time.perf_counter()
-            with transaction(con):
-                upsert_flows(con, b)
+            upsert_batch(con, hot, b, rejects)
             t1 = time.perf_counter()
             counts = score_unscored(con, ServedModel("bench", scorer, "bench"))
             t2 = time.perf_counter()
             refresh_alerts(con, ALERT_MIN_SCORE, ALERT_WINDOW_MINUTES)
             t3 = time.perf_counter()
-        finally:
-            con.close()
         if counts.inserted != b.height:
             raise SystemExit(f"scored {counts.inserted} of a batch of {b.height}")
         costs.upsert_s.append(t1 - t0)

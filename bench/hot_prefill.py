@@ -17,15 +17,16 @@ import polars as pl
 
 from nids_core.schema import FLOW_COLUMNS, PROVENANCE_SCHEMA
 from nids_core.stores.cold import ColdStore
-from nids_core.stores.hot_schema import ensure_schema
+from nids_core.stores.hot_backend import DuckDBFile, HotBackend, as_backend
 
 PREFILL_TOPIC = "bench.prefill"  # provenance of the prefilled rows, apart from the stream's
 DAY = timedelta(hours=24)
 
 
-def prefill_hot(path: str, flows: pl.DataFrame, rows: int, until: datetime) -> float:
-    """Insert `rows` flows (and their predictions) into the hot store at `path`, their ts
-    spread evenly over [until - 24 h, until); returns the seconds it took."""
+def prefill_hot(hot: HotBackend | str, flows: pl.DataFrame, rows: int, until: datetime) -> float:
+    """Insert `rows` flows (and their predictions) into the hot store (a DuckDB file's path
+    or a backend), their ts spread evenly over [until - 24 h, until); returns the seconds it
+    took."""
     t0 = time.perf_counter()
     base = flows.select(FLOW_COLUMNS).with_row_index("i").with_columns(pl.col("i").cast(pl.Int64))
     step_us = DAY.total_seconds() * 1e6 / rows
@@ -33,9 +34,8 @@ def prefill_hot(path: str, flows: pl.DataFrame, rows: int, until: datetime) -> f
     # Ingested as they happened, the last one a few seconds before now.
     ingested = min(until, datetime.now(UTC)) - DAY - timedelta(seconds=10)
     cols = [c for c in FLOW_COLUMNS if c not in ("uid", "ts")]
-    con = duckdb.connect(path)
-    try:
-        ensure_schema(con)
+    hot = as_backend(hot)
+    with hot.connect() as con:
         con.register("_base", base.to_arrow())
         n = base.height
         passes = -(-rows // n)
@@ -72,9 +72,10 @@ def prefill_hot(path: str, flows: pl.DataFrame, rows: int, until: datetime) -> f
         con.execute(
             "INSERT INTO alerts_progress SELECT max(predicted_at), max(ts) FROM predictions"
         )
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
+        if isinstance(hot, DuckDBFile):
+            con.execute("CHECKPOINT")
+        else:
+            hot.maintain(con, datetime.now(UTC))  # as the hourly lifecycle job leaves it
     return time.perf_counter() - t0
 
 

@@ -267,8 +267,11 @@ def bare_consume(args, broker, topic: str, consumed_expected: int) -> float:
     return raw_rate
 
 
-def hot_batch_costs(flows: pl.DataFrame, work: Path, rows: int, live_start: datetime) -> None:
-    """(c) the hot store's per-batch work, on an empty store and on a pre-filled one."""
+def hot_batch_costs(
+    flows: pl.DataFrame, work: Path, rows: int, live_start: datetime, make_store=None
+) -> None:
+    """(c) the hot store's per-batch work, on an empty store and on a pre-filled one (DuckDB
+    files, or what `make_store(label)` makes)."""
     t0 = time.perf_counter()
     scorer = small_scorer(flows)
     print(f"(c) trained a small scorer in {time.perf_counter() - t0:.1f} s")
@@ -278,10 +281,10 @@ def hot_batch_costs(flows: pl.DataFrame, work: Path, rows: int, live_start: date
     after = (live_start + timedelta(hours=2)).replace(minute=0, second=0)
     results = {}
     for label, n in (("empty", 0), (f"{rows:,} rows", rows)):
-        path = work / f"costs-{n}.duckdb"
+        path = make_store(f"costs-{n}") if make_store else work / f"costs-{n}.duckdb"
         if n:
             t0 = time.perf_counter()
-            prefill_hot(str(path), flows, n, after)
+            prefill_hot(path, flows, n, after)
             print(f"    pre-filled {n:,} flows in {time.perf_counter() - t0:.0f} s")
         batches = live_batches(flows, after, LIVE_RATE, 50_000, 6, "c")
         costs = measure(path, batches, scorer)
@@ -296,6 +299,43 @@ def hot_batch_costs(flows: pl.DataFrame, work: Path, rows: int, live_start: date
         f"    full / empty: upsert {f_up / e_up:.2f}x, scoring {f_sc / e_sc:.2f}x, "
         f"alerts {f_al / e_al:.2f}x"
     )
+
+
+def lake_batch_costs(args, work: Path) -> None:
+    """(c) on DuckLakes: an empty one and one holding `--hot-rows` flows (data in a local
+    folder: a day of Parquet is more than moto's in-memory S3 should hold)."""
+    import uuid
+
+    import psycopg2
+
+    from nids_core.stores.hot_backend import DuckLakeStore
+    from nids_core.stores.lake import LakeLocation
+
+    admin = psycopg2.connect(args.pg + " dbname=postgres")
+    admin.autocommit = True
+    made = []
+
+    def make_store(label: str) -> DuckLakeStore:
+        name = f"nids_bench_{uuid.uuid4().hex[:8]}"
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return DuckLakeStore(LakeLocation(f"{args.pg} dbname={name}", str(work / label)))
+
+    print("(c) on DuckLake (catalog in PostgreSQL, data in a local folder):")
+    try:
+        hot_batch_costs(
+            load_flows(iot23_files(find_data_dir())),
+            work,
+            args.hot_rows,
+            datetime.now(UTC).replace(microsecond=0),
+            make_store,
+        )
+    finally:
+        with admin.cursor() as cur:
+            for name in made:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def writer_passes(args, broker, topic: str, work: Path) -> None:
@@ -375,7 +415,10 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
             saved = dict(os.environ)
             os.environ.update(env)
             try:
-                DagsterInstance.get().dispose()
+                with DagsterInstance.get() as instance:
+                    # The pool's slots too: two first runs creating them at once on a fresh
+                    # database can fail one of them (a long-lived instance has them).
+                    instance.event_log_storage.initialize_concurrency_limit_to_default("duckdb")
                 hot = hot_store_from_env()
                 with hot.backend().connect():
                     pass
@@ -410,6 +453,8 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
                 if proc.returncode != 0:
                     sys.exit(f"a {label} writer failed: {err[-3000:]}")
                 outs.append(json.loads(out.strip().splitlines()[-1]))
+                if "Traceback" in err:
+                    print(f"    a {label} writer's errors: {err[-2500:]}")
             late = max(o["started"] for o in outs) - start_at
             seconds = max(o["ended"] for o in outs) - start_at
             failed = sum(o["failed"] for o in outs)
@@ -438,7 +483,7 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
                     for r in instance.get_run_records():
                         if r.dagster_run.status.value == "FAILURE":
                             why = failure_reason(instance, r.dagster_run.run_id)
-                            print(f"    failed run {r.dagster_run.run_id[:8]}: {why[:600]}")
+                            print(f"    failed run {r.dagster_run.run_id[:8]}: {why[-1500:]}")
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
@@ -462,6 +507,8 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
         moto.stop()
+    if args.hot_rows:
+        lake_batch_costs(args, work)
     file_rate, _ = results[("duckdb", 1)]
     one, _ = results[("ducklake", 1)]
     many, exact = results[("ducklake", args.writers)]

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 from dagster import DagsterInstance, RunRequest
 
@@ -46,7 +47,12 @@ if __name__ == "__main__":
         failed = 0
         for r in work:
             request = RunRequest(run_key=r.run_key(), run_config=batch_run_config(r))
-            failed += 0 if execute_request(defs, instance, "ingest_job", request, "WARNING") else 1
+            try:
+                ok = execute_request(defs, instance, "ingest_job", request, "WARNING")
+            except Exception:  # a run that fails outside its steps: say why on stderr
+                traceback.print_exc()
+                ok = False
+            failed += 0 if ok else 1
         print(
             json.dumps(
                 {"started": started, "ended": time.time(), "runs": len(work), "failed": failed}

@@ -46,5 +46,15 @@ def failure_reason(instance, run_id: str) -> str:
         and e.dagster_event.is_step_failure
         and e.dagster_event.event_specific_data.error
     ]
+    if not errors:
+        # A run that failed outside its steps (a resource, the executor) carries the error
+        # on its run-failure event.
+        errors = [
+            str(e.dagster_event.event_specific_data.error.to_string())
+            for e in logs
+            if e.dagster_event
+            and e.dagster_event.is_run_failure
+            and getattr(e.dagster_event.event_specific_data, "error", None)
+        ]
     why = errors[-1] if errors else (logs[-1].message if logs else "")
     return (why or "").strip()
