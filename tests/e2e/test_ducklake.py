@@ -17,6 +17,7 @@ from nids_core.stores.lake import LakeLocation, S3Access, close_lakes
 from tests.support.deployment import ROOT, iot23
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+pytestmark = pytest.mark.slow
 CAPTURE = "CTU-Malware-Capture-8-1-labeled.csv.gz"  # 10,403 flows, one uid each
 WRITER = [sys.executable, "-m", "tests.support.lake_writer"]
 
