@@ -109,10 +109,32 @@ def test_a_fresh_catalog_raced_by_four_processes_is_created_once(lake):
     assert set(tables.values()) == {1}
 
 
+def _small_model():
+    import polars as pl
+
+    from nids_core.model.splits import time_split
+    from nids_core.model.training import TrainConfig, train_served
+    from nids_core.serving.model_cache import ServedModel
+    from nids_core.zeek.files import read_zeek_file
+
+    flows = read_zeek_file(iot23("CTU-Honeypot-Capture-7-1-labeled.csv.gz")).flows
+    split = time_split(flows.filter(pl.col("label").is_not_null()))
+    result = train_served(
+        split.filter(pl.col("split") == "train"),
+        split.filter(pl.col("split") == "validation"),
+        TrainConfig(max_epochs=5, patience=2, hidden=16),
+    )
+    return ServedModel("lake-test", result.scorer, "test")
+
+
 def test_concurrent_writers_store_each_uid_once_and_readers_never_wait(lake):
     """Four partitions written at once, 2,000 of their records delivered to two partitions
     (the same uid and ts in partitions 1 and 2, both writers starting with them); a reader
-    counts throughout. The copy of the lower partition wins, every uid is stored once."""
+    counts and a scoring pass runs throughout. The copy of the lower partition wins, every
+    uid is stored once and predicted once."""
+    from nids_core.serving.scoring import score_unscored
+
+    model = _small_model()
     start_at = time.time() + 4
     # (partition, first row, rows): rows 6000..7999 are in partitions 1 and 2.
     shares = [(0, 0, 4000), (1, 6000, 2000), (2, 6000, 4403), (3, 4000, 2000)]
@@ -122,13 +144,23 @@ def test_concurrent_writers_store_each_uid_once_and_readers_never_wait(lake):
     ]
     store = DuckLakeStore(lake)
     seen, slowest = [], 0.0
-    with store.connect(read_only=True) as reader:
+    scored_during = 0
+    with store.connect(read_only=True) as reader, store.connect() as scoring:
         while any(p.poll() is None for p in procs):
             t0 = time.perf_counter()
             seen.append(reader.execute("SELECT count(*) FROM flows").fetchone()[0])
             slowest = max(slowest, time.perf_counter() - t0)
+            counts = store.retrying(lambda: score_unscored(scoring, model))
+            scored_during += counts.inserted
             time.sleep(0.2)
     totals = [finish(p) for p in procs]
+    with store.connect() as scoring:
+        store.retrying(lambda: score_unscored(scoring, model))
+        predicted, predicted_uids = scoring.execute(
+            "SELECT count(*), count(DISTINCT uid) FROM predictions"
+        ).fetchone()
+    assert scored_during > 0  # scoring ran while the writers wrote
+    assert predicted == predicted_uids == 10403
     with store.connect() as con:
         stored, uids = con.execute("SELECT count(*), count(DISTINCT uid) FROM flows").fetchone()
         partitions = dict(
