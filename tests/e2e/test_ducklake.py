@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -287,3 +288,67 @@ def test_ingest_runs_of_two_partitions_at_once_on_the_lake_lose_and_double_nothi
     assert (stored, uids, quarantined) == (10403, 10403, 2)
     assert len(records) == 2 and duplicates == 300
     assert sum(sent.values()) == stored + quarantined + duplicates
+
+
+def test_nids_hot_init_creates_the_lake_once_and_a_bad_setting_is_named(lake):
+    nids = str(Path(sys.executable).parent / "nids")
+    env = {
+        **os.environ,
+        "NIDS_HOT_STORE": "ducklake",
+        "NIDS_DUCKLAKE_CATALOG": lake.catalog,
+        "NIDS_DUCKLAKE_DATA_PATH": lake.data_path,
+        "NIDS_S3_ENDPOINT_URL": lake.s3.endpoint_url,
+        "AWS_REGION": "us-east-1",
+    }
+    for _ in range(2):  # the second run finds it made
+        out = subprocess.run([nids, "hot", "init"], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "hot store ready: DuckLake" in out.stdout and "analyst_alerts: 0 rows" in out.stdout
+    bad = subprocess.run(
+        [nids, "hot", "init"],
+        env={**env, "NIDS_DUCKLAKE_CATALOG": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0
+    assert "NIDS_HOT_STORE=ducklake needs NIDS_DUCKLAKE_CATALOG" in bad.stderr
+
+
+def test_lifecycle_deletes_and_maintenance_beside_a_writer_retry_and_lose_nothing(lake):
+    """The lifecycle job's deletes and DuckLake's maintenance while a writer commits into
+    the same table: a commit that loses is retried, and every row is where it belongs."""
+    from datetime import UTC, datetime
+
+    from nids_core.stores.lifecycle import quarantine_implausible, remove_uids_stored_twice
+    from nids_core.zeek.files import read_zeek_file
+
+    store = DuckLakeStore(lake)
+    first = finish(start_writer(writer_args(lake, 0, 0, 3000, 500, 0)))
+    assert first["inserted"] == 3000
+    ts = read_zeek_file(iot23(CAPTURE)).flows["ts"].sort()
+    cut = ts[1500]  # half of the first 3,000 rows lie before it
+    with store.connect() as con:
+        before_cut = con.execute("SELECT count(*) FROM flows WHERE ts < ?", [cut]).fetchone()[0]
+    writer = start_writer(writer_args(lake, 1, 3000, 7403, 250, time.time() + 1))
+    moved = 0
+    maintenance = {}
+    with store.connect() as con:
+        time.sleep(1.5)
+        # The plausible window narrowed to start at `cut`: those rows move to quarantine.
+        moved = store.retrying(lambda: quarantine_implausible(con, cut, datetime.now(UTC)))
+        store.retrying(lambda: remove_uids_stored_twice(con))
+        maintenance = store.maintain(con, datetime.now(UTC))
+    totals = finish(writer)
+    assert totals["inserted"] == 7403
+    with store.connect() as con:
+        stored = con.execute("SELECT count(*), count(DISTINCT uid) FROM flows").fetchone()
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    assert moved >= before_cut > 0
+    assert quarantined == moved
+    assert stored == (10403 - moved, 10403 - moved)
+    assert set(maintenance) == {
+        "flush_inlined_data",
+        "merge_adjacent_files",
+        "expire_snapshots",
+        "cleanup_old_files",
+    }

@@ -44,6 +44,7 @@ RUN_ELSEWHERE = {
     "nids model rollback": "test_model_faults.py::test_rollback_to_a_gate_failed_version_is_refused_unless_explicitly_overridden",
     "nids model status|rollback": "test_model_faults.py::test_rollback_to_a_gate_failed_version_is_refused_unless_explicitly_overridden",
     "nids ingest --until-idle": "test_ingest_cli.py::test_a_killed_ingest_process_mid_batch_is_recovered_by_the_next_one",
+    "nids hot init": "test_ducklake.py::test_nids_hot_init_creates_the_lake_once_and_a_bad_setting_is_named",
     "nids data download": "test_data_dir.py::test_download_verifies_content_checksum_plain_or_gzip",
     "dagster asset materialize -m nids_jobs.definitions --select training_set,gnn_model,champion_model": "test_model.py::test_training_job_gate_promotion_and_rollback (the same selection, as training_job)",
     "NIDS_MODEL_SIGNING_KEY=$(cat var/model-signing.key) DAGSTER_HOME=$PWD/var/dagster .venv/bin/dagster dev": "test_ui.py::test_lineage_and_asset_check_pages_render",
