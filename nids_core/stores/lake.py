@@ -195,7 +195,7 @@ def ensure_catalog(
                 # Lock rows are never committed (see key_locks), so the table stays empty and
                 # need not be logged.
                 cur.execute(
-                    "CREATE UNLOGGED TABLE IF NOT EXISTS nids_key_locks (key text PRIMARY KEY)"
+                    "CREATE UNLOGGED TABLE IF NOT EXISTS nids_key_locks (key bigint PRIMARY KEY)"
                 )
                 if _missing_tables(pg, names) == set():
                     return False  # another process created them while this one waited
