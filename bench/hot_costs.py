@@ -23,15 +23,8 @@ from nids_core.model.training import TrainConfig, train_served
 from nids_core.serving.alerts import refresh_alerts
 from nids_core.serving.model_cache import ServedModel
 from nids_core.serving.scoring import score_unscored
+from nids_core.stores.cold import QUARANTINE_SCHEMA
 from nids_core.stores.hot_backend import HotBackend, as_backend
-
-QUARANTINE_SCHEMA = {
-    "topic": pl.String,
-    "partition": pl.Int32,
-    "offset": pl.Int64,
-    "raw": pl.Binary,
-    "error": pl.String,
-}
 
 ALERT_MIN_SCORE = 0.5
 LIVE_RATE = 1_000  # flows/s of the sensor the batches come from

@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -301,6 +302,20 @@ def hot_batch_costs(
     )
 
 
+@contextmanager
+def _environment(env: dict[str, str]):
+    """The process's environment set to `env` for the block (the Dagster instance and the
+    resources read theirs from it), restored after."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def lake_batch_costs(args, work: Path) -> None:
     """(c) on DuckLakes: an empty one and one holding `--hot-rows` flows (data in a local
     folder: a day of Parquet is more than moto's in-memory S3 should hold)."""
@@ -412,9 +427,7 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
                 "PYTHONPATH": str(Path(__file__).parents[1]),
             }
             # Dagster's tables and the hot store's catalog made once, before the writers.
-            saved = dict(os.environ)
-            os.environ.update(env)
-            try:
+            with _environment(env):
                 with DagsterInstance.get() as instance:
                     # The pool's slots too: two first runs creating them at once on a fresh
                     # database can fail one of them (a long-lived instance has them).
@@ -422,9 +435,6 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
                 hot = hot_store_from_env()
                 with hot.backend().connect():
                     pass
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
             start_at = time.time() + 20
             procs = [
                 subprocess.Popen(
@@ -476,17 +486,12 @@ def writer_passes(args, broker, topic: str, work: Path) -> None:
             )
             rate = args.sent / seconds
             runs = sum(o["runs"] for o in outs)
-            os.environ.update(env)
-            try:
-                with DagsterInstance.get() as instance:
-                    breakdown = step_breakdown(instance)
-                    for r in instance.get_run_records():
-                        if r.dagster_run.status.value == "FAILURE":
-                            why = failure_reason(instance, r.dagster_run.run_id)
-                            print(f"    failed run {r.dagster_run.run_id[:8]}: {why[-1500:]}")
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+            with _environment(env), DagsterInstance.get() as instance:
+                breakdown = step_breakdown(instance)
+                for r in instance.get_run_records():
+                    if r.dagster_run.status.value == "FAILURE":
+                        why = failure_reason(instance, r.dagster_run.run_id)
+                        print(f"    failed run {r.dagster_run.run_id[:8]}: {why[-1500:]}")
             results[(kind, writers)] = (rate, exact)
             print(
                 f"(d) {kind} hot store, {writers} writer process(es) over {args.writers} "

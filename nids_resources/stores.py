@@ -20,7 +20,32 @@ from nids_resources.settings import setting
 HOT_STORE_KINDS = ("duckdb", "ducklake")
 
 
-class HotStoreResource(TagsRunWorker, DuckDBResource):
+class S3AccessSettings(ConfigurableResource):
+    """The S3 endpoint and credentials: the cold store's, and the DuckLake hot store's."""
+
+    s3_endpoint_url: str | None = setting(
+        None,
+        env="NIDS_S3_ENDPOINT_URL",
+        description="S3 endpoint for MinIO or another S3-compatible store",
+    )
+    aws_access_key_id: str | None = setting(
+        None, env="AWS_ACCESS_KEY_ID", description="S3 access key", secret=True
+    )
+    aws_secret_access_key: str | None = setting(
+        None, env="AWS_SECRET_ACCESS_KEY", description="S3 secret key", secret=True
+    )
+    aws_region: str | None = setting(None, env="AWS_REGION", description="S3 region")
+
+    def s3_access(self) -> S3Access:
+        return S3Access(
+            endpoint_url=self.s3_endpoint_url,
+            key_id=self.aws_access_key_id,
+            secret=self.aws_secret_access_key,
+            region=self.aws_region,
+        )
+
+
+class HotStoreResource(TagsRunWorker, S3AccessSettings, DuckDBResource):
     """The hot tables of nids_core.stores.hot_schema (`flows`, `predictions`,
     `scoring_progress`, `quarantine`, `alerts`, `alerts_progress`, `evidence`,
     `analyst_alerts`, `detection_progress`), created on first connect, in one of two
@@ -62,18 +87,6 @@ class HotStoreResource(TagsRunWorker, DuckDBResource):
         "job flushes them into files (0: never)",
         ge=0,
     )
-    s3_endpoint_url: str | None = setting(
-        None,
-        env="NIDS_S3_ENDPOINT_URL",
-        description="S3 endpoint for MinIO or another S3-compatible store",
-    )
-    aws_access_key_id: str | None = setting(
-        None, env="AWS_ACCESS_KEY_ID", description="S3 access key", secret=True
-    )
-    aws_secret_access_key: str | None = setting(
-        None, env="AWS_SECRET_ACCESS_KEY", description="S3 secret key", secret=True
-    )
-    aws_region: str | None = setting(None, env="AWS_REGION", description="S3 region")
 
     @field_validator("store_kind")
     @classmethod
@@ -109,12 +122,7 @@ class HotStoreResource(TagsRunWorker, DuckDBResource):
                 LakeLocation(
                     catalog=str(self.ducklake_catalog),
                     data_path=str(self.ducklake_data_path),
-                    s3=S3Access(
-                        endpoint_url=self.s3_endpoint_url,
-                        key_id=self.aws_access_key_id,
-                        secret=self.aws_secret_access_key,
-                        region=self.aws_region,
-                    ),
+                    s3=self.s3_access(),
                     inline_rows=self.ducklake_inline_rows,
                 )
             )
@@ -139,7 +147,7 @@ class HotStoreResource(TagsRunWorker, DuckDBResource):
                 con.close()
 
 
-class ColdStoreResource(TagsRunWorker, ConfigurableResource):
+class ColdStoreResource(TagsRunWorker, S3AccessSettings):
     """Landing zone and daily cold partitions: a local path or `s3://bucket/prefix`."""
 
     url: str = setting(
@@ -147,18 +155,6 @@ class ColdStoreResource(TagsRunWorker, ConfigurableResource):
         env="NIDS_COLD_URL",
         description="Landing zone and cold store root: a path or s3://bucket/prefix",
     )
-    s3_endpoint_url: str | None = setting(
-        None,
-        env="NIDS_S3_ENDPOINT_URL",
-        description="S3 endpoint for MinIO or another S3-compatible store",
-    )
-    aws_access_key_id: str | None = setting(
-        None, env="AWS_ACCESS_KEY_ID", description="S3 access key", secret=True
-    )
-    aws_secret_access_key: str | None = setting(
-        None, env="AWS_SECRET_ACCESS_KEY", description="S3 secret key", secret=True
-    )
-    aws_region: str | None = setting(None, env="AWS_REGION", description="S3 region")
     compaction_memory: str = setting(
         "2GB",
         env="NIDS_COLD_COMPACTION_MEMORY",

@@ -41,7 +41,6 @@ class DuckDBFile:
     """The hot tables in one DuckDB file."""
 
     path: str
-    concurrent_writers = False
 
     def exists(self) -> bool:
         return self.path != ":memory:" and Path(self.path).exists()
@@ -98,7 +97,6 @@ class DuckLakeStore:
     """The hot tables in a DuckLake."""
 
     location: LakeLocation
-    concurrent_writers = True
 
     def exists(self) -> bool:
         return True

@@ -9,17 +9,10 @@ import time
 import polars as pl
 
 from nids_core.ingest.landing import upsert_batch
+from nids_core.stores.cold import QUARANTINE_SCHEMA
 from nids_core.stores.hot_backend import DuckLakeStore
 from nids_core.stores.lake import LakeLocation, S3Access
 from nids_core.zeek.files import read_zeek_file
-
-REJECTS = {
-    "topic": pl.String,
-    "partition": pl.Int32,
-    "offset": pl.Int64,
-    "raw": pl.Binary,
-    "error": pl.String,
-}
 
 
 def batches(args: dict) -> list[pl.DataFrame]:
@@ -43,7 +36,7 @@ if __name__ == "__main__":
         )
     )
     work = batches(args)
-    rejects = pl.DataFrame(schema=REJECTS)
+    rejects = pl.DataFrame(schema=QUARANTINE_SCHEMA)
     totals = {"received": 0, "inserted": 0, "already_present": 0, "replaced": 0, "batches": 0}
     with backend.connect() as con:
         time.sleep(max(0.0, args.get("start_at", 0) - time.time()))
